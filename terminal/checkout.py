@@ -1,0 +1,730 @@
+"""The checkout state machine: pure Python, no Kivy, no hardware, no threads.
+
+The UI and the CLI both drive it.  Hardware and processor results arrive as
+events; :meth:`CheckoutMachine.handle` returns the effects to perform (open
+the camera, close it, charge an amount, record a consent event, light LEDs).
+An event that makes no sense in the current state raises :class:`Rejected`
+with the reason and changes nothing.
+
+The promises it enforces:
+- the camera opens only in FACE_SCAN or ENROL_CAPTURE, and every way out of
+  those states closes it;
+- a face match never charges: only ``Confirm`` with the exact amount and
+  shopper shown (and the phone digits when a step-up was asked) does;
+- a revoked shopper is never shown again, whatever the matcher says;
+- with face pay off (config or staff mode) no face step can start.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from .face.matcher import false_match_in_gallery
+
+
+class State(enum.StrEnum):
+    IDLE = "idle"
+    AMOUNT_DUE = "amount_due"
+    FACE_SCAN = "face_scan"
+    CONSENT = "consent"
+    CHARGING = "charging"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    ENROL_CONSENT = "enrol_consent"
+    ENROL_DETAILS = "enrol_details"
+    ENROL_CAPTURE = "enrol_capture"
+    ENROL_CARD = "enrol_card"
+    ENROL_SAVING = "enrol_saving"
+    ENROL_DONE = "enrol_done"
+    MYDATA_TAP = "mydata_tap"
+    MYDATA_LOOKUP = "mydata_lookup"
+    MYDATA_SHOW = "mydata_show"
+    MYDATA_DELETING = "mydata_deleting"
+    MYDATA_DELETED = "mydata_deleted"
+    OUT_OF_SERVICE = "out_of_service"
+
+
+CAMERA_STATES = frozenset({State.FACE_SCAN, State.ENROL_CAPTURE})
+RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.CANCELLED, State.ENROL_DONE,
+                           State.MYDATA_DELETED})
+MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
+MAX_PHONE_TRIES = 3
+
+
+class Rejected(Exception):
+    """An event that is not valid in the current state; nothing changed."""
+
+
+# --------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class ShopperView:
+    """What the machine may know of a matched or looked-up shopper: no biometrics."""
+
+    shopper_id: str
+    masked_name: str
+    masked_card: str
+    token: str
+    has_phone: bool = False
+    enrolled_at: str = ""
+
+
+@dataclass(frozen=True)
+class Sale:
+    sale_id: str
+    amount_minor: int
+    currency: str
+    training: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    threshold: float = 0.55
+    stepup_margin: float = 0.15
+    stepup_false_match_bound: float = 0.001
+    false_match_rate: float = 0.033
+    enrol_captures: int = 3
+    scan_timeout_s: float = 15.0
+    consent_timeout_s: float = 20.0
+    result_timeout_s: float = 6.0
+
+
+# --------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class StartSale:
+    sale_id: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class ChooseFace:
+    pass
+
+
+@dataclass(frozen=True)
+class CardTapped:
+    card_hash: str
+    masked_card: str
+    token: str
+
+
+@dataclass(frozen=True)
+class FaceGuidance:
+    reason: str
+
+
+@dataclass(frozen=True)
+class FaceMatched:
+    shopper: ShopperView
+    distance: float
+    margin: float | None
+    gallery_size: int
+
+
+@dataclass(frozen=True)
+class FaceNoMatch:
+    reason: str
+
+
+@dataclass(frozen=True)
+class PhoneDigits:
+    digits: str
+
+
+@dataclass(frozen=True)
+class PhoneChecked:
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Confirm:
+    amount_minor: int
+    shopper_id: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+@dataclass(frozen=True)
+class Timeout:
+    token: int
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    sale_id: str
+    approved: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Done:
+    pass
+
+
+@dataclass(frozen=True)
+class StartEnrolment:
+    pass
+
+
+@dataclass(frozen=True)
+class AgreeConsent:
+    version: str
+    text_hash: str
+
+
+@dataclass(frozen=True)
+class EnrolDetails:
+    name: str
+    phone_last4: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptureAccepted:
+    count: int
+
+
+@dataclass(frozen=True)
+class EnrolStored:
+    shopper: ShopperView
+
+
+@dataclass(frozen=True)
+class EnrolFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class StartMyData:
+    pass
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    shopper: ShopperView | None
+
+
+@dataclass(frozen=True)
+class DeleteMyData:
+    pass
+
+
+@dataclass(frozen=True)
+class Revoked:
+    shopper_id: str
+    receipt_id: str
+
+
+@dataclass(frozen=True)
+class SetMode:
+    mode: str
+
+
+@dataclass(frozen=True)
+class ReaderStatus:
+    ok: bool
+
+
+@dataclass(frozen=True)
+class CameraFault:
+    reason: str
+
+
+# --------------------------------------------------------------------------- effects
+@dataclass(frozen=True)
+class OpenCamera:
+    purpose: str  # "payment" or "enrolment"
+
+
+@dataclass(frozen=True)
+class CloseCamera:
+    pass
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    token: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Charge:
+    sale: Sale
+    method: str  # "face" or "card"
+    token: str
+    shopper_id: str | None
+    card_hash: str | None
+
+
+@dataclass(frozen=True)
+class Record:
+    kind: str
+    subject: str
+    details: dict
+
+
+@dataclass(frozen=True)
+class VerifyPhone:
+    shopper_id: str
+    digits: str
+
+
+@dataclass(frozen=True)
+class StoreEnrolment:
+    name: str
+    phone_last4: str | None
+    consent_version: str
+    consent_text_hash: str
+    card_hash: str
+    masked_card: str
+    token: str
+
+
+@dataclass(frozen=True)
+class LookupCard:
+    card_hash: str
+
+
+@dataclass(frozen=True)
+class RevokeShopper:
+    shopper_id: str
+
+
+@dataclass(frozen=True)
+class LoadGallery:
+    pass
+
+
+@dataclass(frozen=True)
+class DropGallery:
+    pass
+
+
+@dataclass(frozen=True)
+class Leds:
+    pattern: str  # idle, amount_due, scanning, consent, processing, approved, declined, fault, off
+
+
+# --------------------------------------------------------------------------- machine
+@dataclass
+class Context:
+    state: State = State.IDLE
+    mode: str = "normal"
+    face_pay_config: bool = True
+    sale: Sale | None = None
+    candidate: ShopperView | None = None
+    stepup_required: bool = False
+    stepup_ok: bool = False
+    phone_tries: int = 0
+    guidance: str | None = None
+    message: str | None = None
+    enrol_consent: tuple[str, str] | None = None
+    enrol_details: EnrolDetails | None = None
+    enrol_captures: int = 0
+    enrolled: ShopperView | None = None
+    mydata: ShopperView | None = None
+    receipt_id: str | None = None
+    reader_ok: bool = True
+    camera_ok: bool = True
+    camera_open: bool = False
+    timer: int = 0
+    revoked: frozenset = field(default_factory=frozenset)
+
+
+class CheckoutMachine:
+    def __init__(self, policy: Policy | None = None, *, face_pay: bool = True, mode: str = "normal"):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.policy = policy or Policy()
+        self.ctx = Context(mode=mode, face_pay_config=face_pay)
+        if mode == "out_of_service":
+            self.ctx.state = State.OUT_OF_SERVICE
+
+    # -- views -----------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return self.ctx.state
+
+    @property
+    def face_pay_on(self) -> bool:
+        return self.ctx.face_pay_config and self.ctx.mode not in ("card_only", "out_of_service")
+
+    def startup_effects(self) -> list:
+        eff = [LoadGallery()] if self.face_pay_on else [DropGallery()]
+        return eff + [Leds(self._idle_pattern())]
+
+    def needs_stepup(self, margin: float | None, gallery_size: int) -> bool:
+        p = self.policy
+        if margin is not None and margin < p.stepup_margin:
+            return True
+        return false_match_in_gallery(p.false_match_rate, gallery_size) > p.stepup_false_match_bound
+
+    # -- helpers ---------------------------------------------------------
+    def _idle_pattern(self) -> str:
+        if self.ctx.mode == "out_of_service" or not self.ctx.reader_ok or not self.ctx.camera_ok:
+            return "fault"
+        return "idle"
+
+    def _timer(self, seconds: float) -> StartTimer:
+        self.ctx.timer += 1
+        return StartTimer(self.ctx.timer, seconds)
+
+    def _close_camera(self) -> list:
+        if self.ctx.camera_open:
+            self.ctx.camera_open = False
+            return [CloseCamera()]
+        return []
+
+    def _open_camera(self, purpose: str) -> list:
+        self.ctx.camera_open = True
+        return [OpenCamera(purpose)]
+
+    def _go(self, state: State) -> None:
+        self.ctx.state = state
+        self.ctx.guidance = None
+        if state not in (State.CONSENT,):
+            if state not in (State.CHARGING, State.APPROVED, State.DECLINED):
+                self.ctx.candidate = None
+            self.ctx.stepup_required = self.ctx.stepup_ok = False
+            self.ctx.phone_tries = 0
+
+    def _to_idle(self) -> list:
+        eff = self._close_camera()
+        c = self.ctx
+        c.sale = c.candidate = c.mydata = c.enrolled = None
+        c.enrol_consent = c.enrol_details = None
+        c.enrol_captures = 0
+        c.message = c.receipt_id = None
+        self._go(State.OUT_OF_SERVICE if c.mode == "out_of_service" else State.IDLE)
+        c.timer += 1  # any pending timer is now stale
+        return eff + [Leds(self._idle_pattern())]
+
+    def _result(self, state: State, message: str | None, pattern: str) -> list:
+        eff = self._close_camera()
+        self._go(state)
+        self.ctx.message = message
+        return eff + [Leds(pattern), self._timer(self.policy.result_timeout_s)]
+
+    def _cancel_sale(self, why: str) -> list:
+        eff = []
+        c = self.ctx
+        if c.state == State.CONSENT and c.candidate is not None:
+            eff.append(Record("charge_cancelled", c.candidate.shopper_id,
+                              {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
+                               "currency": c.sale.currency, "why": why}))
+        return eff + self._result(State.CANCELLED, why, "declined")
+
+    def _need(self, *states: State) -> None:
+        if self.ctx.state not in states:
+            raise Rejected(f"not possible in state {self.ctx.state.value}")
+
+    # -- the transition function ------------------------------------------
+    def handle(self, event) -> list:
+        c = self.ctx
+        s = c.state
+        name = type(event).__name__
+        method = getattr(self, "_on_" + name, None)
+        if method is None:
+            raise Rejected(f"unknown event {name}")
+        before = (s, c.camera_open)
+        effects = method(event)
+        assert c.camera_open == (c.state in CAMERA_STATES), (before, event, c.state)
+        return effects
+
+    def _on_StartSale(self, e: StartSale) -> list:
+        self._need(State.IDLE)
+        if self.ctx.mode == "enrolment":
+            raise Rejected("the terminal is in enrolment mode: no sales")
+        if not isinstance(e.amount_minor, int) or e.amount_minor <= 0:
+            raise Rejected("the amount must be a positive whole number of minor units")
+        self.ctx.sale = Sale(e.sale_id, e.amount_minor, e.currency, training=self.ctx.mode == "training")
+        self._go(State.AMOUNT_DUE)
+        self.ctx.message = None
+        return [Leds("amount_due")]
+
+    def _on_ChooseFace(self, e: ChooseFace) -> list:
+        self._need(State.AMOUNT_DUE)
+        if not self.face_pay_on:
+            raise Rejected("face pay is off at this terminal")
+        if not self.ctx.camera_ok:
+            raise Rejected("the camera is not working: pay by card")
+        self._go(State.FACE_SCAN)
+        self.ctx.message = None
+        return self._open_camera("payment") + [Leds("scanning"), self._timer(self.policy.scan_timeout_s)]
+
+    def _on_CardTapped(self, e: CardTapped) -> list:
+        c = self.ctx
+        if c.state in (State.AMOUNT_DUE, State.FACE_SCAN):
+            eff = self._close_camera()
+            self._go(State.CHARGING)
+            c.message = None
+            return eff + [Leds("processing"), Charge(c.sale, "card", e.token, None, e.card_hash)]
+        if c.state == State.ENROL_CARD:
+            d = c.enrol_details
+            self._go(State.ENROL_SAVING)
+            return [StoreEnrolment(d.name, d.phone_last4, c.enrol_consent[0], c.enrol_consent[1],
+                                   e.card_hash, e.masked_card, e.token)]
+        if c.state == State.MYDATA_TAP:
+            self._go(State.MYDATA_LOOKUP)
+            return [LookupCard(e.card_hash)]
+        raise Rejected(f"a card tap is not expected in state {c.state.value}")
+
+    def _on_FaceGuidance(self, e: FaceGuidance) -> list:
+        self._need(State.FACE_SCAN, State.ENROL_CAPTURE)
+        self.ctx.guidance = e.reason
+        return []
+
+    def _on_FaceMatched(self, e: FaceMatched) -> list:
+        self._need(State.FACE_SCAN)
+        c = self.ctx
+        eff = self._close_camera()
+        if e.shopper.shopper_id in c.revoked:
+            # Defence in depth: a revoked shopper resolves to no one, whatever the matcher said.
+            self._go(State.AMOUNT_DUE)
+            c.message = "no_match"
+            return eff + [Leds("amount_due")]
+        stepup = self.needs_stepup(e.margin, e.gallery_size)
+        if stepup and not e.shopper.has_phone:
+            # Not sure enough, and no second factor to ask for: treat as no match, offer the card.
+            self._go(State.AMOUNT_DUE)
+            c.message = "stepup_unavailable"
+            return eff + [Leds("amount_due")]
+        self._go(State.CONSENT)
+        c.candidate = e.shopper
+        c.stepup_required = stepup
+        c.stepup_ok = False
+        return eff + [Leds("consent"), self._timer(self.policy.consent_timeout_s)]
+
+    def _on_FaceNoMatch(self, e: FaceNoMatch) -> list:
+        self._need(State.FACE_SCAN)
+        eff = self._close_camera()
+        self._go(State.AMOUNT_DUE)
+        self.ctx.message = "no_match"
+        return eff + [Leds("amount_due")]
+
+    def _on_PhoneDigits(self, e: PhoneDigits) -> list:
+        self._need(State.CONSENT)
+        c = self.ctx
+        if not c.stepup_required:
+            raise Rejected("no phone check was asked for")
+        if not (len(e.digits) == 4 and e.digits.isdigit()):
+            raise Rejected("enter exactly four digits")
+        return [VerifyPhone(c.candidate.shopper_id, e.digits)]
+
+    def _on_PhoneChecked(self, e: PhoneChecked) -> list:
+        self._need(State.CONSENT)
+        c = self.ctx
+        if not c.stepup_required:
+            raise Rejected("no phone check was asked for")
+        if e.ok:
+            c.stepup_ok = True
+            c.guidance = None
+            return []
+        c.phone_tries += 1
+        if c.phone_tries >= MAX_PHONE_TRIES:
+            return self._cancel_sale("phone digits did not match")
+        c.guidance = "phone_mismatch"
+        return []
+
+    def _on_Confirm(self, e: Confirm) -> list:
+        self._need(State.CONSENT)
+        c = self.ctx
+        if c.candidate is None or e.shopper_id != c.candidate.shopper_id:
+            raise Rejected("the confirmation is for another shopper")
+        if e.amount_minor != c.sale.amount_minor:
+            raise Rejected("the confirmation is for another amount")
+        if c.stepup_required and not c.stepup_ok:
+            raise Rejected("enter the last four digits of your phone number first")
+        shopper = c.candidate
+        self._go(State.CHARGING)
+        c.candidate = shopper
+        return [Record("charge_confirmed", shopper.shopper_id,
+                       {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
+                        "currency": c.sale.currency, "step_up": c.stepup_required}),
+                Leds("processing"),
+                Charge(c.sale, "face", shopper.token, shopper.shopper_id, None)]
+
+    def _on_Cancel(self, e: Cancel) -> list:
+        c = self.ctx
+        if c.state in (State.AMOUNT_DUE, State.FACE_SCAN, State.CONSENT):
+            return self._cancel_sale("cancelled")
+        if c.state in (State.ENROL_CONSENT, State.ENROL_DETAILS, State.ENROL_CAPTURE, State.ENROL_CARD,
+                       State.MYDATA_TAP, State.MYDATA_SHOW) or c.state in RESULT_STATES:
+            return self._to_idle()
+        raise Rejected(f"nothing to cancel in state {c.state.value}")
+
+    def _on_Timeout(self, e: Timeout) -> list:
+        c = self.ctx
+        if e.token != c.timer:
+            raise Rejected("stale timer")
+        if c.state == State.FACE_SCAN:
+            eff = self._close_camera()
+            self._go(State.AMOUNT_DUE)
+            c.message = "scan_timeout"
+            return eff + [Leds("amount_due")]
+        if c.state == State.CONSENT:
+            return self._cancel_sale("timed out")
+        if c.state == State.ENROL_CAPTURE:
+            return self._to_idle()
+        if c.state in RESULT_STATES:
+            return self._to_idle()
+        raise Rejected(f"no timer runs in state {c.state.value}")
+
+    def _on_ChargeResult(self, e: ChargeResult) -> list:
+        self._need(State.CHARGING)
+        c = self.ctx
+        if c.sale is None or e.sale_id != c.sale.sale_id:
+            raise Rejected("a result for another sale")
+        if e.approved:
+            return self._result(State.APPROVED, None, "approved")
+        return self._result(State.DECLINED, e.reason or "declined", "declined")
+
+    def _on_Done(self, e: Done) -> list:
+        self._need(*RESULT_STATES, State.MYDATA_SHOW)
+        return self._to_idle()
+
+    # -- enrolment --------------------------------------------------------
+    def _on_StartEnrolment(self, e: StartEnrolment) -> list:
+        self._need(State.IDLE)
+        if not self.face_pay_on:
+            raise Rejected("face pay is off at this terminal")
+        self._go(State.ENROL_CONSENT)
+        return [Leds("idle")]
+
+    def _on_AgreeConsent(self, e: AgreeConsent) -> list:
+        self._need(State.ENROL_CONSENT)
+        if not e.version or len(e.text_hash) != 64:
+            raise Rejected("the consent text version and hash are required")
+        self.ctx.enrol_consent = (e.version, e.text_hash)
+        self._go(State.ENROL_DETAILS)
+        return []
+
+    def _on_EnrolDetails(self, e: EnrolDetails) -> list:
+        self._need(State.ENROL_DETAILS)
+        if not e.name.strip():
+            raise Rejected("a name is required")
+        if e.phone_last4 is not None and not (len(e.phone_last4) == 4 and e.phone_last4.isdigit()):
+            raise Rejected("the phone digits must be exactly four digits")
+        self.ctx.enrol_details = e
+        self.ctx.enrol_captures = 0
+        self._go(State.ENROL_CAPTURE)
+        return self._open_camera("enrolment") + [Leds("scanning"), self._timer(self.policy.scan_timeout_s * 2)]
+
+    def _on_CaptureAccepted(self, e: CaptureAccepted) -> list:
+        self._need(State.ENROL_CAPTURE)
+        self.ctx.enrol_captures = e.count
+        self.ctx.guidance = None
+        if e.count >= self.policy.enrol_captures:
+            eff = self._close_camera()
+            self._go(State.ENROL_CARD)
+            return eff + [Leds("consent")]
+        return []
+
+    def _on_EnrolStored(self, e: EnrolStored) -> list:
+        self._need(State.ENROL_SAVING)
+        eff = self._result(State.ENROL_DONE, None, "approved")
+        self.ctx.enrolled = e.shopper
+        return eff
+
+    def _on_EnrolFailed(self, e: EnrolFailed) -> list:
+        self._need(State.ENROL_SAVING, State.ENROL_CAPTURE)
+        return self._result(State.CANCELLED, e.reason, "declined")
+
+    # -- my data -------------------------------------------------------------
+    def _on_StartMyData(self, e: StartMyData) -> list:
+        self._need(State.IDLE)
+        self._go(State.MYDATA_TAP)
+        return []
+
+    def _on_LookupResult(self, e: LookupResult) -> list:
+        self._need(State.MYDATA_LOOKUP)
+        shopper = e.shopper
+        if shopper is not None and shopper.shopper_id in self.ctx.revoked:
+            shopper = None
+        self._go(State.MYDATA_SHOW)
+        self.ctx.mydata = shopper
+        return [self._timer(self.policy.consent_timeout_s)]
+
+    def _on_DeleteMyData(self, e: DeleteMyData) -> list:
+        self._need(State.MYDATA_SHOW)
+        if self.ctx.mydata is None:
+            raise Rejected("no face is enrolled for this card")
+        sid = self.ctx.mydata.shopper_id
+        self._go(State.MYDATA_DELETING)
+        return [RevokeShopper(sid)]
+
+    def _on_Revoked(self, e: Revoked) -> list:
+        """A shopper was deleted (here, from the CLI or by a purge): forget them everywhere."""
+        c = self.ctx
+        c.revoked = c.revoked | {e.shopper_id}
+        eff = []
+        if c.candidate is not None and c.candidate.shopper_id == e.shopper_id:
+            if c.state == State.CONSENT:
+                eff += self._cancel_sale("shopper opted out")
+            c.candidate = None
+        if c.state == State.MYDATA_DELETING:
+            c.mydata = None
+            eff += self._result(State.MYDATA_DELETED, None, "approved")
+            c.receipt_id = e.receipt_id
+        elif c.mydata is not None and c.mydata.shopper_id == e.shopper_id:
+            c.mydata = None
+        if c.enrolled is not None and c.enrolled.shopper_id == e.shopper_id:
+            c.enrolled = None
+        return eff
+
+    # -- staff and faults ---------------------------------------------------------
+    def _on_SetMode(self, e: SetMode) -> list:
+        c = self.ctx
+        if e.mode not in MODES:
+            raise Rejected(f"unknown mode {e.mode!r}")
+        if c.state not in (State.IDLE, State.OUT_OF_SERVICE):
+            raise Rejected("finish or cancel the current sale before changing mode")
+        was_on = self.face_pay_on
+        old = c.mode
+        c.mode = e.mode
+        eff = [Record("mode_changed", "", {"from": old, "to": e.mode})]
+        if was_on and not self.face_pay_on:
+            eff.append(DropGallery())
+        elif self.face_pay_on and not was_on:
+            eff.append(LoadGallery())
+        return eff + self._to_idle()
+
+    def _on_ReaderStatus(self, e: ReaderStatus) -> list:
+        self.ctx.reader_ok = e.ok
+        if self.ctx.state in (State.IDLE, State.OUT_OF_SERVICE):
+            return [Leds(self._idle_pattern())]
+        return []
+
+    def _on_CameraFault(self, e: CameraFault) -> list:
+        c = self.ctx
+        c.camera_ok = False
+        if c.state == State.FACE_SCAN:
+            eff = self._close_camera()
+            self._go(State.AMOUNT_DUE)
+            c.message = "camera_fault"
+            return eff + [Leds("fault")]
+        if c.state == State.ENROL_CAPTURE:
+            return self._result(State.CANCELLED, "camera_fault", "fault")
+        return [Leds("fault")] if c.state == State.IDLE else []
+
+    def camera_back(self) -> None:
+        self.ctx.camera_ok = True
+
+    # -- what a screen shows ----------------------------------------------------
+    def snapshot(self) -> dict:
+        c = self.ctx
+        return {
+            "state": c.state.value, "mode": c.mode, "face_pay": self.face_pay_on,
+            "camera_open": c.camera_open, "reader_ok": c.reader_ok, "camera_ok": c.camera_ok,
+            "sale": None if c.sale is None else {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
+                                                 "currency": c.sale.currency, "training": c.sale.training},
+            "candidate": None if c.candidate is None else replace(c.candidate, token="").__dict__,
+            "stepup_required": c.stepup_required, "stepup_ok": c.stepup_ok,
+            "guidance": c.guidance, "message": c.message, "enrol_captures": c.enrol_captures,
+            "enrolled": None if c.enrolled is None else c.enrolled.__dict__,
+            "mydata": None if c.mydata is None else c.mydata.__dict__, "receipt_id": c.receipt_id,
+        }

@@ -1,0 +1,464 @@
+"""The ``facepay`` command (also ``python -m terminal``).
+
+Every subcommand prints for people by default and JSON with ``--json``.
+Exit status: 0 success, 1 a clean "no" (no match, not found, declined,
+ledger broken), 2 bad arguments or unusable input.  Kivy is imported only by
+``facepay run``, so the other commands start fast and need no display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import FacepayError, InputError, UsageError
+
+EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
+
+
+# --------------------------------------------------------------------------- context
+class Context:
+    """What every command needs, loaded on first use: config, data directory, the Terminal."""
+
+    def __init__(self, args):
+        self.args = args
+        self._cfg = None
+        self._term = None
+
+    @property
+    def cfg(self):
+        if self._cfg is None:
+            from .config import load_config
+
+            self._cfg = load_config(self.args.config)
+        return self._cfg
+
+    @property
+    def data_dir(self) -> Path:
+        from .datadir import resolve_data_dir
+
+        return resolve_data_dir(self.args.data_dir, self.cfg.data_dir)
+
+    def terminal(self):
+        if self._term is None:
+            from .service import Terminal
+
+            self._term = Terminal(self.cfg, self.data_dir)
+        return self._term
+
+    def close(self):
+        if self._term is not None:
+            self._term.close()
+
+
+def out(args, data, text: str | None = None) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=None, ensure_ascii=False, default=str))
+    elif text is not None:
+        print(text)
+
+
+def parse_uid_arg(text: str, flag: str = "--card-uid") -> bytes:
+    from .crypto import parse_uid
+
+    try:
+        return parse_uid(text)
+    except ValueError as exc:
+        raise UsageError(str(exc), flag, "give the UID in hex, e.g. 04A1B2C3") from None
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_run(ctx: Context) -> int:
+    a = ctx.args
+    if a.script and not a.demo:
+        raise UsageError("--script needs --demo (scenarios drive simulated hardware)", "run")
+    size = None
+    if a.size:
+        try:
+            w, h = (int(v) for v in a.size.lower().split("x"))
+            if w < 320 or h < 240:
+                raise ValueError
+            size = (w, h)
+        except ValueError:
+            raise UsageError(f"--size {a.size!r} is not WIDTHxHEIGHT (e.g. 800x480)", "run") from None
+    if a.script and not Path(a.script).is_file():
+        raise InputError("scenario file not found", a.script)
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    from .ui.app import run_kiosk
+
+    return run_kiosk(ctx, demo=a.demo, size=size, script=a.script, screenshots=a.screenshots,
+                     fullscreen=a.fullscreen)
+
+
+def cmd_enroll(ctx: Context) -> int:
+    a = ctx.args
+    from . import consent
+
+    if not a.consent:
+        raise UsageError("enrolment needs the shopper's consent: they must read the consent text and agree; "
+                         "then pass --consent", "enroll")
+    uid = parse_uid_arg(a.card_uid)
+    if len(a.images) < 3:
+        raise UsageError(f"enrolment needs at least 3 photos, got {len(a.images)}", "enroll")
+    text = consent.load(a.lang)
+    term = ctx.terminal()
+    if not term.cfg.face_pay:
+        raise UsageError("face pay is switched off in this terminal's config", "enroll")
+    embeddings = [term.embed_photo(p) for p in a.images]  # every photo checked before anything is stored
+    from .runner import consistent_captures
+
+    bad = consistent_captures(embeddings, term.cfg.match.threshold)
+    if bad is not None:
+        raise InputError("this photo does not show the same person as the first", a.images[bad],
+                         "enrol one person from photos of that person only")
+    shopper = term.enrol(name=a.name, card_uid=uid, embeddings=embeddings, consent_text=text,
+                         phone_last4=a.phone_last4)
+    out(a, {"shopper_id": shopper.id, "name": shopper.name},
+        f"enrolled {shopper.name} as {shopper.id} (card {shopper.card_mask}, consent {text.version})")
+    return EXIT_OK
+
+
+def cmd_identify(ctx: Context) -> int:
+    a = ctx.args
+    result = {"match": None, "distance": None, "margin": None, "reason": None}
+    try:
+        from .face.images import load_rgb
+
+        rgb = load_rgb(a.image)
+        term = ctx.terminal()
+        if not term.cfg.face_pay or term.mode() == "card_only":
+            raise UsageError("face pay is off at this terminal", "identify")
+        analysis = term.pipeline.analyse(rgb)
+        if not analysis.gate.ok:
+            raise InputError(f"unusable photo: {analysis.gate.reason} ({analysis.gate.guidance})", a.image)
+    except FacepayError as exc:
+        if a.json:
+            result["reason"] = exc.one_line()
+            out(a, result)
+            return EXIT_USAGE
+        raise
+    m = term.match(analysis.embedding)
+    shopper = term.store.get(m.shopper_id) if m.matched else None
+    result.update(distance=None if m.distance is None else round(m.distance, 4),
+                  margin=None if m.margin is None else round(m.margin, 4), reason=m.reason)
+    if shopper:
+        result["match"] = {"shopper_id": shopper.id, "name": shopper.name}
+    text = (f"match: {shopper.name} ({shopper.id}), distance {m.distance:.3f}" if shopper
+            else f"no match: {m.reason}")
+    out(a, result, text)
+    return EXIT_OK if shopper else EXIT_NO
+
+
+def cmd_shoppers(ctx: Context) -> int:
+    a = ctx.args
+    shoppers = [s.public() for s in ctx.terminal().store.all()]
+    lines = [f"{s['shopper_id']}  {s['name']:<24} card {s['card']}  enrolled {s['enrolled_at']}"
+             f"  last used {s['last_used_at']}" for s in shoppers] or ["no shoppers enrolled"]
+    out(a, shoppers, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_revoke(ctx: Context) -> int:
+    a = ctx.args
+    if bool(a.shopper_id) == bool(a.card_uid):
+        raise UsageError("give either SHOPPER_ID or --card-uid HEX", "revoke")
+    term = ctx.terminal()
+    uid = parse_uid_arg(a.card_uid) if a.card_uid else None
+    shopper = term.resolve_shopper(a.shopper_id, uid)
+    receipt = term.revoke(shopper.id)
+    out(a, receipt.as_dict(),
+        f"deleted {shopper.id}: " + ", ".join(receipt.deleted) + f"\nreceipt {receipt.id} at {receipt.at}")
+    return EXIT_OK
+
+
+def cmd_purge(ctx: Context) -> int:
+    a = ctx.args
+    receipts = ctx.terminal().purge()
+    out(a, [r.as_dict() for r in receipts],
+        "\n".join(f"purged {r.shopper_id} (unused for {ctx.cfg.retention.template_days} days): receipt {r.id}"
+                  for r in receipts) or "nothing to purge")
+    return EXIT_OK
+
+
+def cmd_audit(ctx: Context) -> int:
+    a = ctx.args
+    ledger = ctx.terminal().ledger
+    if a.audit_cmd == "verify":
+        r = ledger.verify()
+        out(a, {"ok": r.ok, "entries": r.count, "broken_entry": r.broken_seq, "reason": r.reason},
+            f"ledger intact: {r.count} entries" if r.ok else f"ledger BROKEN at entry {r.broken_seq}: {r.reason}")
+        return EXIT_OK if r.ok else EXIT_NO
+    events = ledger.events(kind=a.kind, subject=a.subject)
+    out(a, [e.as_dict() for e in events],
+        "\n".join(f"{e.seq:>5}  {e.at}  {e.kind:<18} {e.subject or '-':<16} "
+                  f"{json.dumps(e.details, ensure_ascii=False)}" for e in events) or "no events")
+    return EXIT_OK
+
+
+def cmd_sale(ctx: Context) -> int:
+    a = ctx.args
+    from .sale import run_sale
+
+    result = run_sale(ctx.terminal(), amount=a.amount, card_uid=parse_uid_arg(a.card_uid) if a.card_uid else None,
+                      face=a.face, confirm=a.confirm, phone_last4=a.phone_last4)
+    text = f"{result['status']}: {result['amount']} {result['currency']} by {result['method']}"
+    if result.get("reason"):
+        text += f" ({result['reason']})"
+    out(a, result, text + f"  [{result['sale_id']}]")
+    return EXIT_OK if result["status"] == "approved" else EXIT_NO
+
+
+def cmd_sales(ctx: Context) -> int:
+    a = ctx.args
+    term = ctx.terminal()
+    from .money import format_amount
+
+    if a.sales_cmd == "list":
+        sales = [s.as_dict() for s in term.journal.sales()]
+        out(a, sales, "\n".join(
+            f"{s['id']}  {s['created_at'][:19]}  {format_amount(s['amount_minor'], s['currency']):>12}  "
+            f"{s['method']:<5} {s['status']:<9}{' voided' if s['voided'] else ''}"
+            f"{' refunded' if s['refunded_minor'] else ''}{' training' if s['training'] else ''}"
+            for s in sales) or "no sales")
+        return EXIT_OK
+    sale_id = a.sale_id
+    if sale_id == "last":
+        last = term.journal.last_sale()
+        if last is None:
+            raise UsageError("there are no sales yet", f"sales {a.sales_cmd}")
+        sale_id = last.id
+    result = term.reverse(a.sales_cmd, sale_id)
+    out(a, result, f"{a.sales_cmd} of {sale_id}: {result['status']}"
+        + (f" ({result['reason']})" if result["reason"] else "") + (" (already done)" if result["repeated"] else ""))
+    return EXIT_OK if result["status"] == "approved" else EXIT_NO
+
+
+def cmd_report(ctx: Context) -> int:
+    a = ctx.args
+    from datetime import date
+
+    from .money import format_amount
+
+    try:
+        day = date.fromisoformat(a.date) if a.date else None
+    except ValueError:
+        raise UsageError(f"--date {a.date!r} is not YYYY-MM-DD", "report day") from None
+    r = ctx.terminal().report_day(day)
+    cur = r["currency"]
+    lines = [f"Day report {r['day']} ({r['sales']} sales)"]
+    for method, buckets in sorted(r["by_method"].items()):
+        for status, v in sorted(buckets.items()):
+            lines.append(f"  {method:<14} {status:<9} {v['count']:>4}  {format_amount(v['sum_minor'], cur):>12}")
+    lines.append(f"  net {format_amount(r['net_minor'], cur)}")
+    out(a, r, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_processor(ctx: Context) -> int:
+    a = ctx.args
+    proc = ctx.terminal().processor
+    if a.proc_cmd == "charges":
+        rows = proc.charges()
+        out(a, rows, "\n".join(f"{r['key']:<40} {r['kind']:<7} {r['amount_minor']:>9} {r['currency']} "
+                               f"{r['status']:<9} {r['reason']}" for r in rows) or "no requests")
+    elif a.proc_cmd == "fault":
+        proc.set_fault(a.mode)
+        out(a, {"fault": a.mode}, f"sandbox processor fault: {a.mode}")
+    elif a.proc_cmd == "block":
+        term = ctx.terminal()
+        token = term.card(parse_uid_arg(a.card_uid))[2]
+        proc.block(token)
+        out(a, {"blocked": token}, f"card token {token} is now reported stolen")
+    return EXIT_OK
+
+
+def cmd_recover(ctx: Context) -> int:
+    a = ctx.args
+    done = ctx.terminal().recover()
+    out(a, done, "\n".join(f"{d.get('sale_id') or d.get('operation')}: {d['action']} -> {d.get('status', '')}"
+                           for d in done) or "nothing to recover")
+    return EXIT_OK if all(d["action"] != "still pending" for d in done) else EXIT_NO
+
+
+def cmd_failpoints(ctx: Context) -> int:
+    from .payments.failpoints import NAMES
+
+    out(ctx.args, NAMES, "\n".join(f"{k:<28} {v}" for k, v in NAMES.items()))
+    return EXIT_OK
+
+
+def cmd_mode(ctx: Context) -> int:
+    a = ctx.args
+    term = ctx.terminal()
+    if a.mode:
+        term.set_mode(a.mode, by="cli")
+    mode = term.mode()
+    face = term.cfg.face_pay and mode not in ("card_only", "out_of_service")
+    out(a, {"mode": mode, "face_pay": face}, f"mode {mode}; face pay {'ON' if face else 'OFF'}")
+    return EXIT_OK
+
+
+def cmd_staff_pin(ctx: Context) -> int:
+    import getpass
+
+    from .staff import hash_pin
+
+    pin = ctx.args.pin or getpass.getpass("new staff PIN (4-8 digits): ")
+    try:
+        h = hash_pin(pin)
+    except ValueError as exc:
+        raise UsageError(str(exc), "staff-pin") from None
+    out(ctx.args, {"pin_hash": h}, f'[staff]\npin_hash = "{h}"')
+    return EXIT_OK
+
+
+def cmd_bench(ctx: Context) -> int:
+    from .bench import run_bench
+
+    return run_bench(ctx)
+
+
+def cmd_doctor(ctx: Context) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(ctx)
+
+
+def cmd_flash(ctx: Context) -> int:
+    from .flash import run_flash
+
+    return run_flash(ctx)
+
+
+def cmd_config(ctx: Context) -> int:
+    from .config import to_toml
+
+    cfg = ctx.cfg
+    print(to_toml(cfg), end="")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON for machines")
+
+    p = Parser(prog="facepay", description="Face-payment point-of-sale terminal: opt-in only, off means deleted.")
+    p.add_argument("--data-dir", help="data folder (else $FACEPAY_DATA_DIR, else the config's data_dir, "
+                                      "else ~/.local/share/facepay)")
+    p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else built-in demo defaults)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    def add(name, func, help_, **kw):
+        sp = sub.add_parser(name, help=help_, description=help_, parents=[common], **kw)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("run", cmd_run, "run the kiosk")
+    sp.add_argument("--demo", action="store_true", help="simulated hardware: replay camera, PN532 simulator, "
+                                                        "mock LEDs, sandbox processor")
+    sp.add_argument("--size", help="window size WIDTHxHEIGHT (default 800x480)")
+    sp.add_argument("--fullscreen", action="store_true", help="full screen (the Pi)")
+    sp.add_argument("--script", help="play a scenario file through the real widgets, then exit")
+    sp.add_argument("--screenshots", help="save a PNG of every screen passed through into this folder")
+
+    sp = add("enroll", cmd_enroll, "enrol a shopper from photos (they must have agreed to the consent text)")
+    sp.add_argument("--name", required=True)
+    sp.add_argument("--card-uid", required=True, help="the card to link, in hex")
+    sp.add_argument("--consent", action="store_true", help="the shopper read the consent text and agreed")
+    sp.add_argument("--phone-last4", help="last 4 phone digits for the step-up check")
+    sp.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the consent text shown")
+    sp.add_argument("images", nargs="+", metavar="IMAGE", help="3 or more photos of the shopper")
+
+    sp = add("identify", cmd_identify, "who is in this photo? (exit 0 match, 1 no match, 2 unusable)")
+    sp.add_argument("image", metavar="IMAGE")
+
+    sp = add("shoppers", cmd_shoppers, "list enrolled shoppers (no biometric data)")
+    sp.add_argument("shoppers_cmd", choices=["list"], nargs="?", default="list")
+
+    sp = add("revoke", cmd_revoke, "opt a shopper out: destroy their face data and print the deletion receipt")
+    sp.add_argument("shopper_id", nargs="?")
+    sp.add_argument("--card-uid", help="find the shopper by their card")
+
+    add("purge", cmd_purge, "delete templates unused for longer than [retention] template_days")
+
+    sp = add("audit", cmd_audit, "the consent ledger")
+    sp.add_argument("audit_cmd", choices=["verify", "show"])
+    sp.add_argument("--kind", help="show only this event kind")
+    sp.add_argument("--subject", help="show only events about this shopper id")
+
+    sp = add("sale", cmd_sale, "run one sale headlessly through the state machine and the processor")
+    sp.add_argument("--amount", required=True, help="e.g. 12.50")
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--card-uid", help="pay by this card (hex UID)")
+    g.add_argument("--face", metavar="IMAGE", help="pay by face: the photo stands in for the camera")
+    sp.add_argument("--confirm", action="store_true", help="the shopper pressed Confirm on the consent screen")
+    sp.add_argument("--phone-last4", help="digits typed at the phone step-up")
+
+    sp = add("sales", cmd_sales, "the sales journal: list, void, refund")
+    sp.add_argument("sales_cmd", choices=["list", "void", "refund"])
+    sp.add_argument("sale_id", nargs="?", default="last", help="sale id, or 'last'")
+
+    sp = add("report", cmd_report, "end-of-day totals")
+    sp.add_argument("report_cmd", choices=["day"])
+    sp.add_argument("--date", help="YYYY-MM-DD (UTC; default today)")
+
+    sp = add("processor", cmd_processor, "the sandbox processor's own ledger and test switches")
+    sp.add_argument("proc_cmd", choices=["charges", "fault", "block"])
+    sp.add_argument("mode", nargs="?", choices=["none", "timeout", "fail"], help="with 'fault'")
+    sp.add_argument("--card-uid", help="with 'block': report this card stolen")
+
+    add("recover", cmd_recover, "settle sales a crash left in flight (also run at kiosk start-up)")
+    add("failpoints", cmd_failpoints, "list the crash points FACEPAY_FAILPOINT accepts")
+
+    sp = add("mode", cmd_mode, "show or set the terminal mode")
+    sp.add_argument("mode", nargs="?", choices=["normal", "card_only", "enrolment", "training", "out_of_service"])
+
+    sp = add("staff-pin", cmd_staff_pin, "hash a new staff PIN for [staff] pin_hash")
+    sp.add_argument("--pin", help="the PIN (prompted for if left out)")
+
+    sp = add("bench", cmd_bench, "time the face pipeline and 1:N matching")
+    sp.add_argument("--frames", required=True, help="folder of images")
+    sp.add_argument("--sizes", default="1000,10000,100000", help="gallery sizes for the match timing")
+    sp.add_argument("--repeat", type=int, default=3, help="passes over the frames")
+
+    sp = add("doctor", cmd_doctor, "check this terminal's parts; exit 0 when all pass")
+    sp.add_argument("--blink", action="store_true", help="light each LED once")
+    sp.add_argument("--skip", action="append", default=[], help="skip a check by name")
+
+    sp = add("flash", cmd_flash, "write a Raspberry Pi OS image to an SD card with this terminal's config")
+    sp.add_argument("image", metavar="IMAGE", help=".img or .img.xz")
+    sp.add_argument("target", metavar="TARGET", help="the SD card's block device (or an image file)")
+    sp.add_argument("--config", dest="flash_config", required=True, help="terminal.toml to install")
+    sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    add("config", cmd_config, "print the effective configuration as TOML")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "processor" and args.proc_cmd == "fault" and not args.mode:
+        parser.exit(EXIT_USAGE, "facepay processor: error: 'fault' needs a mode: none, timeout or fail\n")
+    if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
+        parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
+    ctx = Context(args)
+    try:
+        return args.func(ctx)
+    except FacepayError as exc:
+        print(f"facepay {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        ctx.close()

@@ -1,0 +1,101 @@
+"""Where the terminal keeps its data, and the secret files in it.
+
+Layout of the data directory (mode 0700)::
+
+    master.key            32 random bytes, mode 0600: wraps every data key
+    keystore.db           per-shopper data keys, wrapped (secure_delete on)
+    facepay.db            shoppers, encrypted templates, the consent ledger
+    journal.db            the sales journal (WAL, synchronous=FULL)
+    sandbox-processor.db  the sandbox payment processor's own ledger
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+from .errors import StorageError
+
+MASTER_KEY_FILE = "master.key"
+
+
+def resolve_data_dir(flag: str | None, config_dir: str = "") -> Path:
+    """``--data-dir``, else ``$FACEPAY_DATA_DIR``, else the config's ``data_dir``, else per-user."""
+    chosen = flag or os.environ.get("FACEPAY_DATA_DIR") or config_dir
+    if not chosen:
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        chosen = os.path.join(base, "facepay")
+    return Path(chosen).expanduser()
+
+
+def ensure_data_dir(path: Path) -> Path:
+    """Create the data directory (0700) if missing; refuse one that is not a writable folder."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StorageError("exists but is not a folder", str(path), "pass --data-dir with a folder") from None
+    except PermissionError:
+        raise StorageError("cannot create the data folder", str(path), "check permissions or pass --data-dir") from None
+    except OSError as exc:
+        raise StorageError(f"cannot create the data folder: {exc.strerror}", str(path)) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StorageError("data folder is not writable", str(path), "check its owner and mode")
+    return path
+
+
+def load_or_create_master_key(data_dir: Path) -> bytes:
+    """Read the master key, creating it (mode 0600, atomically) on first run.
+
+    A key that is readable by other users, or of the wrong length, is refused:
+    the terminal will not run on a leaked or damaged key.
+    """
+    path = data_dir / MASTER_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        try:
+            os.write(fd, os.urandom(32))
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise StorageError("disk full while creating the master key", str(path), "free some space") from None
+            raise
+        os.close(fd)
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise StorageError(
+            f"master key has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600", str(path),
+            f"run: chmod 600 {path}",
+        )
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise StorageError(
+            f"master key is {len(key)} bytes, expected 32", str(path),
+            "restore it from backup; without it no template can be read",
+        )
+    return key
+
+
+def connect(path: Path, *, wal: bool = False, secure_delete: bool = False) -> sqlite3.Connection:
+    """Open a SQLite database with the terminal's settings; errors name the file."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA foreign_keys=ON")
+        if wal:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        if secure_delete:
+            conn.execute("PRAGMA secure_delete=ON")
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(
+            f"database cannot be opened: {exc}", str(path),
+            "run `facepay doctor`; restore the file from backup if it is corrupt",
+        ) from None
+    return conn

@@ -1,0 +1,1 @@
+"""Payments: a processor interface, the embedded sandbox processor, and the sales journal."""

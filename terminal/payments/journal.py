@@ -1,0 +1,177 @@
+"""The sales journal: every sale is written before the processor is called.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed row survives a power
+cut.  A sale moves pending -> approved | declined; a sale still pending after
+a crash is settled by :func:`terminal.service.Terminal.recover`, which asks
+the processor about it by its idempotency key.  Voids and refunds go through
+the same write-ahead steps in ``operations``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..datadir import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sales (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency TEXT NOT NULL,
+    method TEXT NOT NULL,
+    shopper_id TEXT,
+    token TEXT NOT NULL,
+    training INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    reference TEXT NOT NULL DEFAULT '',
+    settled_at TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY,
+    sale_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    step TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS operations (
+    key TEXT PRIMARY KEY,
+    sale_id TEXT NOT NULL REFERENCES sales(id),
+    kind TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    settled_at TEXT
+);
+"""
+
+_SALE_COLS = ("id, key, created_at, amount_minor, currency, method, shopper_id, token, training, status, "
+              "reason, reference, settled_at")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_sale_id() -> str:
+    return "sale_" + datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + "_" + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class SaleRecord:
+    id: str
+    key: str
+    created_at: str
+    amount_minor: int
+    currency: str
+    method: str
+    shopper_id: str | None
+    token: str
+    training: bool
+    status: str
+    reason: str
+    reference: str
+    settled_at: str | None
+    voided: bool = False
+    refunded_minor: int = 0
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d.pop("token")
+        return d
+
+
+class Journal:
+    def __init__(self, path: Path):
+        self.db = connect(path, wal=True)
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def begin(self, sale_id: str, key: str, amount_minor: int, currency: str, method: str,
+              shopper_id: str | None, token: str, training: bool) -> None:
+        with_tx(self.db, [
+            ("INSERT INTO sales (id, key, created_at, amount_minor, currency, method, shopper_id, token, training, status)"
+             " VALUES (?,?,?,?,?,?,?,?,?, 'pending')",
+             (sale_id, key, _now(), amount_minor, currency, method, shopper_id, token, int(training))),
+            ("INSERT INTO steps (sale_id, at, step) VALUES (?,?, 'journaled')", (sale_id, _now())),
+        ])
+
+    def step(self, sale_id: str, step: str, detail: str = "") -> None:
+        self.db.execute("INSERT INTO steps (sale_id, at, step, detail) VALUES (?,?,?,?)", (sale_id, _now(), step, detail))
+
+    def settle(self, sale_id: str, status: str, reason: str, reference: str, via: str = "settled") -> None:
+        with_tx(self.db, [
+            ("UPDATE sales SET status=?, reason=?, reference=?, settled_at=? WHERE id=? AND status='pending'",
+             (status, reason, reference, _now(), sale_id)),
+            ("INSERT INTO steps (sale_id, at, step, detail) VALUES (?,?,?,?)", (sale_id, _now(), via, status)),
+        ])
+
+    def _sale(self, row) -> SaleRecord:
+        rec = SaleRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]),
+                         row[9], row[10], row[11], row[12])
+        voided = self.db.execute("SELECT 1 FROM operations WHERE sale_id=? AND kind='void' AND status='approved'",
+                                 (rec.id,)).fetchone() is not None
+        refunded = self.db.execute(
+            "SELECT COALESCE(SUM(amount_minor), 0) FROM operations WHERE sale_id=? AND kind='refund' AND status='approved'",
+            (rec.id,)).fetchone()[0]
+        return SaleRecord(**{**rec.__dict__, "voided": voided, "refunded_minor": refunded})
+
+    def get(self, sale_id: str) -> SaleRecord | None:
+        row = self.db.execute(f"SELECT {_SALE_COLS} FROM sales WHERE id = ?", (sale_id,)).fetchone()
+        return self._sale(row) if row else None
+
+    def sales(self, since: str | None = None, until: str | None = None) -> list[SaleRecord]:
+        sql, args = f"SELECT {_SALE_COLS} FROM sales", []
+        if since:
+            sql += " WHERE created_at >= ? AND created_at < ?"
+            args = [since, until or "9999"]
+        return [self._sale(r) for r in self.db.execute(sql + " ORDER BY created_at", args)]
+
+    def pending(self) -> list[SaleRecord]:
+        return [self._sale(r) for r in self.db.execute(
+            f"SELECT {_SALE_COLS} FROM sales WHERE status='pending' ORDER BY created_at")]
+
+    def last_sale(self) -> SaleRecord | None:
+        row = self.db.execute(f"SELECT {_SALE_COLS} FROM sales ORDER BY created_at DESC LIMIT 1").fetchone()
+        return self._sale(row) if row else None
+
+    def steps(self, sale_id: str) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.db.execute(
+            "SELECT step, detail FROM steps WHERE sale_id=? ORDER BY id", (sale_id,))]
+
+    # -- voids and refunds --------------------------------------------------
+    def begin_operation(self, key: str, sale_id: str, kind: str, amount_minor: int) -> None:
+        self.db.execute("INSERT OR IGNORE INTO operations (key, sale_id, kind, amount_minor, status, created_at)"
+                        " VALUES (?,?,?,?, 'pending', ?)", (key, sale_id, kind, amount_minor, _now()))
+
+    def settle_operation(self, key: str, status: str, reason: str) -> None:
+        self.db.execute("UPDATE operations SET status=?, reason=?, settled_at=? WHERE key=? AND status='pending'",
+                        (status, reason, _now(), key))
+
+    def operation(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT key, sale_id, kind, amount_minor, status, reason FROM operations WHERE key=?",
+                              (key,)).fetchone()
+        return dict(zip(("key", "sale_id", "kind", "amount_minor", "status", "reason"), row)) if row else None
+
+    def pending_operations(self) -> list[dict]:
+        rows = self.db.execute("SELECT key FROM operations WHERE status='pending'").fetchall()
+        return [self.operation(r[0]) for r in rows]
+
+
+def with_tx(db, statements) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, args in statements:
+            db.execute(sql, args)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

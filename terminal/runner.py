@@ -1,0 +1,214 @@
+"""Performing the state machine's effects: camera, LEDs, face scans, charges, the ledger.
+
+:class:`Runner` is what the CLI's ``facepay sale`` drives synchronously and
+what the kiosk controller drives from worker threads: the same code path for
+both.  ``dispatch(event)`` hands the event to the machine, performs every
+effect, and feeds the events those effects produce back in, until nothing is
+left.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from . import checkout as co
+from .camera import Camera
+from .face.matcher import Gallery
+from .leds import LedBoard
+from .service import Terminal
+
+_log = logging.getLogger(__name__)
+
+NO_MATCH_FRAMES = 2      # embedded frames without a match before "no match"
+MAX_FRAMES = 200         # frames per scan before giving up (the timer usually ends it first)
+
+
+def consistent_captures(embeddings: list[np.ndarray], threshold: float) -> int | None:
+    """Index of the first capture that is not the same person as the first one, or None."""
+    for i, e in enumerate(embeddings[1:], start=1):
+        if float(np.linalg.norm(e - embeddings[0])) >= threshold:
+            return i
+    return None
+
+
+class Runner:
+    def __init__(self, term: Terminal, machine: co.CheckoutMachine, camera: Camera | None,
+                 leds: LedBoard | None = None, on_timer: Callable[[co.StartTimer], None] | None = None):
+        self.term = term
+        self.machine = machine
+        self.camera = camera
+        self.leds = leds
+        self.on_timer = on_timer
+        self.last_timer: co.StartTimer | None = None
+        self.log: list = []                 # (event, effects) pairs, for tests and the scenario runner
+        self.charges: list[co.Charge] = []
+        self.last_charge = None
+        self.enrol_embeddings: list[np.ndarray] = []
+        self.scan_stop = threading.Event()
+        self.lock = threading.RLock()
+        self.last_match = None
+        self.last_receipt = None
+
+    # -- the loop -----------------------------------------------------------
+    def dispatch(self, event, *, deferred: set[type] | None = None) -> list:
+        """Handle ``event`` and its consequences; effects of a type in ``deferred`` are returned, not run."""
+        queue = deque([event])
+        left = []
+        with self.lock:
+            while queue:
+                ev = queue.popleft()
+                effects = self.machine.handle(ev)
+                self.log.append((ev, effects))
+                for eff in effects:
+                    if deferred and type(eff) in deferred:
+                        left.append(eff)
+                        continue
+                    queue.extend(self.perform(eff))
+        return left
+
+    def perform(self, eff) -> list:
+        """Carry out one effect; return the events it produced."""
+        t = self.term
+        if isinstance(eff, co.OpenCamera):
+            self.scan_stop.clear()
+            self.camera.open()
+            if self.leds:
+                self.leds.privacy(True)
+            if eff.purpose == "enrolment":
+                self.enrol_embeddings = []
+            return []
+        if isinstance(eff, co.CloseCamera):
+            self.scan_stop.set()
+            if self.camera is not None:
+                self.camera.close()
+            if self.leds:
+                self.leds.privacy(False)
+            return []
+        if isinstance(eff, co.Leds):
+            if self.leds:
+                self.leds.show(eff.pattern)
+            return []
+        if isinstance(eff, co.StartTimer):
+            self.last_timer = eff
+            if self.on_timer:
+                self.on_timer(eff)
+            return []
+        if isinstance(eff, co.Record):
+            t.ledger.append(eff.kind, eff.subject, terminal_id=t.cfg.terminal_id, **eff.details)
+            return []
+        if isinstance(eff, co.Charge):
+            self.charges.append(eff)
+            report = t.charge(eff.sale.sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
+                              eff.token, eff.shopper_id, eff.sale.training)
+            self.last_charge = report
+            approved = report.status == "approved"
+            reason = report.reason or ("status unknown: staff will check; do not pay again"
+                                       if report.status == "pending" else "")
+            return [co.ChargeResult(eff.sale.sale_id, approved, reason)]
+        if isinstance(eff, co.VerifyPhone):
+            shopper = t.store.get(eff.shopper_id)
+            return [co.PhoneChecked(shopper is not None and t.store.check_phone(shopper, eff.digits))]
+        if isinstance(eff, co.StoreEnrolment):
+            return [self._store_enrolment(eff)]
+        if isinstance(eff, co.LookupCard):
+            shopper = t.store.by_card_hash(eff.card_hash)
+            return [co.LookupResult(t.view(shopper) if shopper else None)]
+        if isinstance(eff, co.RevokeShopper):
+            receipt = t.revoke(eff.shopper_id)
+            self.last_receipt = receipt
+            return [co.Revoked(eff.shopper_id, receipt.id)]
+        if isinstance(eff, co.LoadGallery):
+            t.gallery()
+            return []
+        if isinstance(eff, co.DropGallery):
+            t.drop_gallery()
+            return []
+        raise TypeError(f"unknown effect {eff!r}")
+
+    # -- enrolment -----------------------------------------------------------
+    def _store_enrolment(self, eff: co.StoreEnrolment):
+        from . import consent
+        from .errors import FacepayError
+
+        text = next((c for c in (consent.load(lang) for lang in consent.LANGUAGES)
+                     if c.version == eff.consent_version and c.sha256 == eff.consent_text_hash), None)
+        embeddings, self.enrol_embeddings = self.enrol_embeddings, []
+        if text is None:
+            return co.EnrolFailed("the consent text shown is not one this terminal knows")
+        try:
+            shopper = self.term.enrol_hashed(name=eff.name, card_hash=eff.card_hash, masked_card=eff.masked_card,
+                                             token=eff.token, embeddings=embeddings, consent_text=text,
+                                             phone_last4=eff.phone_last4)
+        except FacepayError as exc:
+            return co.EnrolFailed(exc.what)
+        return co.EnrolStored(self.term.view(shopper))
+
+    # -- face scans (on a worker thread in the kiosk, inline in the CLI) -------------
+    def scan_payment(self, emit: Callable, on_frame: Callable | None = None) -> None:
+        """Read frames until a decision, passing guidance and then the decision to ``emit``.
+
+        Stops early when the camera is closed (cancel, timeout): ``scan_stop`` is set.
+        """
+        t = self.term
+        gallery: Gallery = t.gallery()
+        misses, frames, last_reason = 0, 0, None
+        while not self.scan_stop.is_set() and frames < MAX_FRAMES:
+            frame = self.camera.read() if self.camera.is_open else None
+            if frame is None:
+                break
+            frames += 1
+            analysis = t.pipeline.analyse(frame.image)
+            if on_frame:
+                on_frame(frame, analysis)
+            if not analysis.gate.ok:
+                if analysis.gate.reason != last_reason:
+                    last_reason = analysis.gate.reason
+                    emit(co.FaceGuidance(last_reason))
+                continue
+            m = gallery.match(analysis.embedding, t.cfg.match.threshold, t.cfg.match.margin)
+            self.last_match = m
+            shopper = t.store.get(m.shopper_id) if m.matched else None
+            if shopper is not None:
+                emit(co.FaceMatched(t.view(shopper), m.distance, m.margin, len(gallery)))
+                return
+            misses += 1
+            if misses >= NO_MATCH_FRAMES:
+                emit(co.FaceNoMatch(m.reason or "no match"))
+                return
+        if not self.scan_stop.is_set():
+            emit(co.FaceNoMatch("no match" if misses else (last_reason or "no_face")))
+
+    def capture_enrolment(self, emit: Callable, on_frame: Callable | None = None) -> None:
+        """Collect passing captures of one person, emitting guidance and each accepted capture."""
+        t = self.term
+        needed = t.cfg.match.enrol_captures
+        frames, last_reason = 0, None
+        while not self.scan_stop.is_set() and len(self.enrol_embeddings) < needed and frames < MAX_FRAMES:
+            frame = self.camera.read() if self.camera.is_open else None
+            if frame is None:
+                break
+            frames += 1
+            analysis = t.pipeline.analyse(frame.image)
+            if on_frame:
+                on_frame(frame, analysis)
+            reason = analysis.gate.reason
+            emb = analysis.embedding
+            if emb is not None:
+                if any(float(np.linalg.norm(emb - e)) < 1e-4 for e in self.enrol_embeddings):
+                    continue  # the very same frame again: not a new capture
+                if self.enrol_embeddings and \
+                        float(np.linalg.norm(emb - self.enrol_embeddings[0])) >= t.cfg.match.threshold:
+                    reason = "multiple_faces"  # a different person stepped in
+            if reason is not None:
+                if reason != last_reason:
+                    last_reason = reason
+                    emit(co.FaceGuidance(reason))
+                continue
+            last_reason = None
+            self.enrol_embeddings.append(emb)
+            emit(co.CaptureAccepted(len(self.enrol_embeddings)))

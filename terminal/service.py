@@ -1,0 +1,299 @@
+"""The terminal's operations, shared by the CLI and the kiosk UI.
+
+:class:`Terminal` owns the data directory's stores (shoppers, consent ledger,
+sales journal, processor) and the face pipeline.  It never touches Kivy; the
+state machine decides *what* happens, this module does it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import consent, crypto
+from .checkout import ShopperView
+from .config import Config
+from .datadir import ensure_data_dir, load_or_create_master_key
+from .errors import InputError, NotFoundError
+from .face.images import load_rgb
+from .face.matcher import Gallery, MatchResult
+from .ledger import ConsentLedger
+from .payments import failpoints
+from .payments.journal import Journal, SaleRecord
+from .payments.processor import Outcome, Processor, ProcessorError
+from .payments.sandbox import SandboxProcessor
+from .shoppers import DeletionReceipt, Shopper, ShopperStore
+
+_log = logging.getLogger(__name__)
+
+CHARGE_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class ChargeReport:
+    sale_id: str
+    status: str          # approved, declined, pending (unknown until recovered)
+    reason: str
+    reference: str
+
+
+class Terminal:
+    def __init__(self, cfg: Config, data_dir: Path):
+        self.cfg = cfg
+        self.data_dir = ensure_data_dir(data_dir)
+        self.master_key = load_or_create_master_key(self.data_dir)
+        self.store = ShopperStore(self.data_dir, self.master_key)
+        self.ledger = ConsentLedger(self.store.db, self.master_key)
+        self.journal = Journal(self.data_dir / "journal.db")
+        self.processor: Processor = SandboxProcessor(self.data_dir / "sandbox-processor.db",
+                                                     crypto.derive(self.master_key, "sandbox-token"))
+        self._pipeline = None
+        self._gallery: Gallery | None = None
+
+    def close(self) -> None:
+        self.drop_gallery()
+        self.store.close()
+        self.journal.close()
+        self.processor.close()
+
+    # -- face pipeline -----------------------------------------------------------
+    @property
+    def pipeline(self):
+        if self._pipeline is None:
+            from .face.pipeline import FacePipeline
+
+            self._pipeline = FacePipeline(self.cfg.detector)
+        return self._pipeline
+
+    def gallery(self) -> Gallery:
+        """The opted-in templates, decrypted into memory on first use while face pay is on."""
+        if self._gallery is None:
+            self._gallery = self.store.gallery()
+        return self._gallery
+
+    def drop_gallery(self) -> None:
+        if self._gallery is not None:
+            self._gallery.matrix[:] = 0  # overwrite the decrypted templates before letting go
+        self._gallery = None
+
+    # -- terminal mode (persisted in facepay.db so a restart keeps what staff chose) --
+    def mode(self) -> str:
+        return self.store.settings().get("mode", self.cfg.mode)
+
+    def set_mode(self, mode: str, by: str = "staff", record: bool = True) -> None:
+        old = self.mode()
+        if mode != old:
+            self.store.set_setting("mode", mode)
+            if record:
+                self.ledger.append("mode_changed", "", **{"from": old, "to": mode, "by": by,
+                                                           "terminal_id": self.cfg.terminal_id})
+        if mode in ("card_only", "out_of_service"):
+            self.drop_gallery()
+
+    def face_pay_on(self) -> bool:
+        return self.cfg.face_pay and self.mode() not in ("card_only", "out_of_service")
+
+    def policy(self):
+        from .checkout import Policy
+
+        m = self.cfg.match
+        return Policy(threshold=m.threshold, stepup_margin=m.stepup_margin,
+                      stepup_false_match_bound=m.stepup_false_match_bound, false_match_rate=m.false_match_rate,
+                      enrol_captures=m.enrol_captures, scan_timeout_s=m.scan_timeout_s,
+                      consent_timeout_s=self.cfg.payment.consent_timeout_s)
+
+    def match(self, embedding: np.ndarray) -> MatchResult:
+        m = self.cfg.match
+        return self.gallery().match(embedding, m.threshold, m.margin)
+
+    def embed_photo(self, path: str | Path) -> np.ndarray:
+        """One photo to one descriptor; a photo that fails a gate is an InputError naming it."""
+        rgb = load_rgb(path)
+        analysis = self.pipeline.analyse(rgb)
+        if not analysis.gate.ok:
+            raise InputError(f"unusable photo: {analysis.gate.reason} ({analysis.gate.guidance})", str(path))
+        return analysis.embedding
+
+    # -- shoppers ------------------------------------------------------------------
+    def view(self, shopper: Shopper) -> ShopperView:
+        return ShopperView(shopper.id, shopper.masked_name, shopper.card_mask, shopper.token,
+                           shopper.phone_hash is not None, shopper.enrolled_at)
+
+    def card(self, uid: bytes) -> tuple[str, str, str]:
+        """A tapped card as the terminal may keep it: (keyed hash, masked form, processor token)."""
+        h = crypto.card_hash(self.master_key, uid)
+        return h, crypto.mask_uid(uid), self.processor.tokenize(h)
+
+    def enrol(self, *, name: str, card_uid: bytes, embeddings: list[np.ndarray], consent_text: consent.ConsentText,
+              phone_last4: str | None = None) -> Shopper:
+        h, mask, token = self.card(card_uid)
+        return self.enrol_hashed(name=name, card_hash=h, masked_card=mask, token=token, embeddings=embeddings,
+                                 consent_text=consent_text, phone_last4=phone_last4)
+
+    def enrol_hashed(self, *, name: str, card_hash: str, masked_card: str, token: str, embeddings: list[np.ndarray],
+                     consent_text: consent.ConsentText, phone_last4: str | None = None) -> Shopper:
+        """Store a shopper who has read ``consent_text`` and agreed; records the grant in the ledger."""
+        if len(embeddings) < self.cfg.match.enrol_captures:
+            raise InputError(f"enrolment needs at least {self.cfg.match.enrol_captures} good captures, got {len(embeddings)}")
+        if not name.strip():
+            raise InputError("a name is required for enrolment")
+        if phone_last4 is not None and not (len(phone_last4) == 4 and phone_last4.isdigit()):
+            raise InputError("the phone digits must be exactly four digits", "--phone-last4")
+        if self.store.by_card_hash(card_hash) is not None:
+            raise InputError("this card is already linked to an enrolled shopper", "--card-uid",
+                             "revoke that enrolment first, or use another card")
+        template = np.mean(np.vstack(embeddings), axis=0).astype(np.float32)
+        shopper = self.store.add(name=name.strip(), card_hash=card_hash, card_mask=masked_card, token=token, template=template,
+                                 captures=len(embeddings), consent_version=consent_text.version,
+                                 consent_hash=consent_text.sha256, phone_last4=phone_last4)
+        self.ledger.append("consent_granted", shopper.id, consent_version=consent_text.version,
+                           consent_sha256=consent_text.sha256, lang=consent_text.lang,
+                           captures=len(embeddings), terminal_id=self.cfg.terminal_id)
+        self._gallery = None
+        return shopper
+
+    def resolve_shopper(self, shopper_id: str | None = None, card_uid: bytes | None = None) -> Shopper:
+        shopper = self.store.get(shopper_id) if shopper_id else self.store.by_card(card_uid)
+        if shopper is None:
+            what = f"no enrolled shopper {shopper_id}" if shopper_id else "no face is enrolled for this card"
+            raise NotFoundError(what, hint="`facepay shoppers list` shows who is enrolled")
+        return shopper
+
+    def revoke(self, shopper_id: str, cause: str = "opt-out") -> DeletionReceipt:
+        receipt = self.store.delete(shopper_id, cause)
+        kind = "template_purged" if cause == "retention" else "consent_revoked"
+        self.ledger.append(kind, shopper_id, receipt_id=receipt.id, deleted=receipt.deleted)
+        if self._gallery is not None:
+            self._gallery = self._gallery.without(shopper_id)
+        return receipt
+
+    def purge(self, now: datetime | None = None) -> list[DeletionReceipt]:
+        return [self.revoke(s.id, cause="retention")
+                for s in self.store.unused_since(self.cfg.retention.template_days, now)]
+
+    # -- payments --------------------------------------------------------------------
+    def charge(self, sale_id: str, amount_minor: int, currency: str, method: str, token: str,
+               shopper_id: str | None, training: bool = False) -> ChargeReport:
+        """Journal first, then the processor, then the journal again; crash-safe at every step."""
+        key = "idem_" + sale_id
+        self.journal.begin(sale_id, key, amount_minor, currency, method, shopper_id, token, training)
+        failpoints.hit("after_journal_write")
+        return self._submit(sale_id, key, token, amount_minor, currency, training)
+
+    def _submit(self, sale_id, key, token, amount_minor, currency, training) -> ChargeReport:
+        outcome: Outcome | None = None
+        error = ""
+        for _ in range(1 + CHARGE_RETRIES):
+            try:
+                outcome = self.processor.charge(key, token, amount_minor, currency, training=training)
+                break
+            except ProcessorError as exc:
+                error = str(exc)
+                self.journal.step(sale_id, "processor_error", error)
+                # The same key is safe to send again; a processor that made the charge answers with it.
+                try:
+                    outcome = self.processor.lookup(key)
+                except ProcessorError:
+                    outcome = None
+                if outcome is not None:
+                    break
+        if outcome is None:
+            return ChargeReport(sale_id, "pending", f"no answer from the processor: {error}", "")
+        failpoints.hit("after_processor_call")
+        self.journal.step(sale_id, "processor_answered", outcome.status)
+        failpoints.hit("before_final_journal_write")
+        self.journal.settle(sale_id, outcome.status, outcome.reason, outcome.reference)
+        if outcome.status == "approved" and (shopper := self.journal.get(sale_id).shopper_id):
+            self.store.touch(shopper)
+        return ChargeReport(sale_id, outcome.status, outcome.reason, outcome.reference)
+
+    def recover(self) -> list[dict]:
+        """Settle every sale and operation a crash left pending, asking the processor by idempotency key.
+
+        A sale the processor never saw was confirmed by the shopper (or their card
+        tap) before it was journaled, so it is sent now with the same key
+        (store-and-forward); one the processor did see is settled with its answer.
+        """
+        done = []
+        for sale in self.journal.pending():
+            try:
+                outcome = self.processor.lookup(sale.key)
+                if outcome is None:
+                    report = self._submit(sale.id, sale.key, sale.token, sale.amount_minor, sale.currency, sale.training)
+                    done.append({"sale_id": sale.id, "action": "sent", "status": report.status})
+                    continue
+            except ProcessorError as exc:
+                done.append({"sale_id": sale.id, "action": "still pending", "status": "pending", "reason": str(exc)})
+                continue
+            self.journal.settle(sale.id, outcome.status, outcome.reason, outcome.reference, via="recovered")
+            done.append({"sale_id": sale.id, "action": "recovered", "status": outcome.status})
+        for op in self.journal.pending_operations():
+            sale = self.journal.get(op["sale_id"])
+            try:
+                out = self._reverse_at_processor(op["kind"], op["key"], sale, op["amount_minor"])
+            except ProcessorError as exc:
+                done.append({"operation": op["key"], "action": "still pending", "reason": str(exc)})
+                continue
+            self.journal.settle_operation(op["key"], out.status, out.reason)
+            done.append({"operation": op["key"], "action": "recovered", "status": out.status})
+        return done
+
+    def _reverse_at_processor(self, kind, key, sale: SaleRecord, amount) -> Outcome:
+        known = self.processor.lookup(key)
+        if known is not None:
+            return known
+        if kind == "void":
+            return self.processor.void(key, sale.key)
+        return self.processor.refund(key, sale.key, amount)
+
+    def reverse(self, kind: str, sale_id: str) -> dict:
+        """Void or refund a sale in full; asking twice returns the first result."""
+        sale = self.journal.get(sale_id)
+        if sale is None:
+            raise NotFoundError(f"no sale {sale_id}", hint="`facepay sales list` shows the sales")
+        if sale.status != "approved":
+            raise InputError(f"sale {sale_id} is {sale.status}; only approved sales can be {kind}ed")
+        key = f"{sale.key}:{kind}"
+        existing = self.journal.operation(key)
+        if existing and existing["status"] != "pending":
+            return existing | {"repeated": True}
+        other = "refund" if kind == "void" else "void"
+        if (o := self.journal.operation(f"{sale.key}:{other}")) and o["status"] == "approved":
+            raise InputError(f"sale {sale_id} was already {'refunded' if other == 'refund' else 'voided'}")
+        self.journal.begin_operation(key, sale_id, kind, sale.amount_minor)
+        if kind == "void":
+            failpoints.hit("after_void_journal_write")
+        out = self._reverse_at_processor(kind, key, sale, sale.amount_minor)
+        if kind == "refund":
+            failpoints.hit("after_refund_processor_call")
+        self.journal.settle_operation(key, out.status, out.reason)
+        return self.journal.operation(key) | {"repeated": False}
+
+    def report_day(self, day: date | None = None) -> dict:
+        day = day or datetime.now(timezone.utc).date()
+        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+        sales = self.journal.sales(start.isoformat(), (start + timedelta(days=1)).isoformat())
+        report = {"day": day.isoformat(), "currency": self.cfg.payment.currency, "by_method": {}, "totals": {}}
+        for s in sales:
+            buckets = [s.status] + (["voided"] if s.voided else []) + (["refunded"] if s.refunded_minor else [])
+            for group in (report["by_method"].setdefault(s.method + ("/training" if s.training else ""), {}),
+                          report["totals"]):
+                for b in buckets:
+                    entry = group.setdefault(b, {"count": 0, "sum_minor": 0})
+                    entry["count"] += 1
+                    entry["sum_minor"] += s.refunded_minor if b == "refunded" else s.amount_minor
+        approved = report["totals"].get("approved", {"sum_minor": 0})["sum_minor"]
+        report["net_minor"] = (approved - report["totals"].get("voided", {"sum_minor": 0})["sum_minor"]
+                               - report["totals"].get("refunded", {"sum_minor": 0})["sum_minor"])
+        report["sales"] = len(sales)
+        return report
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(4)
+

@@ -1,0 +1,75 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FACES = ROOT / "tests" / "fixtures" / "faces"
+EXTRA = FACES / "extra"
+SHARED_FACES = ROOT.parent / "shared" / "faces"
+
+OBAMA_ENROL = [FACES / "obama.jpg", FACES / "obama3.jpg", EXTRA / "obama_4.jpg"]
+OBAMA_PROBES = [FACES / "obama2.jpg", FACES / "32bit.png"]
+STRANGERS = [FACES / "biden.jpg", EXTRA / "biden_2.jpg", EXTRA / "alex_lacamoire_1.jpg",
+             EXTRA / "alex_lacamoire_2.jpg", EXTRA / "alex_lacamoire_3.jpg", EXTRA / "kit_harington_1.jpg",
+             EXTRA / "kit_harington_2.jpg", EXTRA / "kit_harington_3.jpg", EXTRA / "rose_leslie_1.jpg",
+             EXTRA / "rose_leslie_2.jpg", EXTRA / "lin_manuel_miranda_1.jpg"]
+
+needs_shared = pytest.mark.skipif(not SHARED_FACES.is_dir(), reason="../shared/faces is not present")
+
+
+def run_cli(*args, data_dir: Path, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m terminal ARGS` as a technician would, with its own data folder."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("FACEPAY_")}
+    e["FACEPAY_DATA_DIR"] = str(data_dir)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "terminal", *map(str, args)], capture_output=True, text=True,
+                          env=e, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture
+def cli(tmp_path):
+    data = tmp_path / "data"
+
+    def call(*args, env=None, timeout=120):
+        return run_cli(*args, data_dir=data, env=env, timeout=timeout)
+
+    call.data_dir = data
+    return call
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    from terminal.config import DetectorConfig
+    from terminal.face.pipeline import FacePipeline
+
+    p = FacePipeline(DetectorConfig())
+    p.warm_up()
+    return p
+
+
+@pytest.fixture(scope="session")
+def embeddings(pipeline):
+    """Descriptors of every fixture photo that passes the gates, computed once."""
+    from terminal.face.images import load_rgb
+
+    out = {}
+    for f in [*OBAMA_ENROL, *OBAMA_PROBES, *STRANGERS]:
+        a = pipeline.analyse(load_rgb(f))
+        assert a.gate.ok, (f, a.gate.reason)
+        out[f.name] = a.embedding
+    return out
+
+
+@pytest.fixture
+def term(tmp_path, pipeline):
+    """A Terminal on a fresh data folder sharing the session's loaded face models."""
+    from terminal.config import Config
+    from terminal.service import Terminal
+
+    t = Terminal(Config(), tmp_path / "term")
+    t._pipeline = pipeline
+    yield t
+    t.close()
