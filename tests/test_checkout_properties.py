@@ -1,0 +1,234 @@
+"""Property-based tests of the checkout state machine over random event sequences."""
+
+import copy
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from terminal import checkout as co
+
+SHOPPERS = [co.ShopperView(f"shp_{i}", f"Name{i} X.", f"•••• 000{i}", f"tok_{i}", has_phone=bool(i % 2))
+            for i in range(3)]
+CARDS = [co.CardTapped(f"hash{i}", f"•••• 10{i}", f"tok_card{i}") for i in range(2)]
+HASH = "a" * 64
+
+
+class CheckoutRules(RuleBasedStateMachine):
+    @initialize(face_pay=st.sampled_from([True, True, False]),
+                mode=st.sampled_from(["normal", "normal", "training", "card_only", "enrolment", "out_of_service"]),
+                f=st.sampled_from([0.0, 0.00001, 0.033]))
+    def setup(self, face_pay, mode, f):
+        self.m = co.CheckoutMachine(co.Policy(false_match_rate=f), face_pay=face_pay, mode=mode)
+        self.camera_open = False
+        self.sale_counter = 0
+        self.charges = {}
+        self.revoked = set()
+        self.matched_in_sale = {}
+
+    def send(self, event):
+        before = copy.deepcopy(self.m.ctx)
+        try:
+            effects = self.m.handle(event)
+        except co.Rejected:
+            assert self.m.ctx == before, f"{event} was rejected but changed the state"
+            return None
+        for eff in effects:
+            if isinstance(eff, co.OpenCamera):
+                assert not self.camera_open
+                assert self.m.face_pay_on, "camera opened while face pay is off"
+                self.camera_open = True
+            elif isinstance(eff, co.CloseCamera):
+                self.camera_open = False
+            elif isinstance(eff, co.Charge):
+                sid = eff.sale.sale_id
+                assert sid not in self.charges, "two charges for one sale"
+                self.charges[sid] = eff
+                if eff.method == "face":
+                    # a face charge only ever follows the shopper's own Confirm for that amount and shopper
+                    assert isinstance(event, co.Confirm)
+                    assert event.amount_minor == eff.sale.amount_minor
+                    assert event.shopper_id == eff.shopper_id
+                    assert self.matched_in_sale.get(sid) == eff.shopper_id
+                    assert eff.shopper_id not in self.revoked
+                else:
+                    assert isinstance(event, co.CardTapped) and eff.shopper_id is None
+        if isinstance(event, co.FaceMatched) and self.m.state == co.State.CONSENT:
+            self.matched_in_sale[self.m.ctx.sale.sale_id] = event.shopper.shopper_id
+        return effects
+
+    # -- sales --------------------------------------------------------------
+    @rule(amount=st.integers(min_value=-5, max_value=100_000))
+    def start_sale(self, amount):
+        self.sale_counter += 1
+        self.send(co.StartSale(f"s{self.sale_counter}", amount, "EUR"))
+
+    @precondition(lambda self: self.m.state in (co.State.AMOUNT_DUE,))
+    @rule()
+    def choose_face(self):
+        self.send(co.ChooseFace())
+
+    @rule(card=st.sampled_from(CARDS))
+    def tap(self, card):
+        self.send(card)
+
+    @rule(reason=st.sampled_from(["no_face", "too_small", "multiple_faces"]))
+    def guidance(self, reason):
+        self.send(co.FaceGuidance(reason))
+
+    @precondition(lambda self: self.m.state in (co.State.FACE_SCAN,))
+    @rule(shopper=st.sampled_from(SHOPPERS), margin=st.one_of(st.none(), st.floats(0, 1)),
+          n=st.integers(0, 100_000), distance=st.floats(0, 0.6))
+    def matched(self, shopper, margin, n, distance):
+        self.send(co.FaceMatched(shopper, distance, margin, n))
+
+    @rule()
+    def no_match(self):
+        self.send(co.FaceNoMatch("no match"))
+
+    @rule(digits=st.sampled_from(["1234", "12", "abcd"]))
+    def phone(self, digits):
+        self.send(co.PhoneDigits(digits))
+
+    @precondition(lambda self: self.m.state in (co.State.CONSENT,))
+    @rule(ok=st.booleans())
+    def phone_checked(self, ok):
+        self.send(co.PhoneChecked(ok))
+
+    @precondition(lambda self: self.m.state in (co.State.CONSENT,))
+    @rule(delta=st.sampled_from([0, 0, 1, -1]), shopper=st.sampled_from(SHOPPERS + [None]))
+    def confirm(self, delta, shopper):
+        sale = self.m.ctx.sale
+        amount = (sale.amount_minor if sale else 100) + delta
+        cand = self.m.ctx.candidate
+        sid = shopper.shopper_id if shopper else (cand.shopper_id if cand else "shp_0")
+        self.send(co.Confirm(amount, sid))
+
+    @precondition(lambda self: self.m.state == co.State.IDLE)
+    @rule(amount=st.integers(1, 10_000), shopper=st.sampled_from(SHOPPERS),
+          margin=st.one_of(st.none(), st.floats(0, 1)), n=st.integers(1, 1000))
+    def walk_to_consent(self, amount, shopper, margin, n):
+        """A shortcut through the common path, so later random events hit the consent screen often."""
+        self.start_sale(amount)
+        self.send(co.ChooseFace())
+        self.send(co.FaceMatched(shopper, 0.3, margin, n))
+
+    @precondition(lambda self: self.m.state == co.State.IDLE)
+    @rule()
+    def walk_to_enrol_card(self):
+        for ev in (co.StartEnrolment(), co.AgreeConsent("v1", HASH), co.EnrolDetails("Ann Lee", "4321"),
+                   co.CaptureAccepted(3)):
+            self.send(ev)
+
+    @rule()
+    def cancel(self):
+        self.send(co.Cancel())
+
+    @rule(stale=st.booleans())
+    def timeout(self, stale):
+        self.send(co.Timeout(self.m.ctx.timer - (1 if stale else 0)))
+
+    @precondition(lambda self: self.m.state in (co.State.CHARGING,))
+    @rule(approved=st.booleans(), other=st.booleans())
+    def charge_result(self, approved, other):
+        sale = self.m.ctx.sale
+        self.send(co.ChargeResult("other" if other or sale is None else sale.sale_id, approved))
+
+    @rule()
+    def done(self):
+        self.send(co.Done())
+
+    # -- enrolment and my data ---------------------------------------------------
+    @rule()
+    def start_enrolment(self):
+        self.send(co.StartEnrolment())
+
+    @rule(good=st.booleans())
+    def agree(self, good):
+        self.send(co.AgreeConsent("v1", HASH if good else "short"))
+
+    @rule(name=st.sampled_from(["Ann Lee", " "]), phone=st.sampled_from([None, "4321", "12x"]))
+    def details(self, name, phone):
+        self.send(co.EnrolDetails(name, phone))
+
+    @precondition(lambda self: self.m.state in (co.State.ENROL_CAPTURE,))
+    @rule(count=st.integers(1, 4))
+    def capture(self, count):
+        self.send(co.CaptureAccepted(count))
+
+    @precondition(lambda self: self.m.state in (co.State.ENROL_SAVING,))
+    @rule(shopper=st.sampled_from(SHOPPERS))
+    def enrol_stored(self, shopper):
+        # the store gives every enrolment a fresh random id; ids are never reused
+        self.sale_counter += 1
+        self.send(co.EnrolStored(co.ShopperView(f"shp_new{self.sale_counter}", "Ann L.", "•••• 0009", "tok_n")))
+
+    @rule()
+    def start_mydata(self):
+        self.send(co.StartMyData())
+
+    @precondition(lambda self: self.m.state in (co.State.MYDATA_LOOKUP,))
+    @rule(shopper=st.one_of(st.none(), st.sampled_from(SHOPPERS)))
+    def lookup(self, shopper):
+        self.send(co.LookupResult(shopper))
+
+    @rule()
+    def delete_mydata(self):
+        self.send(co.DeleteMyData())
+
+    @rule(shopper=st.sampled_from(SHOPPERS))
+    def revoked(self, shopper):
+        self.revoked.add(shopper.shopper_id)
+        self.send(co.Revoked(shopper.shopper_id, "del_x"))
+
+    # -- staff and faults -----------------------------------------------------------
+    @rule(mode=st.sampled_from(co.MODES))
+    def set_mode(self, mode):
+        self.send(co.SetMode(mode))
+
+    @rule(ok=st.booleans())
+    def reader(self, ok):
+        self.send(co.ReaderStatus(ok))
+
+    @rule()
+    def camera_fault(self):
+        self.send(co.CameraFault("unplugged"))
+
+    @rule()
+    def camera_back(self):
+        self.m.camera_back()
+
+    @rule(event=st.sampled_from([co.ChooseFace(), co.Confirm(100, "shp_0"), co.FaceNoMatch("x"), co.Done(),
+                                 co.CaptureAccepted(3), co.EnrolStored(SHOPPERS[0]), co.LookupResult(SHOPPERS[1]),
+                                 co.DeleteMyData(), co.PhoneChecked(True), co.ChargeResult("s1", True),
+                                 co.FaceMatched(SHOPPERS[2], 0.3, None, 1)]))
+    def any_event_any_state(self, event):
+        """Events out of turn must be rejected without changing anything."""
+        self.send(event)
+
+    # -- the promises ----------------------------------------------------------------
+    @invariant()
+    def camera_only_while_scanning(self):
+        if not hasattr(self, "m"):
+            return
+        assert self.camera_open == (self.m.state in co.CAMERA_STATES)
+        if self.camera_open:
+            assert self.m.face_pay_on
+
+    @invariant()
+    def revoked_shopper_never_shown(self):
+        if not hasattr(self, "m"):
+            return
+        snap = self.m.snapshot()
+        for key in ("candidate", "mydata", "enrolled"):
+            if snap[key] is not None:
+                assert snap[key]["shopper_id"] not in self.revoked, (key, snap)
+
+    @invariant()
+    def consent_screen_shows_amount_and_shopper(self):
+        if hasattr(self, "m") and self.m.state == co.State.CONSENT:
+            assert self.m.ctx.sale is not None and self.m.ctx.candidate is not None
+
+
+TestCheckoutRules = CheckoutRules.TestCase
+TestCheckoutRules.settings = settings(max_examples=1000, stateful_step_count=30, deadline=None)
