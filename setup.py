@@ -22,7 +22,9 @@ setup(
         "pillow>=10",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6",
+                 # third-party PN532 driver the simulator is checked against
+                 "adafruit-circuitpython-pn532", "adafruit-blinka"],
     },
     entry_points={"console_scripts": ["facepay=terminal.cli:main"]},
 )

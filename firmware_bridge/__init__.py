@@ -1,0 +1,7 @@
+"""The serial link to the NXP PN532 card reader (HSU/UART), and its simulator.
+
+- :mod:`firmware_bridge.frames`: the frame encoder and parser (pure functions)
+- :mod:`firmware_bridge.pn532`: the driver over pyserial (``serial_for_url``)
+- :mod:`firmware_bridge.service`: the polling thread that emits card events
+- :mod:`firmware_bridge.sim`: a PN532 on a pseudo-terminal, byte for byte
+"""

@@ -1,0 +1,293 @@
+"""The PN532 link: frames (fuzzed), the driver against the simulator on a real pty, the reader
+service through unplug and replug, and third-party PN532 drivers against the simulator."""
+
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware_bridge import frames
+from firmware_bridge.pn532 import PN532, PN532Error, parse_targets
+from firmware_bridge.service import CardPresented, CardRemoved, ReaderBack, ReaderLost, ReaderService
+from firmware_bridge.sim import PN532Simulator
+
+UID4 = bytes.fromhex("04A1B2C3")
+UID7 = bytes.fromhex("04112233445566")
+UID10 = bytes.fromhex("0411223344556677889A")
+
+
+# -- frames -------------------------------------------------------------------
+def test_known_frames_from_the_datasheet():
+    assert frames.encode(bytes([0x02])) == bytes.fromhex("0000FF02FED4022A00")
+    assert frames.encode(bytes([0x14, 0x01])) == bytes.fromhex("0000FF03FDD4140117 00".replace(" ", ""))
+    r = frames.parse(bytes.fromhex("0000FF02FED5151600"))
+    assert r.frame == frames.Frame("data", 0xD5, b"\x15") and r.consumed == 9
+    assert frames.parse(frames.ACK).frame.kind == "ack"
+    assert frames.parse(frames.NACK).frame.kind == "nack"
+    assert frames.parse(frames.ERROR_FRAME).frame.kind == "error"
+
+
+def test_extended_frame_round_trip():
+    data = bytes([0x00]) + bytes(range(256))[:259]
+    enc = frames.encode(data, tfi=0xD5)
+    assert enc[3:5] == b"\xff\xff"
+    assert frames.parse(enc).frame == frames.Frame("data", 0xD5, data)
+    with pytest.raises(ValueError):
+        frames.encode(bytes(300))
+
+
+def test_resync_after_garbage_and_extra_preamble():
+    buf = b"\x55\x55\x13\x37" + b"\x00" * 5 + frames.encode(b"\x4b\x00", 0xD5)
+    got, rest, problems = frames.parse_all(buf)
+    assert got == [frames.Frame("data", 0xD5, b"\x4b\x00")] and rest == b"" and "garbage" in problems
+
+
+def test_bad_checksums_are_never_frames():
+    good = frames.encode(b"\x03\x32\x01\x06\x07", 0xD5)
+    bad_dcs = good[:-2] + bytes([good[-2] ^ 1]) + good[-1:]
+    bad_lcs = good[:4] + bytes([good[4] ^ 1]) + good[5:]
+    for bad in (bad_dcs, bad_lcs):
+        got, _, problems = frames.parse_all(bad + good)
+        assert got == [frames.Frame("data", 0xD5, b"\x03\x32\x01\x06\x07")] and "checksum" in problems
+
+
+def _valid(f: frames.Frame, source: bytes) -> bool:
+    """A data frame found in ``source`` must re-encode to bytes that are really in ``source``."""
+    if f.kind != "data":
+        return True
+    enc = frames.encode(bytes(f.data), tfi=f.tfi)
+    return enc[:-1] in source or enc[2:-1] in source
+
+
+@given(st.binary(max_size=600))
+def test_fuzz_arbitrary_bytes_never_crash_or_yield_bad_frames(data):
+    got, rest, _ = frames.parse_all(data)
+    assert len(rest) <= len(data)
+    for f in got:
+        assert f.kind in ("data", "ack", "nack", "error")
+        assert _valid(f, data)
+
+
+@given(st.binary(min_size=1, max_size=264), st.binary(max_size=40), st.binary(max_size=40),
+       st.integers(0, 1000))
+def test_fuzz_frames_survive_noise_and_split_reads(payload, before, after, split):
+    enc = frames.encode(payload, tfi=0xD5)
+    stream = before.replace(b"\x00\xff", b"\x01\xff") + enc + after
+    split = split % (len(stream) + 1)
+    first, rest1, _ = frames.parse_all(stream[:split])
+    second, _, _ = frames.parse_all(rest1 + stream[split:])
+    data = [f for f in first + second if f.kind == "data"]
+    assert frames.Frame("data", 0xD5, payload) in data
+
+
+def test_parse_targets_sizes():
+    for uid, sens in ((UID4, b"\x00\x04"), (UID7, b"\x00\x44"), (UID10, b"\x00\x84")):
+        body = bytes([1, 1]) + sens + bytes([0, len(uid)]) + uid
+        assert parse_targets(body)[0].uid == uid
+    with pytest.raises(PN532Error):
+        parse_targets(bytes([1, 1, 0, 4, 8, 5]) + b"\x01\x02")
+
+
+# -- the driver against the simulator on a real pty ----------------------------
+@pytest.fixture
+def sim(tmp_path):
+    s = PN532Simulator(tmp_path / "pn532", seed=7).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def reader(sim):
+    r = PN532.open(str(sim.link))
+    yield r
+    r.close()
+
+
+def test_driver_reads_cards_of_every_uid_size(sim, reader):
+    assert os.path.islink(sim.link) and os.readlink(sim.link).startswith("/dev/pts/")
+    reader.wake_up()
+    assert reader.firmware_version() == (0x32, 0x01, 0x06, 0x07)
+    assert reader.list_passive_target(0.15) is None
+    for uid in (UID4, UID7, UID10):
+        sim.present(uid)
+        t = reader.list_passive_target(0.3)
+        assert t.uid == uid
+        reader.release()
+    # the timed-out poll was aborted with an ACK from the host
+    assert any(d == "rx" and frames.ACK in b for d, b in sim.log)
+
+
+def test_no_wake_up_no_ack(sim, reader):
+    with pytest.raises(PN532Error, match="no ACK"):
+        reader.firmware_version()
+
+
+@pytest.mark.parametrize("fault", ["drop", "garbage"])
+def test_driver_recovers_from_line_faults(sim, reader, fault):
+    reader.wake_up()
+    sim.set_fault(fault)
+    sim.present(UID4)
+    ok = 0
+    for _ in range(10):
+        try:
+            if reader.firmware_version() == (0x32, 1, 6, 7):
+                ok += 1
+        except PN532Error:
+            pass
+    assert ok >= 8, reader.stats
+    assert reader.stats["checksum"] + reader.stats["garbage"] > 0
+
+
+def test_corrupt_answers_are_nacked_and_never_accepted(sim, reader):
+    reader.wake_up()
+    sim.set_fault("corrupt")
+    with pytest.raises(PN532Error, match="checksum"):
+        reader.firmware_version()
+    assert reader.stats["nacks_sent"] >= 1
+    sim.set_fault("none")
+    assert reader.firmware_version() == (0x32, 1, 6, 7)
+
+
+def test_silence_times_out(sim, reader):
+    reader.wake_up()
+    sim.set_fault("silence")
+    t0 = time.monotonic()
+    with pytest.raises(PN532Error):
+        reader.firmware_version()
+    assert time.monotonic() - t0 < 2.0, "retries are bounded"
+
+
+def test_baud_rate_switch(sim, reader):
+    reader.wake_up()
+    reader.set_baud_rate(230400)
+    time.sleep(0.05)
+    assert sim.baudrate == 230400 and reader.port.baudrate == 230400
+    assert reader.firmware_version()[0] == 0x32
+
+
+def test_unknown_command_gets_error_frame(sim, reader):
+    reader.wake_up()
+    with pytest.raises(PN532Error, match="application error"):
+        reader.command(0x60, b"", timeout=0.2)
+
+
+# -- the reader service ----------------------------------------------------------
+def events_until(q, kind, timeout=5.0):
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            e = q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        seen.append(e)
+        if isinstance(e, kind):
+            return seen
+    raise AssertionError(f"no {kind.__name__} within {timeout}s; saw {seen}")
+
+
+def test_service_taps_unplug_replug(sim):
+    svc = ReaderService(str(sim.link), poll_timeout=0.1, reconnect_every=0.1).start()
+    try:
+        back = events_until(svc.events, ReaderBack)[-1]
+        assert back.firmware == (0x32, 1, 6, 7)
+        sim.present(UID4)
+        seen = events_until(svc.events, CardPresented)
+        assert seen[-1].uid == UID4
+        time.sleep(0.5)  # the card stays: no second CardPresented
+        sim.remove()
+        seen = events_until(svc.events, CardRemoved)
+        assert not any(isinstance(e, CardPresented) for e in seen)
+        sim.unplug()
+        lost = events_until(svc.events, ReaderLost)
+        time.sleep(0.6)  # still unplugged: retries in the background, but reports the loss once
+        assert not any(isinstance(e, ReaderLost) for e in list(svc.events.queue))
+        assert lost[-1].reason
+        sim.replug()
+        events_until(svc.events, ReaderBack)
+        sim.present(UID7)
+        assert events_until(svc.events, CardPresented)[-1].uid == UID7
+    finally:
+        svc.stop()
+
+
+def test_service_reports_missing_port_clearly(tmp_path):
+    svc = ReaderService(str(tmp_path / "nope"), reconnect_every=0.1).start()
+    try:
+        lost = events_until(svc.events, ReaderLost)[-1]
+        assert "does not exist" in lost.reason
+    finally:
+        svc.stop()
+
+
+# -- the simulator's own command line ------------------------------------------------
+def test_sim_command_line_control_channel(tmp_path):
+    link = tmp_path / "pn"
+    p = subprocess.Popen([sys.executable, "-m", "firmware_bridge.sim", "--link", str(link)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in p.stdout.readline()
+        r = PN532.open(str(link))
+        r.wake_up()
+        assert r.list_passive_target(0.1) is None
+        p.stdin.write("present 04A1B2C3\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok present"
+        assert r.list_passive_target(0.3).uid == UID4
+        p.stdin.write("unplug\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok unplug"
+        with pytest.raises((serial.SerialException, OSError, PN532Error)):
+            r.firmware_version()
+        r.close()
+        assert not link.exists()
+        p.stdin.write("replug\n")
+        p.stdin.flush()
+        p.stdout.readline()
+        r = PN532.open(str(link))
+        r.wake_up()
+        assert r.firmware_version()[0] == 0x32
+        r.close()
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        assert p.wait(5) == 0
+    finally:
+        p.kill()
+
+
+def test_sim_rejects_bad_card(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "firmware_bridge.sim", "--link", str(tmp_path / "x"), "--card", "zz"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "--card" in r.stderr
+
+
+# -- third-party PN532 drivers against the simulator -------------------------------------
+def test_adafruit_circuitpython_pn532_reads_uid(sim):
+    from adafruit_pn532.uart import PN532_UART
+
+    uart = serial.Serial(str(sim.link), baudrate=115200, timeout=0.1)
+    try:
+        pn = PN532_UART(uart, debug=False)
+        assert pn.firmware_version == (0x32, 1, 6, 7)
+        pn.SAM_configuration()
+        assert pn.read_passive_target(timeout=0.3) is None
+        sim.present(UID7)
+        assert bytes(pn.read_passive_target(timeout=0.5)) == UID7
+    finally:
+        uart.close()
+
+
+@pytest.mark.skipif(shutil.which("nfc-list") is None, reason="libnfc-bin is not installed (it is in the README's apt line)")
+def test_libnfc_nfc_list_reads_uid(sim):
+    sim.present(UID4)
+    env = dict(os.environ, LIBNFC_DEFAULT_DEVICE=f"pn532_uart:{sim.link}", LIBNFC_AUTO_SCAN="false")
+    r = subprocess.run(["nfc-list"], capture_output=True, text=True, timeout=30, env=env)
+    assert "UID (NFCID1): 04  a1  b2  c3" in r.stdout, r.stdout + r.stderr
+    assert "SAK (SEL_RES): 08" in r.stdout
