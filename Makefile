@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # System packages the tests and the demo need (Debian 12 / Raspberry Pi OS Bookworm):
-APT_PACKAGES := xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libmtdev1 libgles2 xz-utils libnfc-bin
+APT_PACKAGES := xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libmtdev1 libgles2 xz-utils libnfc-bin xsel
 
 .PHONY: demo test lint system-deps dlib-blas bench clean
 

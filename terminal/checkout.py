@@ -539,12 +539,12 @@ class CheckoutMachine:
             raise Rejected("the confirmation is for another amount")
         if c.stepup_required and not c.stepup_ok:
             raise Rejected("enter the last four digits of your phone number first")
-        shopper = c.candidate
+        shopper, step_up = c.candidate, c.stepup_required
         self._go(State.CHARGING)
         c.candidate = shopper
         return [Record("charge_confirmed", shopper.shopper_id,
                        {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
-                        "currency": c.sale.currency, "step_up": c.stepup_required}),
+                        "currency": c.sale.currency, "step_up": step_up}),
                 Leds("processing"),
                 Charge(c.sale, "face", shopper.token, shopper.shopper_id, None)]
 

@@ -452,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'fault' needs a mode: none, timeout or fail\n")
     if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
+    if args.command == "run":
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = Context(args)
     try:
         return args.func(ctx)

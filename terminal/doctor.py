@@ -1,0 +1,226 @@
+"""``facepay doctor``: one report a field technician can read on the screen or over SSH.
+
+Checks: config, data folder (permissions, free space), master key (present,
+0600), databases (``PRAGMA integrity_check``), consent ledger chain, clock,
+camera (opens, frame size, frame rate), card reader (firmware version),
+LEDs (blink test on request), display.  Exit 0 when every check passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+MIN_FREE_MB = 200
+BUILD_YEAR = 2026
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def check_data_dir(data_dir: Path) -> list[Check]:
+    out = []
+    if not data_dir.is_dir():
+        return [Check("data folder", False, f"{data_dir} does not exist", "run the installer, or pass --data-dir")]
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    writable = os.access(data_dir, os.W_OK)
+    ok = writable and not mode & 0o077
+    out.append(Check("data folder", ok, f"{data_dir} mode {mode:04o}{'' if writable else ', not writable'}",
+                     "" if ok else f"chmod 700 {data_dir} and chown it to the terminal's user"))
+    free = shutil.disk_usage(data_dir).free // (1024 * 1024)
+    out.append(Check("free space", free >= MIN_FREE_MB, f"{free} MB free",
+                     "" if free >= MIN_FREE_MB else "free space on the SD card: sales cannot be journaled on a full disk"))
+    key = data_dir / "master.key"
+    if not key.exists():
+        out.append(Check("master key", False, "missing", "it is created on first run; if shoppers exist, restore it "
+                                                         "from backup or no template can be read"))
+    else:
+        kmode = stat.S_IMODE(key.stat().st_mode)
+        size = key.stat().st_size
+        ok = kmode == 0o600 and size == 32
+        out.append(Check("master key", ok, f"mode {kmode:04o}, {size} bytes", "" if ok else f"chmod 600 {key}"))
+    for name in ("facepay.db", "keystore.db", "journal.db", "sandbox-processor.db"):
+        p = data_dir / name
+        if not p.exists():
+            out.append(Check(f"database {name}", True, "not created yet"))
+            continue
+        try:
+            conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=5)
+            res = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            conn.close()
+        except sqlite3.DatabaseError as exc:
+            res = str(exc)
+        out.append(Check(f"database {name}", res == "ok", f"integrity_check: {res}",
+                         "" if res == "ok" else "restore this file from backup"))
+    return out
+
+
+def check_clock() -> Check:
+    now = datetime.now(timezone.utc)
+    ok = now.year >= BUILD_YEAR
+    synced = Path("/run/systemd/timesync/synchronized").exists()
+    return Check("clock", ok, now.isoformat(timespec="seconds") + (" (NTP synchronised)" if synced else ""),
+                 "" if ok else "the clock is behind the build date: enable NTP (timedatectl set-ntp true); "
+                               "receipts and retention need a right clock")
+
+
+def check_camera(camera) -> Check:
+    try:
+        camera.open()
+        t0 = time.monotonic()
+        stamps, size = [], None
+        while len(stamps) < 6 and time.monotonic() - t0 < 3:
+            f = camera.read()
+            if f is None:
+                break
+            stamps.append(f.timestamp)
+            size = f.image.shape[1], f.image.shape[0]
+        frames = len(stamps)
+        dt = stamps[-1] - stamps[0] if frames > 1 else 0
+    except Exception as exc:  # any backend's failure is a failed check, reported
+        return Check("camera", False, f"{camera.describe().get('backend')}: {exc}",
+                     "check the ribbon cable / USB plug and [camera] backend")
+    finally:
+        camera.close()
+    if not frames:
+        return Check("camera", False, "opened but sent no frame", "check [camera] settings")
+    fps = (frames - 1) / dt if dt > 0 else 0
+    return Check("camera", True, f"{camera.describe().get('backend')}: {size[0]}x{size[1]}, {fps:.1f} frames/s "
+                                 "(no frame kept)")
+
+
+def check_reader(port: str, baudrate: int) -> Check:
+    from firmware_bridge.pn532 import PN532, PN532Error
+    from firmware_bridge.service import describe_open_error
+
+    try:
+        r = PN532.open(port, baudrate)
+    except Exception as exc:  # serial.SerialException, OSError
+        return Check("card reader", False, describe_open_error(port, exc))
+    try:
+        r.wake_up()
+        ic, ver, rev, support = r.firmware_version()
+    except Exception as exc:
+        return Check("card reader", False, describe_open_error(port, PN532Error(str(exc))))
+    finally:
+        r.close()
+    return Check("card reader", True, f"PN5{ic:02X} firmware {ver}.{rev} (support 0x{support:02X}) on {port}")
+
+
+def check_display() -> Check:
+    if os.environ.get("DISPLAY"):
+        return Check("display", True, f"X display {os.environ['DISPLAY']}")
+    cards = sorted(str(p) for p in Path("/dev/dri").glob("card*")) if Path("/dev/dri").exists() else []
+    if cards:
+        return Check("display", True, "KMS/DRM: " + ", ".join(cards))
+    return Check("display", False, "no X display and no /dev/dri/card*",
+                 "connect the display; on a Pi enable the KMS overlay (dtoverlay=vc4-kms-v3d)")
+
+
+def collect(term, hw, skip: set[str] = frozenset(), blink: bool = False) -> list[Check]:
+    """Checks against a running terminal (the kiosk's staff screen uses this)."""
+    out = [Check("config", True, f"{term.cfg.source}, terminal {term.cfg.terminal_id}")]
+    out += check_data_dir(term.data_dir)
+    led = term.ledger.verify()
+    out.append(Check("consent ledger", led.ok, f"{led.count} entries" + ("" if led.ok else f": {led.reason}")))
+    out.append(check_clock())
+    if "camera" not in skip:
+        out.append(check_camera(hw.camera))
+    if hw.reader is not None and hw.reader.connected:
+        fw = hw.reader.firmware
+        out.append(Check("card reader", True, f"PN5{fw[0]:02X} firmware {fw[1]}.{fw[2]} (polling)"))
+    elif hw.reader is not None:
+        out.append(Check("card reader", False, hw.reader.lost_reason or "not connected yet"))
+    if blink:
+        out.append(Check("LEDs", True, "blinked " + ", ".join(hw.leds.blink_each())))
+    else:
+        out.append(Check("LEDs", True, f"{hw.leds.pin_factory.__class__.__name__ if hw.leds.pin_factory else 'GPIO'}: "
+                                       + ", ".join(f"{n} GPIO{p}" for n, p in hw.leds.pins.items())))
+    return out
+
+
+def run_doctor(ctx) -> int:
+    """The CLI: checks that need no running kiosk; the reader and camera are opened and closed again."""
+    from .errors import FacepayError
+
+    a = ctx.args
+    results: list[Check] = []
+    try:
+        cfg = ctx.cfg
+        results.append(Check("config", True, f"{cfg.source}, terminal {cfg.terminal_id}"))
+    except FacepayError as exc:
+        results.append(Check("config", False, exc.one_line()))
+        cfg = None
+    if cfg is not None:
+        data_dir = ctx.data_dir
+        results += check_data_dir(data_dir)
+        if (data_dir / "facepay.db").exists() and (data_dir / "master.key").exists():
+            try:
+                r = ctx.terminal().ledger.verify()
+                results.append(Check("consent ledger", r.ok, f"{r.count} entries" + ("" if r.ok else f": {r.reason}"),
+                                     "" if r.ok else "run `facepay audit show`; report it"))
+            except FacepayError as exc:
+                results.append(Check("consent ledger", False, exc.one_line()))
+        results.append(check_clock())
+        skip = set(a.skip)
+        if "camera" not in skip:
+            from .camera import make_camera
+            from .hardware import DEMO_CAMERA
+
+            try:
+                results.append(check_camera(make_camera(cfg.camera, replay_default=str(DEMO_CAMERA))))
+            except FacepayError as exc:
+                results.append(Check("camera", False, exc.one_line()))
+        if "reader" not in skip:
+            sim = None
+            port = cfg.reader.port
+            if port == "sim":
+                from firmware_bridge.sim import PN532Simulator
+
+                data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                sim = PN532Simulator(data_dir / "pn532-doctor").start()
+                port = str(sim.link)
+            try:
+                check = check_reader(port, cfg.reader.baudrate)
+                if sim is not None:
+                    check.detail += " (simulated reader)"
+                results.append(check)
+            finally:
+                if sim is not None:
+                    sim.stop()
+        if "leds" not in skip:
+            from .leds import LedBoard
+
+            try:
+                board = LedBoard(cfg.leds)
+                detail = ", ".join(f"{n} GPIO{p}" for n, p in board.pins.items())
+                if a.blink:
+                    detail = "blinked " + ", ".join(board.blink_each())
+                results.append(Check("LEDs", True, f"{cfg.leds.backend}: {detail}"))
+                board.close()
+            except FacepayError as exc:
+                results.append(Check("LEDs", False, exc.one_line()))
+        if "display" not in skip:
+            results.append(check_display())
+    ok = all(c.ok for c in results)
+    if a.json:
+        print(json.dumps({"ok": ok, "checks": [asdict(c) for c in results]}))
+    else:
+        for c in results:
+            print(f"[{'OK  ' if c.ok else 'FAIL'}] {c.name:<28} {c.detail}")
+            if c.hint and not c.ok:
+                print(f"       -> {c.hint}")
+        print("all checks passed" if ok else f"{sum(not c.ok for c in results)} check(s) failed")
+    return 0 if ok else 1

@@ -1,0 +1,92 @@
+"""Building the terminal's hardware from its config: camera, card reader, LEDs.
+
+``demo=True`` swaps in the simulated parts that ship with the project: the
+replay camera on the demo faces, the PN532 simulator on a pseudo-terminal
+(``<data dir>/pn532``) and gpiozero's MockFactory LEDs.  The real backends sit
+beside them and are chosen by the same config keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+from .camera import Camera, make_camera
+from .config import Config
+from .consent import ASSETS
+from .leds import LedBoard
+
+_log = logging.getLogger(__name__)
+
+DEMO_CAMERA = ASSETS / "demo" / "camera"
+DEMO_SHOPPER = ASSETS / "demo" / "shopper"
+DEMO_NEWCOMER = ASSETS / "demo" / "newcomer"
+DEMO_CARD = bytes.fromhex("04A1B2C3")
+DEMO_OTHER_CARD = bytes.fromhex("04D5E6F7")
+DEMO_PHONE = "1234"
+
+
+@dataclass
+class Hardware:
+    camera: Camera
+    leds: LedBoard
+    reader: object | None          # firmware_bridge.service.ReaderService
+    sim: object | None             # firmware_bridge.sim.PN532Simulator (demo)
+    events: queue.Queue
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.stop()
+        if self.sim is not None:
+            self.sim.stop()
+        self.camera.close()
+        self.leds.close()
+
+
+def demo_config(cfg: Config) -> Config:
+    """The config with every hardware part simulated."""
+    return dataclasses.replace(
+        cfg,
+        camera=dataclasses.replace(cfg.camera, backend="replay", replay_path=cfg.camera.replay_path or str(DEMO_CAMERA)),
+        leds=dataclasses.replace(cfg.leds, backend="mock"),
+        reader=dataclasses.replace(cfg.reader, port="sim"),
+    )
+
+
+def build_hardware(cfg: Config, data_dir: Path) -> Hardware:
+    from firmware_bridge.service import ReaderService
+
+    camera = make_camera(cfg.camera, replay_default=str(DEMO_CAMERA))
+    leds = LedBoard(cfg.leds)
+    events: queue.Queue = queue.Queue()
+    sim = None
+    port = cfg.reader.port
+    if port == "sim":
+        from firmware_bridge.sim import PN532Simulator
+
+        sim = PN532Simulator(data_dir / "pn532").start()
+        port = str(sim.link)
+    reader = ReaderService(port, events, baudrate=cfg.reader.baudrate, poll_timeout=cfg.reader.poll_interval_s).start()
+    return Hardware(camera, leds, reader, sim, events)
+
+
+def ensure_demo_shopper(term) -> str | None:
+    """Enrol the demo shopper from the demo photos on first start; returns their id."""
+    from . import consent
+    from .face.images import load_rgb
+
+    shopper = term.store.by_card(DEMO_CARD)
+    if shopper is not None:
+        return shopper.id
+    embeddings = []
+    for photo in sorted(DEMO_SHOPPER.glob("*.jpg")):
+        a = term.pipeline.analyse(load_rgb(photo))
+        if a.gate.ok:
+            embeddings.append(a.embedding)
+    shopper = term.enrol(name="Barack Obama", card_uid=DEMO_CARD, embeddings=embeddings,
+                         consent_text=consent.load("en"), phone_last4=DEMO_PHONE)
+    _log.info("demo shopper enrolled: %s, card %s, phone digits %s", shopper.id, DEMO_CARD.hex().upper(), DEMO_PHONE)
+    return shopper.id

@@ -1,0 +1,461 @@
+"""The kiosk controller: owns the state machine and the effect runner, exposes state to the screens.
+
+Screens bind to the Kivy properties below and call the methods; they never
+touch hardware, the database or the processor.  Slow work (face scans,
+charges, enrolment, deletion) runs on one worker thread; results come back to
+the main thread through ``Clock.schedule_once``.  Card reader events arrive on
+a queue polled from the main loop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import time
+
+from kivy.clock import Clock, mainthread
+from kivy.event import EventDispatcher
+from kivy.properties import BooleanProperty, DictProperty, ListProperty, NumericProperty, ObjectProperty, StringProperty
+
+from .. import checkout as co
+from .. import consent
+from ..face.gates import GUIDANCE
+from ..money import format_amount, parse_amount
+from ..payments.journal import new_sale_id
+from ..runner import Runner
+from ..staff import PinGate
+
+_log = logging.getLogger(__name__)
+
+SLOW = {co.Charge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.LookupCard, co.OpenCamera, co.CloseCamera}
+STAFF_IDLE_LOCK_S = 300
+
+MESSAGES = {
+    "no_match": "We could not find you. Pay by card, or try again.",
+    "scan_timeout": "The camera is off again: no face was recognised in time.",
+    "camera_fault": "The camera is not working. Please pay by card.",
+    "stepup_unavailable": "We are not sure enough it is you. Please pay by card.",
+    "phone_mismatch": "Those digits do not match. Try again.",
+    "cancelled": "Cancelled. Nothing was charged.",
+    "timed out": "Timed out. Nothing was charged.",
+    "shopper opted out": "Cancelled. Nothing was charged.",
+    "phone digits did not match": "The phone digits did not match. Nothing was charged.",
+}
+
+
+def screen_for(state: co.State) -> str:
+    return {
+        co.State.IDLE: "attract", co.State.AMOUNT_DUE: "pay", co.State.FACE_SCAN: "scan",
+        co.State.CONSENT: "consent", co.State.CHARGING: "processing", co.State.APPROVED: "result",
+        co.State.DECLINED: "result", co.State.CANCELLED: "result", co.State.ENROL_CONSENT: "enrol_consent",
+        co.State.ENROL_DETAILS: "enrol_details", co.State.ENROL_CAPTURE: "enrol_capture",
+        co.State.ENROL_CARD: "enrol_card", co.State.ENROL_SAVING: "enrol_card", co.State.ENROL_DONE: "enrol_done",
+        co.State.MYDATA_TAP: "mydata_tap", co.State.MYDATA_LOOKUP: "mydata_tap", co.State.MYDATA_SHOW: "mydata_show",
+        co.State.MYDATA_DELETING: "mydata_show", co.State.MYDATA_DELETED: "mydata_deleted",
+        co.State.OUT_OF_SERVICE: "out_of_service",
+    }[state]
+
+
+class KioskController(EventDispatcher):
+    screen = StringProperty("attract")
+    state = StringProperty("idle")
+    snap = DictProperty({})
+    face_pay = BooleanProperty(True)
+    camera_on = BooleanProperty(False)
+    reader_ok = BooleanProperty(True)
+    reader_reason = StringProperty("")
+    mode = StringProperty("normal")
+    merchant = StringProperty("")
+    amount_text = StringProperty("")
+    guidance = StringProperty("")
+    message = StringProperty("")
+    shopper_name = StringProperty("")
+    shopper_card = StringProperty("")
+    countdown = NumericProperty(0)
+    preview = ObjectProperty(None, allownone=True)
+    face_box = ListProperty([])
+    frame_size = ListProperty([640, 480])
+    captures = NumericProperty(0)
+    captures_needed = NumericProperty(3)
+    consent_lang = StringProperty("en")
+    consent_title = StringProperty("")
+    consent_body = StringProperty("")
+    consent_version = StringProperty("")
+    receipt_text = StringProperty("")
+    mydata_text = StringProperty("")
+    enrolled_text = StringProperty("")
+    staff_unlocked = BooleanProperty(False)
+    staff_message = StringProperty("")
+    keypad = StringProperty("")
+    report_text = StringProperty("")
+    doctor_text = StringProperty("")
+    demo = BooleanProperty(False)
+    stepup_needed = BooleanProperty(False)   # the phone digits are asked and not yet given
+    has_mydata = BooleanProperty(False)
+    ui_fps = NumericProperty(0)
+
+    def __init__(self, term, hardware, demo: bool = False, **kw):
+        super().__init__(**kw)
+        self.term = term
+        self.hw = hardware
+        self.demo = demo
+        self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
+        self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
+        self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
+        self.pins = PinGate(term.cfg.staff.pin_hash)
+        self.merchant = term.cfg.payment.merchant
+        self.captures_needed = term.cfg.match.enrol_captures
+        self.events_log: list[tuple[float, str]] = []
+        self.rejections: list[str] = []
+        self.camera_open_count = 0
+        self.scan_fps: list[float] = []
+        self._countdown_ev = None
+        self._staff_touched = 0.0
+        self.load_consent("en")
+        for eff in self.machine.startup_effects():
+            self.runner.perform(eff)
+        self._refresh()
+        Clock.schedule_interval(self._poll_reader, 0.05)
+
+    # -- plumbing ---------------------------------------------------------------
+    def send(self, event) -> bool:
+        """Hand an event to the machine (main thread); slow effects go to the worker."""
+        try:
+            slow = self.runner.dispatch(event, deferred=SLOW)
+        except co.Rejected as exc:
+            self.rejections.append(f"{type(event).__name__}: {exc}")
+            _log.info("rejected %s: %s", type(event).__name__, exc)
+            self._refresh()
+            return False
+        for eff in slow:
+            self._run_slow(eff)
+        self._refresh()
+        return True
+
+    def _post(self, event) -> None:
+        Clock.schedule_once(lambda dt: self.send(event), 0)
+
+    def _run_slow(self, eff) -> None:
+        if isinstance(eff, co.CloseCamera):
+            self.runner.scan_stop.set()          # the scan loop stops after its current frame
+            self.camera_on = False
+        if isinstance(eff, co.OpenCamera):
+            self.camera_on = True
+            self.camera_open_count += 1
+        self.worker.submit(self._work, eff)
+
+    def _work(self, eff) -> None:
+        try:
+            events = self.runner.perform(eff)
+            for ev in events:
+                self._post(ev)
+            if isinstance(eff, co.OpenCamera):
+                self._scan(eff.purpose)
+        except Exception as exc:  # a fault in a part must not kill the kiosk
+            _log.exception("effect %s failed", type(eff).__name__)
+            if isinstance(eff, co.OpenCamera):
+                self._post(co.CameraFault(str(exc)))
+            elif isinstance(eff, co.Charge):
+                self._post(co.ChargeResult(eff.sale.sale_id, False, "the terminal could not reach the processor"))
+            elif isinstance(eff, co.StoreEnrolment):
+                self._post(co.EnrolFailed(str(exc)))
+
+    def _scan(self, purpose: str) -> None:
+        t0 = time.monotonic()
+        frames = [0]
+
+        def on_frame(frame, analysis):
+            frames[0] += 1
+            self._show_frame(frame.image, analysis.gate.face.box if analysis.gate.face else None)
+
+        if purpose == "payment":
+            self.runner.scan_payment(self._post, on_frame=on_frame)
+        else:
+            self.runner.capture_enrolment(self._post, on_frame=on_frame)
+        dt = time.monotonic() - t0
+        if frames[0] and dt > 0:
+            self.scan_fps.append(frames[0] / dt)
+
+    @mainthread
+    def _show_frame(self, image, box) -> None:
+        from kivy.graphics.texture import Texture
+
+        if not self.camera_on:
+            return  # a frame that arrived after the camera was switched off is not shown
+        h, w = image.shape[:2]
+        tex = self.preview if self.preview is not None and tuple(self.preview.size) == (w, h) else None
+        if tex is None:
+            tex = Texture.create(size=(w, h), colorfmt="rgb")
+            tex.flip_vertical()
+        tex.blit_buffer(image.tobytes(), colorfmt="rgb", bufferfmt="ubyte")
+        self.frame_size = [w, h]
+        self.preview = tex
+        self.face_box = list(box) if box else []
+        self.property("preview").dispatch(self)
+
+    def _start_timer(self, eff: co.StartTimer) -> None:
+        Clock.schedule_once(lambda dt: self.send(co.Timeout(eff.token)), eff.seconds)
+        if self._countdown_ev is not None:
+            self._countdown_ev.cancel()
+        self.countdown = int(eff.seconds)
+        token = eff.token
+
+        def tick(dt):
+            if self.machine.ctx.timer != token or self.countdown <= 0:
+                return False
+            self.countdown -= 1
+            return True
+
+        self._countdown_ev = Clock.schedule_interval(tick, 1.0)
+
+    def _poll_reader(self, dt) -> None:
+        from firmware_bridge.service import CardPresented, ReaderBack, ReaderLost
+
+        while True:
+            try:
+                ev = self.hw.events.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(ev, CardPresented):
+                self.card_tapped(ev.uid)
+            elif isinstance(ev, ReaderLost):
+                self.reader_reason = ev.reason
+                self.hw.leds.set_fault(True)
+                self.send(co.ReaderStatus(False))
+            elif isinstance(ev, ReaderBack):
+                self.reader_reason = ""
+                self.hw.leds.set_fault(False)
+                self.send(co.ReaderStatus(True))
+        self._staff_autolock()
+
+    def card_tapped(self, uid: bytes) -> None:
+        s = self.machine.state
+        if s in (co.State.AMOUNT_DUE, co.State.FACE_SCAN, co.State.ENROL_CARD, co.State.MYDATA_TAP):
+            self.send(co.CardTapped(*self.term.card(uid)))
+
+    def _refresh(self) -> None:
+        snap = self.machine.snapshot()
+        self.snap = snap
+        self.state = snap["state"]
+        self.mode = snap["mode"]
+        self.face_pay = snap["face_pay"]
+        self.reader_ok = snap["reader_ok"]
+        sale = snap["sale"]
+        self.amount_text = format_amount(sale["amount_minor"], sale["currency"]) if sale else ""
+        g = snap["guidance"]
+        self.guidance = GUIDANCE.get(g, MESSAGES.get(g, "")) if g else ""
+        msg = snap["message"]
+        self.message = MESSAGES.get(msg, msg or "") if msg else ""
+        cand = snap["candidate"]
+        self.shopper_name = cand["masked_name"] if cand else ""
+        self.shopper_card = cand["masked_card"] if cand else ""
+        self.captures = snap["enrol_captures"]
+        self.stepup_needed = bool(snap["stepup_required"] and not snap["stepup_ok"])
+        md = snap["mydata"]
+        self.has_mydata = bool(md)
+        if md:
+            self.mydata_text = (f"A face is enrolled for card {md['masked_card']}\n"
+                                f"Name: {md['masked_name']}\nSince: {md['enrolled_at'][:10]}")
+        elif self.state == "mydata_show":
+            self.mydata_text = "No face is enrolled for this card. Nothing about you is stored for face pay."
+        en = snap["enrolled"]
+        if en:
+            self.enrolled_text = (f"Stored: one encrypted face template (no photo), linked to card {en['masked_card']}"
+                                  f"{', with a phone-digits check' if en['has_phone'] else ''}.\n"
+                                  "To delete it: My data on this screen, or ask at the till.")
+        if snap["receipt_id"] and self.runner.last_receipt is not None:
+            r = self.runner.last_receipt
+            self.receipt_text = (f"Deletion receipt {r.id}\n{r.at}\nDeleted: " + "; ".join(r.deleted))
+        screen = screen_for(self.machine.state)
+        if self.staff_view and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
+            screen = self.staff_view
+        self.screen = screen
+
+    # -- shopper actions (called by screens) ----------------------------------------------
+    staff_view = StringProperty("")
+
+    def card_hint(self):
+        self.message = "Hold your card flat on the reader, below the screen."
+
+    def choose_face(self):
+        return self.send(co.ChooseFace())
+
+    def cancel(self):
+        return self.send(co.Cancel())
+
+    def done(self):
+        return self.send(co.Done())
+
+    def confirm(self):
+        sale, cand = self.machine.ctx.sale, self.machine.ctx.candidate
+        if sale is None or cand is None:
+            return False
+        return self.send(co.Confirm(sale.amount_minor, cand.shopper_id))
+
+    def phone_digits(self, digits: str):
+        return self.send(co.PhoneDigits(digits))
+
+    def start_enrolment(self):
+        self.load_consent("en")
+        return self.send(co.StartEnrolment())
+
+    def load_consent(self, lang: str) -> None:
+        text = consent.load(lang)
+        self.consent_lang = lang
+        title, _, body = text.body.partition("\n")
+        self.consent_title = title.lstrip("# ").strip()
+        self.consent_body = body.strip()
+        self.consent_version = text.version
+        self._consent = text
+
+    def agree(self):
+        return self.send(co.AgreeConsent(self._consent.version, self._consent.sha256))
+
+    def enrol_details(self, name: str, phone: str):
+        return self.send(co.EnrolDetails(name.strip(), phone.strip() or None))
+
+    def start_mydata(self):
+        self.receipt_text = ""
+        return self.send(co.StartMyData())
+
+    def delete_mydata(self):
+        return self.send(co.DeleteMyData())
+
+    # -- staff ---------------------------------------------------------------------------------
+    def open_staff(self):
+        self._staff_touched = time.monotonic()
+        self.keypad = ""
+        self.staff_message = ""
+        self.staff_view = "staff_menu" if self.staff_unlocked else "staff_pin"
+        self._refresh()
+
+    def close_staff(self):
+        self.staff_view = ""
+        self._refresh()
+
+    def lock_staff(self):
+        self.staff_unlocked = False
+        self.close_staff()
+
+    def _staff_autolock(self):
+        if self.staff_unlocked and time.monotonic() - self._staff_touched > STAFF_IDLE_LOCK_S:
+            self.lock_staff()
+
+    def key(self, k: str):
+        self._staff_touched = time.monotonic()
+        if k == "back":
+            self.keypad = self.keypad[:-1]
+        elif k == "clear":
+            self.keypad = ""
+        elif len(self.keypad) < 10:
+            if k == "." and ("." in self.keypad or self.staff_view != "staff_amount"):
+                return
+            self.keypad += k
+
+    def submit_pin(self):
+        wait = self.pins.wait_seconds()
+        if wait > 0:
+            self.staff_message = f"Locked: try again in {int(wait) + 1} s"
+            self.keypad = ""
+            return False
+        ok = self.pins.check(self.keypad)
+        self.keypad = ""
+        if ok:
+            self.staff_unlocked = True
+            self.staff_message = ""
+            self.staff_view = "staff_menu"
+            self._refresh()
+            return True
+        wait = self.pins.wait_seconds()
+        self.staff_message = "Wrong PIN" + (f": locked for {int(wait) + 1} s" if wait else "")
+        return False
+
+    def staff_new_sale(self):
+        self.keypad = ""
+        self.staff_message = ""
+        self.staff_view = "staff_amount"
+        self._refresh()
+
+    def submit_amount(self):
+        cur = self.term.cfg.payment.currency
+        try:
+            minor = parse_amount(self.keypad, cur)
+        except ValueError as exc:
+            self.staff_message = str(exc)
+            return False
+        self.staff_view = ""
+        self.keypad = ""
+        return self.start_sale(minor)
+
+    def start_sale(self, amount_minor: int):
+        self.staff_view = ""
+        return self.send(co.StartSale(new_sale_id(), amount_minor, self.term.cfg.payment.currency))
+
+    def set_mode(self, mode: str):
+        if not self.send(co.SetMode(mode)):
+            self.staff_message = self.rejections[-1].split(": ", 1)[-1]
+            return False
+        self.term.set_mode(mode, record=False)  # the machine's Record effect wrote the ledger entry
+        self.staff_message = f"Mode: {mode.replace('_', ' ')}"
+        self.staff_view = "staff_menu"
+        self._refresh()
+        return True
+
+    def void_last(self):
+        return self._reverse("void")
+
+    def refund_last(self):
+        return self._reverse("refund")
+
+    def _reverse(self, kind: str):
+        from ..errors import FacepayError
+
+        last = self.term.journal.last_sale()
+        if last is None:
+            self.staff_message = "No sales yet"
+            return False
+        try:
+            r = self.term.reverse(kind, last.id)
+        except FacepayError as exc:
+            self.staff_message = exc.what
+            return False
+        amount = format_amount(last.amount_minor, last.currency)
+        self.staff_message = f"{kind.capitalize()} of {amount}: {r['status']}" + (" (already done)" if r["repeated"] else "")
+        return r["status"] == "approved"
+
+    def show_report(self):
+        r = self.term.report_day()
+        cur = r["currency"]
+        lines = [f"Day report {r['day']}: {r['sales']} sales"]
+        for method, buckets in sorted(r["by_method"].items()):
+            for status, v in sorted(buckets.items()):
+                lines.append(f"{method:<14} {status:<9} {v['count']:>3}  {format_amount(v['sum_minor'], cur):>11}")
+        lines.append(f"Net: {format_amount(r['net_minor'], cur)}")
+        self.report_text = "\n".join(lines)
+        self.staff_view = "staff_report"
+        self._refresh()
+
+    def show_doctor(self):
+        from ..doctor import collect
+
+        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set())
+        self.doctor_text = "\n".join(f"[{'OK' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in results)
+        self.staff_view = "staff_report"
+        self.report_text = self.doctor_text
+        self._refresh()
+
+    # -- demo helpers: simulated hardware only ------------------------------------------------
+    def demo_tap(self, which: str = "shopper"):
+        """Put a card on the simulated reader for a moment (demo only)."""
+        if self.hw.sim is None:
+            return
+        from ..hardware import DEMO_CARD, DEMO_OTHER_CARD
+
+        self.hw.sim.present(DEMO_CARD if which == "shopper" else DEMO_OTHER_CARD)
+        Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
+
+    def shutdown(self):
+        self.runner.scan_stop.set()
+        self.worker.shutdown(wait=True, cancel_futures=True)
+        self.runner.perform(co.CloseCamera())

@@ -1,0 +1,334 @@
+"""Scripted scenarios played through the real widgets, with a screenshot of every screen.
+
+``facepay run --demo --script tests/scenarios/face_confirmed.toml --screenshots DIR``
+presses the real buttons with touch events dispatched through Kivy's event
+loop, taps cards through the PN532 simulator, shows faces through the replay
+camera, saves ``DIR/NN-<screen>.png`` for each screen it passes through, then
+checks the scenario's expectations against the journal, the processor's
+ledger and the consent ledger, writes ``DIR/result.json`` and exits 0 only if
+every expectation held.
+
+A scenario file::
+
+    name = "face payment confirmed"
+    [[steps]]
+    do = "press"            # press a widget by its kv id on the current screen (or the strip/tray)
+    target = "staff"
+    [[steps]]
+    do = "keys"             # press keypad keys by their label
+    keys = "2580"
+    [[steps]]
+    do = "wait"             # wait until this screen shows
+    screen = "pay"
+    [[steps]]
+    do = "tap_card"         # "shopper", "other" or a hex UID, through the simulator
+    card = "shopper"
+    [[steps]]
+    do = "type"             # put text in a TextInput
+    target = "name"
+    text = "Kit Harington"
+    [[steps]]
+    do = "camera"           # point the replay camera at a demo folder: camera | newcomer
+    source = "newcomer"
+    [[steps]]
+    do = "mark"             # remember the camera-open count for camera_opens_since_mark
+    [expect]
+    screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
+    sales = {approved = 1}
+    charges = 1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import tomllib
+from pathlib import Path
+
+from kivy.clock import Clock
+from kivy.core.window import Window
+from kivy.uix.button import Button
+from kivy.uix.textinput import TextInput
+
+from ..errors import InputError
+from ..hardware import DEMO_CAMERA, DEMO_CARD, DEMO_NEWCOMER, DEMO_OTHER_CARD
+
+_log = logging.getLogger(__name__)
+
+STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot"}
+EXPECT_KEYS = {"screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
+               "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode"}
+
+
+def load_scenario(path: Path) -> dict:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the scenario: {exc}", str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"the scenario is not valid TOML: {exc}", str(path)) from None
+    steps = data.get("steps", [])
+    for i, s in enumerate(steps, 1):
+        if s.get("do") not in STEP_KINDS:
+            raise InputError(f"step {i}: 'do' must be one of {', '.join(sorted(STEP_KINDS))}", str(path))
+    unknown = set(data.get("expect", {})) - EXPECT_KEYS
+    if unknown:
+        raise InputError(f"unknown expectation(s): {', '.join(sorted(unknown))}", str(path))
+    return data
+
+
+class ScreenRecorder:
+    """Saves a PNG each time a different screen (or the same screen in a new state) is shown."""
+
+    def __init__(self, app, folder: Path):
+        self.app = app
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self.visited: list[str] = []
+        self.files: list[str] = []
+        self._pending = None
+        app.ctl.bind(screen=self._changed, state=self._changed)
+        self._changed()
+
+    def _changed(self, *a):
+        name = self.app.ctl.screen
+        key = f"{name}" if name != "result" else f"result-{self.app.ctl.state}"
+        if not self.visited or self.visited[-1] != key:
+            self.visited.append(key)
+            if self._pending is not None:
+                self._pending.cancel()
+            # let two frames render before the shot
+            self._pending = Clock.schedule_once(lambda dt: self.shoot(key), 0.2)
+
+    def shoot(self, label: str) -> str:
+        self.count += 1
+        target = self.folder / f"{self.count:02d}-{label}.png"
+        saved = Window.screenshot(name=str(self.folder / "_shot.png"))  # Kivy appends a counter
+        if saved:
+            Path(saved).replace(target)
+            self.files.append(str(target))
+        return str(target)
+
+
+class ScenarioPlayer:
+    def __init__(self, app, path: Path, screenshots: str | None):
+        self.app = app
+        self.ctl = app.ctl
+        self.path = path
+        self.data = load_scenario(path)
+        self.steps = list(self.data.get("steps", []))
+        self.expect = self.data.get("expect", {})
+        self.recorder = ScreenRecorder(app, Path(screenshots)) if screenshots else None
+        self.visited: list[str] = []
+        self.i = 0
+        self.step_started = 0.0
+        self.mark = 0
+        self.failures: list[str] = []
+        self.fps_during_scan: list[float] = []
+        self.ctl.bind(screen=self._note_screen)
+        self._note_screen()
+
+    def _note_screen(self, *a):
+        self.screen_since = time.monotonic()
+        if not self.visited or self.visited[-1] != self.ctl.screen:
+            self.visited.append(self.ctl.screen)
+
+    def start(self):
+        self.step_started = time.monotonic()
+        self._ev = Clock.schedule_interval(self._tick, 0.1)
+        Clock.schedule_once(self._watchdog, float(self.data.get("timeout", 120)))
+
+    def _watchdog(self, dt):
+        if self.i < len(self.steps):
+            self.failures.append(f"scenario timed out at step {self.i + 1}: {self.steps[self.i]}")
+            self._finish()
+
+    # -- finding and pressing real widgets ----------------------------------------------
+    def _find(self, target: str):
+        scr = self.app.screens[self.ctl.screen]
+        if target in scr.ids:
+            return scr.ids[target]
+        for part in ("strip", "tray"):
+            holder = self.app.root.ids[part]
+            if target in holder.ids:
+                return holder.ids[target]
+        for w in scr.walk():
+            if target in getattr(w, "ids", {}):
+                return w.ids[target]
+        return None
+
+    def _touch(self, widget) -> None:
+        from kivy.tests.common import UnitTestTouch
+
+        x, y = widget.to_window(*widget.center)
+        touch = UnitTestTouch(x, y)
+        touch.touch_down()
+        touch.touch_up()
+
+    def _visible(self, w) -> bool:
+        return w.opacity > 0 and w.width > 1 and w.height > 1 and w.get_root_window() is not None
+
+    # -- the step loop -----------------------------------------------------------------------
+    def _tick(self, dt):
+        if self.ctl.screen in ("scan", "enrol_capture"):
+            from kivy.clock import Clock as _C
+
+            self.fps_during_scan.append(_C.get_fps())
+        if self.i >= len(self.steps):
+            self._finish()
+            return False
+        step = self.steps[self.i]
+        timeout = float(step.get("timeout", 20))
+        try:
+            done = self._do(step)
+        except Exception as exc:  # a broken step is a failed scenario, reported
+            self.failures.append(f"step {self.i + 1} {step}: {exc}")
+            self._finish()
+            return False
+        if done:
+            self.i += 1
+            self.step_started = time.monotonic()
+        elif time.monotonic() - self.step_started > timeout:
+            self.failures.append(f"step {self.i + 1} {step} not done after {timeout:.0f} s "
+                                 f"(screen {self.ctl.screen}, state {self.ctl.state})")
+            self._finish()
+            return False
+        return True
+
+    def _do(self, step: dict) -> bool:
+        kind = step["do"]
+        if kind in ("press", "keys", "type") and time.monotonic() - self.screen_since < 0.5:
+            return False  # let a new screen lay itself out before touching it, as a person would
+        if kind == "press":
+            w = self._find(step["target"])
+            if w is None or not self._visible(w):
+                return False
+            if w.disabled and not step.get("allow_disabled"):
+                return False
+            self._touch(w)
+            return True
+        if kind == "keys":
+            scr = self.app.screens[self.ctl.screen]
+            for ch in step["keys"]:
+                btn = next((b for b in scr.walk() if isinstance(b, Button) and b.text == ch), None)
+                if btn is None:
+                    raise ValueError(f"no key {ch!r} on screen {self.ctl.screen}")
+                self._touch(btn)
+            return True
+        if kind == "wait":
+            want = step["screen"]
+            return self.ctl.screen == want and (not step.get("state") or self.ctl.state == step["state"])
+        if kind == "tap_card":
+            card = step.get("card", "shopper")
+            uid = DEMO_CARD if card == "shopper" else DEMO_OTHER_CARD if card == "other" else bytes.fromhex(card)
+            sim = self.app.hw.sim
+            sim.present(uid)
+            Clock.schedule_once(lambda dt: sim.remove(), float(step.get("hold", 0.8)))
+            return True
+        if kind == "type":
+            w = self._find(step["target"])
+            if not isinstance(w, TextInput):
+                return False
+            w.text = step["text"]
+            return True
+        if kind == "camera":
+            folder = {"camera": DEMO_CAMERA, "newcomer": DEMO_NEWCOMER}.get(step["source"])
+            if folder is None:
+                raise ValueError(f"unknown camera source {step['source']!r}")
+            cam = self.app.hw.camera
+            from ..face.images import load_rgb
+
+            cam.files = sorted(folder.glob("*.jpg"))
+            cam._frames = [load_rgb(f) for f in cam.files]
+            return True
+        if kind == "mark":
+            self.mark = self.ctl.camera_open_count
+            return True
+        if kind == "sleep":
+            return time.monotonic() - self.step_started >= float(step.get("seconds", 1))
+        if kind == "screenshot":
+            _log.info("screenshot %s: state %s snap %s", step.get("label"), self.ctl.state,
+                      {k: self.ctl.snap.get(k) for k in ("stepup_required", "stepup_ok", "guidance")})
+            if self.recorder:
+                self.recorder.shoot(step.get("label", "shot"))
+            return True
+        return False
+
+    # -- expectations -------------------------------------------------------------------------
+    def _check(self) -> None:
+        e, t = self.expect, self.app.term
+        fail = self.failures.append
+        if "screens" in e:
+            it = iter(self.visited)
+            missing = [s for s in e["screens"] if not any(v == s for v in it)]
+            if missing:
+                fail(f"screens {e['screens']} not visited in order; visited {self.visited}")
+        sales = t.journal.sales()
+        if "sales" in e:
+            for status, n in e["sales"].items():
+                got = sum(1 for s in sales if s.status == status)
+                if got != n:
+                    fail(f"expected {n} {status} sale(s) in the journal, found {got}")
+        charges = [c for c in t.processor.charges() if c["kind"] == "charge"]
+        if "charges" in e and len(charges) != e["charges"]:
+            fail(f"expected {e['charges']} charge(s) at the processor, found {len(charges)}")
+        by_key = {s.key: s for s in sales}
+        for key, method in (("face_charges", "face"), ("card_charges", "card")):
+            if key in e:
+                got = sum(1 for c in charges if by_key.get(c["key"]) and by_key[c["key"]].method == method)
+                if got != e[key]:
+                    fail(f"expected {e[key]} {method} charge(s), found {got}")
+        if any(s.status == "pending" for s in sales):
+            fail("a sale is still pending")
+        kinds = [ev.kind for ev in t.ledger.events()]
+        for kind, n in e.get("ledger", {}).items():
+            if kinds.count(kind) != n:
+                fail(f"expected {n} {kind} ledger event(s), found {kinds.count(kind)}")
+        if not t.ledger.verify().ok:
+            fail("the consent ledger does not verify")
+        if "shoppers" in e and t.store.count() != e["shoppers"]:
+            fail(f"expected {e['shoppers']} enrolled shopper(s), found {t.store.count()}")
+        if "receipts" in e:
+            n = t.store.db.execute("SELECT COUNT(*) FROM deletion_receipts").fetchone()[0]
+            if n != e["receipts"]:
+                fail(f"expected {e['receipts']} deletion receipt(s), found {n}")
+        if "camera_opens" in e and self.ctl.camera_open_count != e["camera_opens"]:
+            fail(f"expected the camera to open {e['camera_opens']} time(s), it opened {self.ctl.camera_open_count}")
+        if "camera_opens_since_mark" in e:
+            since = self.ctl.camera_open_count - self.mark
+            if since != e["camera_opens_since_mark"]:
+                fail(f"expected {e['camera_opens_since_mark']} camera opening(s) after the mark, saw {since}")
+        if "final_screen" in e and self.ctl.screen != e["final_screen"]:
+            fail(f"expected to end on {e['final_screen']}, ended on {self.ctl.screen}")
+        if "mode" in e and t.mode() != e["mode"]:
+            fail(f"expected mode {e['mode']}, found {t.mode()}")
+        if self.ctl.camera_on or self.app.hw.camera.is_open:
+            fail("the camera is still open at the end")
+
+    def _finish(self):
+        if getattr(self, "_finished", False):
+            return
+        self._finished = True
+        self._ev.cancel()
+
+        def really(dt):
+            self._check()
+            fps = sorted(f for f in self.fps_during_scan if f > 0)
+            result = {"scenario": self.data.get("name", self.path.stem), "passed": not self.failures,
+                      "failures": self.failures, "screens": self.visited,
+                      "window": list(Window.size),
+                      "ui_fps_during_scan_median": fps[len(fps) // 2] if fps else None,
+                      "screenshots": self.recorder.files if self.recorder else [],
+                      "rejected_events": self.ctl.rejections}
+            if self.recorder:
+                (self.recorder.folder / "result.json").write_text(json.dumps(result, indent=1))
+            for f in self.failures:
+                _log.error("scenario: %s", f)
+            print(json.dumps({k: result[k] for k in ("scenario", "passed", "failures", "ui_fps_during_scan_median")}))
+            self.app.exit_code = 0 if not self.failures else 1
+            self.app.stop()
+
+        # wait for pending screenshots and the camera to settle
+        Clock.schedule_once(really, 1.2)
