@@ -136,8 +136,14 @@ def collect(term, hw, skip: set[str] = frozenset(), blink: bool = False) -> list
     led = term.ledger.verify()
     out.append(Check("consent ledger", led.ok, f"{led.count} entries" + ("" if led.ok else f": {led.reason}")))
     out.append(check_clock())
-    if "camera" not in skip:
-        out.append(check_camera(hw.camera))
+    if not term.face_pay_on():
+        out.append(Check("camera", True, "not opened: face pay is off at this terminal"))
+    elif "camera" not in skip:
+        hw.leds.privacy(True)
+        try:
+            out.append(check_camera(hw.camera))
+        finally:
+            hw.leds.privacy(False)
     if hw.reader is not None and hw.reader.connected:
         fw = hw.reader.firmware
         out.append(Check("card reader", True, f"PN5{fw[0]:02X} firmware {fw[1]}.{fw[2]} (polling)"))
@@ -175,7 +181,15 @@ def run_doctor(ctx) -> int:
                 results.append(Check("consent ledger", False, exc.one_line()))
         results.append(check_clock())
         skip = set(a.skip)
-        if "camera" not in skip:
+        face_pay = cfg.face_pay
+        if face_pay and (data_dir / "facepay.db").exists() and (data_dir / "master.key").exists():
+            try:
+                face_pay = ctx.terminal().face_pay_on()
+            except FacepayError:
+                pass
+        if not face_pay:
+            results.append(Check("camera", True, "not opened: face pay is off at this terminal"))
+        elif "camera" not in skip:
             from .camera import make_camera
             from .hardware import DEMO_CAMERA
 

@@ -153,6 +153,10 @@ def _make_app_class():
             return root
 
         def on_start(self):
+            import signal
+
+            # systemd stops the kiosk with SIGTERM: leave through Kivy's own stop, so on_stop cleans up
+            signal.signal(signal.SIGTERM, lambda *a: Clock.schedule_once(lambda dt: self.stop(), 0))
             sdnotify.notify("READY=1")
             interval = sdnotify.watchdog_interval()
             if interval:

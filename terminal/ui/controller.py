@@ -439,7 +439,7 @@ class KioskController(EventDispatcher):
     def show_doctor(self):
         from ..doctor import collect
 
-        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set())
+        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set())  # never during a scan
         self.doctor_text = "\n".join(f"[{'OK' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in results)
         self.staff_view = "staff_report"
         self.report_text = self.doctor_text

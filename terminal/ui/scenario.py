@@ -90,17 +90,17 @@ class ScreenRecorder:
         self.files: list[str] = []
         self._pending = None
         app.ctl.bind(screen=self._changed, state=self._changed)
-        self._changed()
+        self._changed(first=True)
 
-    def _changed(self, *a):
+    def _changed(self, *a, first=False):
         name = self.app.ctl.screen
         key = f"{name}" if name != "result" else f"result-{self.app.ctl.state}"
         if not self.visited or self.visited[-1] != key:
             self.visited.append(key)
             if self._pending is not None:
                 self._pending.cancel()
-            # let two frames render before the shot
-            self._pending = Clock.schedule_once(lambda dt: self.shoot(key), 0.2)
+            # let the screen render (the window's very first frame takes longer) before the shot
+            self._pending = Clock.schedule_once(lambda dt: self.shoot(key), 1.0 if first else 0.25)
 
     def shoot(self, label: str) -> str:
         self.count += 1
@@ -129,6 +129,7 @@ class ScenarioPlayer:
         self.fps_during_scan: list[float] = []
         self.ctl.bind(screen=self._note_screen)
         self._note_screen()
+        self.screen_since += 0.8  # the window's first frame takes longer to come up
 
     def _note_screen(self, *a):
         self.screen_since = time.monotonic()
@@ -244,7 +245,7 @@ class ScenarioPlayer:
             cam._frames = [load_rgb(f) for f in cam.files]
             return True
         if kind == "mark":
-            self.mark = self.ctl.camera_open_count
+            self.mark = self.app.hw.camera.opened_count
             return True
         if kind == "sleep":
             return time.monotonic() - self.step_started >= float(step.get("seconds", 1))
@@ -294,10 +295,11 @@ class ScenarioPlayer:
             n = t.store.db.execute("SELECT COUNT(*) FROM deletion_receipts").fetchone()[0]
             if n != e["receipts"]:
                 fail(f"expected {e['receipts']} deletion receipt(s), found {n}")
-        if "camera_opens" in e and self.ctl.camera_open_count != e["camera_opens"]:
-            fail(f"expected the camera to open {e['camera_opens']} time(s), it opened {self.ctl.camera_open_count}")
+        opened = self.app.hw.camera.opened_count  # the device itself, whoever opened it
+        if "camera_opens" in e and opened != e["camera_opens"]:
+            fail(f"expected the camera to open {e['camera_opens']} time(s), it opened {opened}")
         if "camera_opens_since_mark" in e:
-            since = self.ctl.camera_open_count - self.mark
+            since = opened - self.mark
             if since != e["camera_opens_since_mark"]:
                 fail(f"expected {e['camera_opens_since_mark']} camera opening(s) after the mark, saw {since}")
         if "final_screen" in e and self.ctl.screen != e["final_screen"]:
