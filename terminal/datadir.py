@@ -87,12 +87,16 @@ def connect(path: Path, *, wal: bool = False, secure_delete: bool = False) -> sq
     """Open a SQLite database with the terminal's settings; errors name the file."""
     try:
         conn = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA schema_version").fetchone()  # fails here, not later, on a file that is not a database
         conn.execute("PRAGMA foreign_keys=ON")
         if wal:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         if secure_delete:
             conn.execute("PRAGMA secure_delete=ON")
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"database cannot be opened: {exc}", str(path),
+                           "check the data folder's owner, mode and free space (`facepay doctor`)") from None
     except sqlite3.DatabaseError as exc:
         raise StorageError(
             f"database cannot be opened: {exc}", str(path),

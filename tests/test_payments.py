@@ -173,3 +173,30 @@ def test_amount_exponents():
     for bad in ("nan", "inf", "0", "1e400", "", "1,50"):
         with pytest.raises(ValueError):
             parse_amount(bad, "EUR")
+
+
+def test_full_disk_stops_the_sale_before_the_processor(term):
+    """SQLite's 'database or disk is full', as on a full SD card: nothing charged, one clear error."""
+    from terminal.errors import StorageError
+    from terminal.sale import run_sale
+
+    run_sale(term, amount="1.00", card_uid=bytes.fromhex("04A1B2C3"))
+    pages = term.journal.db.execute("PRAGMA page_count").fetchone()[0]
+    term.journal.db.execute(f"PRAGMA max_page_count = {pages}")
+    before = len(term.processor.charges())
+    with pytest.raises(StorageError, match="nothing was charged") as err:
+        for _ in range(50):  # fill the last free pages
+            run_sale(term, amount="2.00", card_uid=bytes.fromhex("04A1B2C3"))
+    assert "free space" in err.value.one_line()
+    assert all(s.status != "pending" for s in term.journal.sales())
+    assert len(term.processor.charges()) - before == len(term.journal.sales()) - 1
+
+
+def test_corrupt_database_gets_one_clear_error(cli):
+    cli("recover")
+    (cli.data_dir / "journal.db").write_bytes(b"this is not a database at all" * 100)
+    for name in ("journal.db-wal", "journal.db-shm"):
+        (cli.data_dir / name).unlink(missing_ok=True)
+    r = cli("sales", "list")
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "journal.db" in r.stderr and "restore" in r.stderr

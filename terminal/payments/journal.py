@@ -10,11 +10,13 @@ the same write-ahead steps in ``operations``.
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..datadir import connect
+from ..errors import StorageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sales (
@@ -89,6 +91,7 @@ class SaleRecord:
 
 class Journal:
     def __init__(self, path: Path):
+        self.path = path
         self.db = connect(path, wal=True)
         self.db.executescript(SCHEMA)
 
@@ -97,6 +100,14 @@ class Journal:
 
     def begin(self, sale_id: str, key: str, amount_minor: int, currency: str, method: str,
               shopper_id: str | None, token: str, training: bool) -> None:
+        """Record the sale before anything else; a journal that cannot be written stops the sale here."""
+        try:
+            self._begin(sale_id, key, amount_minor, currency, method, shopper_id, token, training)
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"the sale could not be recorded ({exc}): nothing was charged", str(self.path),
+                               "free space on the SD card (`facepay doctor`), then take the payment again") from None
+
+    def _begin(self, sale_id, key, amount_minor, currency, method, shopper_id, token, training) -> None:
         with_tx(self.db, [
             ("INSERT INTO sales (id, key, created_at, amount_minor, currency, method, shopper_id, token, training, status)"
              " VALUES (?,?,?,?,?,?,?,?,?, 'pending')",

@@ -157,7 +157,10 @@ class KioskController(EventDispatcher):
             if isinstance(eff, co.OpenCamera):
                 self._post(co.CameraFault(str(exc)))
             elif isinstance(eff, co.Charge):
-                self._post(co.ChargeResult(eff.sale.sale_id, False, "the terminal could not reach the processor"))
+                from ..errors import FacepayError
+
+                why = exc.what if isinstance(exc, FacepayError) else "the terminal could not complete the payment"
+                self._post(co.ChargeResult(eff.sale.sale_id, False, why))
             elif isinstance(eff, co.StoreEnrolment):
                 self._post(co.EnrolFailed(str(exc)))
 
