@@ -240,20 +240,14 @@ def cmd_report(ctx: Context) -> int:
     a = ctx.args
     from datetime import date
 
-    from .money import format_amount
+    from .service import report_lines
 
     try:
         day = date.fromisoformat(a.date) if a.date else None
     except ValueError:
         raise UsageError(f"--date {a.date!r} is not YYYY-MM-DD", "report day") from None
     r = ctx.terminal().report_day(day)
-    cur = r["currency"]
-    lines = [f"Day report {r['day']} ({r['sales']} sales)"]
-    for method, buckets in sorted(r["by_method"].items()):
-        for status, v in sorted(buckets.items()):
-            lines.append(f"  {method:<14} {status:<9} {v['count']:>4}  {format_amount(v['sum_minor'], cur):>12}")
-    lines.append(f"  net {format_amount(r['net_minor'], cur)}")
-    out(a, r, "\n".join(lines))
+    out(a, r, "\n".join(report_lines(r)))
     return EXIT_OK
 
 

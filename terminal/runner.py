@@ -149,6 +149,19 @@ class Runner:
         return co.EnrolStored(self.term.view(shopper))
 
     # -- face scans (on a worker thread in the kiosk, inline in the CLI) -------------
+    def _analysed_frames(self, on_frame: Callable | None):
+        """Frames from the open camera through the pipeline, until the scan is stopped or the source ends."""
+        for _ in range(MAX_FRAMES):
+            if self.scan_stop.is_set() or not self.camera.is_open:
+                return
+            frame = self.camera.read()
+            if frame is None:
+                return
+            analysis = self.term.pipeline.analyse(frame.image)
+            if on_frame:
+                on_frame(frame, analysis)
+            yield analysis
+
     def scan_payment(self, emit: Callable, on_frame: Callable | None = None) -> None:
         """Read frames until a decision, passing guidance and then the decision to ``emit``.
 
@@ -156,15 +169,8 @@ class Runner:
         """
         t = self.term
         gallery: Gallery = t.gallery()
-        misses, frames, last_reason = 0, 0, None
-        while not self.scan_stop.is_set() and frames < MAX_FRAMES:
-            frame = self.camera.read() if self.camera.is_open else None
-            if frame is None:
-                break
-            frames += 1
-            analysis = t.pipeline.analyse(frame.image)
-            if on_frame:
-                on_frame(frame, analysis)
+        misses, last_reason = 0, None
+        for analysis in self._analysed_frames(on_frame):
             if not analysis.gate.ok:
                 if analysis.gate.reason != last_reason:
                     last_reason = analysis.gate.reason
@@ -187,15 +193,10 @@ class Runner:
         """Collect passing captures of one person, emitting guidance and each accepted capture."""
         t = self.term
         needed = t.cfg.match.enrol_captures
-        frames, last_reason = 0, None
-        while not self.scan_stop.is_set() and len(self.enrol_embeddings) < needed and frames < MAX_FRAMES:
-            frame = self.camera.read() if self.camera.is_open else None
-            if frame is None:
+        last_reason = None
+        for analysis in self._analysed_frames(on_frame):
+            if len(self.enrol_embeddings) >= needed:
                 break
-            frames += 1
-            analysis = t.pipeline.analyse(frame.image)
-            if on_frame:
-                on_frame(frame, analysis)
             reason = analysis.gate.reason
             emb = analysis.embedding
             if emb is not None:

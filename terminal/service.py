@@ -8,7 +8,6 @@ state machine decides *what* happens, this module does it.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -294,6 +293,15 @@ class Terminal:
         return report
 
 
-def new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(4)
+def report_lines(r: dict) -> list[str]:
+    """The day report as text, for the CLI and the staff screen."""
+    from .money import format_amount
+
+    cur = r["currency"]
+    lines = [f"Day report {r['day']} ({r['sales']} sales)"]
+    for method, buckets in sorted(r["by_method"].items()):
+        for status, v in sorted(buckets.items()):
+            lines.append(f"  {method:<14} {status:<9} {v['count']:>4}  {format_amount(v['sum_minor'], cur):>12}")
+    lines.append(f"  net {format_amount(r['net_minor'], cur)}")
+    return lines
 

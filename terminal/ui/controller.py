@@ -428,14 +428,9 @@ class KioskController(EventDispatcher):
         return r["status"] == "approved"
 
     def show_report(self):
-        r = self.term.report_day()
-        cur = r["currency"]
-        lines = [f"Day report {r['day']}: {r['sales']} sales"]
-        for method, buckets in sorted(r["by_method"].items()):
-            for status, v in sorted(buckets.items()):
-                lines.append(f"{method:<14} {status:<9} {v['count']:>3}  {format_amount(v['sum_minor'], cur):>11}")
-        lines.append(f"Net: {format_amount(r['net_minor'], cur)}")
-        self.report_text = "\n".join(lines)
+        from ..service import report_lines
+
+        self.report_text = "\n".join(report_lines(self.term.report_day()))
         self.staff_view = "staff_report"
         self._refresh()
 
