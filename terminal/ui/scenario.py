@@ -32,6 +32,13 @@ A scenario file::
     source = "newcomer"
     [[steps]]
     do = "mark"             # remember the camera-open count for camera_opens_since_mark
+    [[steps]]
+    do = "reader"           # the simulated reader's cable: "unplug" or "replug"
+    action = "unplug"
+    [[steps]]
+    do = "see"              # wait until a widget (by kv id) shows this text, as a person would read it
+    target = "reader_state"
+    text = "Card payment unavailable"
     [expect]
     screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
     sales = {approved = 1}
@@ -56,7 +63,7 @@ from ..hardware import DEMO_CAMERA, DEMO_CARD, DEMO_NEWCOMER, DEMO_OTHER_CARD
 
 _log = logging.getLogger(__name__)
 
-STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot"}
+STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see"}
 EXPECT_KEYS = {"screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
                "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode"}
 
@@ -244,6 +251,13 @@ class ScenarioPlayer:
             cam.files = sorted(folder.glob("*.jpg"))
             cam._frames = [load_rgb(f) for f in cam.files]
             return True
+        if kind == "reader":
+            sim = self.app.hw.sim
+            {"unplug": sim.unplug, "replug": sim.replug}[step["action"]]()
+            return True
+        if kind == "see":
+            w = self._find(step["target"])
+            return w is not None and self._visible(w) and step["text"] in getattr(w, "text", "")
         if kind == "mark":
             self.mark = self.app.hw.camera.opened_count
             return True
