@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import EXTRA, FACES, OBAMA_ENROL, OBAMA_PROBES, STRANGERS
+from conftest import EXTRA, FACES, OBAMA_ENROL, OBAMA_PROBES, STRANGERS, needs_shared
 
 
 @pytest.fixture
@@ -108,3 +108,22 @@ def test_card_uid_is_stored_only_as_keyed_hash(cli, enrolled):
             raw = p.read_bytes() + (p.with_name(name + "-wal").read_bytes() if p.with_name(name + "-wal").exists() else b"")
             assert bytes.fromhex("04A1B2C3") not in raw
             assert b"04A1B2C3" not in raw.upper()
+
+
+@needs_shared
+def test_shared_photos_identify_right(cli, enrolled):
+    """Extra check on ../shared/faces: every obama photo matches the enrolled shopper, nobody else does."""
+    from conftest import SHARED_FACES
+
+    photos = sorted(p for p in SHARED_FACES.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    checked = 0
+    for photo in photos:
+        code, out = identify(cli, photo)
+        if code == 2:
+            continue  # fails a gate (two faces, too small): not a decision
+        checked += 1
+        if "obama" in photo.name.lower() or photo.parent.name == "obama":
+            assert code == 0 and out["match"]["name"] == "Barack Obama", photo
+        else:
+            assert code == 1 and out["match"] is None, photo
+    assert checked >= 15

@@ -1,8 +1,10 @@
 """The Raspberry Pi camera through picamera2 (Raspberry Pi OS package ``python3-picamera2``).
 
-Two streams as in picamera2's face-detection example: ``main`` for the
-on-screen preview and a low-resolution ``lores`` stream for detection.  The
-terminal reads the ``main`` stream downscaled to 640 pixels.
+The ``main`` stream is configured at the detection size (``[camera] width`` x
+``height``, 640x480 by default, RGB) and serves both the on-screen preview and
+detection: the pipeline's thresholds were calibrated on 640-pixel frames, and
+the dlib descriptor needs more pixels of the face than a 320x240 ``lores``
+stream would give.  Frames are read into memory only.
 """
 
 from __future__ import annotations
@@ -33,10 +35,7 @@ class PiCamera(Camera):
             ) from None
         try:
             cam = Picamera2()
-            config = cam.create_preview_configuration(
-                main={"size": (self.width, self.height), "format": "RGB888"},
-                lores={"size": (320, 240), "format": "YUV420"},
-            )
+            config = cam.create_preview_configuration(main={"size": (self.width, self.height), "format": "RGB888"})
             cam.configure(config)
             cam.start()
         except (RuntimeError, IndexError) as exc:

@@ -64,6 +64,7 @@ class KioskController(EventDispatcher):
     face_pay = BooleanProperty(True)
     camera_on = BooleanProperty(False)
     reader_ok = BooleanProperty(True)
+    camera_ok = BooleanProperty(True)
     reader_reason = StringProperty("")
     mode = StringProperty("normal")
     merchant = StringProperty("")
@@ -155,6 +156,7 @@ class KioskController(EventDispatcher):
         except Exception as exc:  # a fault in a part must not kill the kiosk
             _log.exception("effect %s failed", type(eff).__name__)
             if isinstance(eff, co.OpenCamera):
+                self.hw.leds.set_fault(True)  # a missing camera keeps the fault LED blinking
                 self._post(co.CameraFault(str(exc)))
             elif isinstance(eff, co.Charge):
                 from ..errors import FacepayError
@@ -244,6 +246,7 @@ class KioskController(EventDispatcher):
         self.mode = snap["mode"]
         self.face_pay = snap["face_pay"]
         self.reader_ok = snap["reader_ok"]
+        self.camera_ok = snap["camera_ok"]
         sale = snap["sale"]
         self.amount_text = format_amount(sale["amount_minor"], sale["currency"]) if sale else ""
         g = snap["guidance"]

@@ -28,7 +28,7 @@ A scenario file::
     target = "name"
     text = "Kit Harington"
     [[steps]]
-    do = "camera"           # point the replay camera at a demo folder: camera | newcomer
+    do = "camera"           # point the replay camera at a demo folder: camera | newcomer | unplugged
     source = "newcomer"
     [[steps]]
     do = "mark"             # remember the camera-open count for camera_opens_since_mark
@@ -242,10 +242,13 @@ class ScenarioPlayer:
             w.text = step["text"]
             return True
         if kind == "camera":
+            cam = self.app.hw.camera
+            if step["source"] == "unplugged":  # the camera's cable is out: opening it fails
+                cam.video = Path("/dev/null/camera-unplugged.mp4")
+                return True
             folder = {"camera": DEMO_CAMERA, "newcomer": DEMO_NEWCOMER}.get(step["source"])
             if folder is None:
                 raise ValueError(f"unknown camera source {step['source']!r}")
-            cam = self.app.hw.camera
             from ..face.images import load_rgb
 
             cam.files = sorted(folder.glob("*.jpg"))
