@@ -20,6 +20,7 @@ and aborts a pending InListPassiveTarget with an ACK when it times out.
 from __future__ import annotations
 
 import logging
+import termios
 import time
 from dataclasses import dataclass
 
@@ -102,7 +103,10 @@ class PN532:
     # -- bytes ------------------------------------------------------------------
     def _fill(self) -> None:
         """Read what is there, waiting at most the port's short read timeout."""
-        self._buf += self.port.read(max(1, self.port.in_waiting))
+        try:
+            self._buf += self.port.read(max(1, self.port.in_waiting))
+        except termios.error as exc:  # a vanished tty can raise this instead of an OSError
+            raise serial.SerialException(f"the port went away: {exc}") from None
 
     def _next_frame(self, deadline: float) -> frames.Frame | None:
         while True:
@@ -122,8 +126,11 @@ class PN532:
             self._fill()
 
     def _write(self, data: bytes) -> None:
-        self.port.write(data)
-        self.port.flush()
+        try:
+            self.port.write(data)
+            self.port.flush()
+        except termios.error as exc:  # tcdrain on a vanished tty
+            raise serial.SerialException(f"the port went away: {exc}") from None
 
     # -- commands -------------------------------------------------------------
     def command(self, code: int, params: bytes = b"", timeout: float = 0.5) -> bytes:
@@ -187,7 +194,7 @@ class PN532:
         try:
             self._write(frames.ACK)
         except (OSError, serial.SerialException):
-            pass
+            pass  # the port is gone; the next command reports it
 
     def wake_up(self) -> None:
         """Wake the chip from LowVbat and put it in normal mode (SAMConfiguration must follow the wake-up)."""

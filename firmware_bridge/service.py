@@ -154,4 +154,7 @@ class ReaderService:
                 self._lost(f"the reader on {self.port} went away: {exc}")
             except PN532Error as exc:
                 self._lost(f"the reader on {self.port} stopped answering: {exc}")
+            except Exception as exc:  # the polling thread must never die: report, reconnect, go on
+                _log.exception("unexpected reader error")
+                self._lost(f"the reader on {self.port} failed: {exc}")
         self._close()
