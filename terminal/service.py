@@ -298,7 +298,7 @@ def report_lines(r: dict) -> list[str]:
     from .money import format_amount
 
     cur = r["currency"]
-    lines = [f"Day report {r['day']} ({r['sales']} sales)"]
+    lines = [f"Day report {r['day']} ({r['sales']} sale{'' if r['sales'] == 1 else 's'})"]
     for method, buckets in sorted(r["by_method"].items()):
         for status, v in sorted(buckets.items()):
             lines.append(f"  {method:<14} {status:<9} {v['count']:>4}  {format_amount(v['sum_minor'], cur):>12}")
