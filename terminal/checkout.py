@@ -609,6 +609,8 @@ class CheckoutMachine:
             raise Rejected("a name is required")
         if e.phone_last4 is not None and not (len(e.phone_last4) == 4 and e.phone_last4.isdigit()):
             raise Rejected("the phone digits must be exactly four digits")
+        if e.phone_last4 is None and self.needs_stepup(None, 1):
+            raise Rejected("enter the last 4 digits of your phone number: they are asked before face payments")
         self.ctx.enrol_details = e
         self.ctx.enrol_captures = 0
         self._go(State.ENROL_CAPTURE)

@@ -53,6 +53,7 @@ class Terminal:
                                                      crypto.derive(self.master_key, "sandbox-token"))
         self._pipeline = None
         self._gallery: Gallery | None = None
+        self._gallery_version = -1
 
     def close(self) -> None:
         self.drop_gallery()
@@ -70,9 +71,18 @@ class Terminal:
         return self._pipeline
 
     def gallery(self) -> Gallery:
-        """The opted-in templates, decrypted into memory on first use while face pay is on."""
+        """The opted-in templates, decrypted into memory while face pay is on.
+
+        Reloaded whenever another process changed the shopper database (``facepay revoke`` or the
+        purge timer while the kiosk runs): SQLite's ``data_version`` tells, so a revocation made
+        anywhere takes effect at the next match, not at the next restart.
+        """
+        version = self.store.data_version()
+        if self._gallery is not None and version != self._gallery_version:
+            self.drop_gallery()
         if self._gallery is None:
             self._gallery = self.store.gallery()
+            self._gallery_version = version
         return self._gallery
 
     def drop_gallery(self) -> None:
@@ -93,6 +103,12 @@ class Terminal:
                                                            "terminal_id": self.cfg.terminal_id})
         if mode in ("card_only", "out_of_service"):
             self.drop_gallery()
+
+    def phone_required(self) -> bool:
+        """True when even a one-shopper gallery needs the step-up: enrolment must then take phone digits."""
+        from .checkout import CheckoutMachine
+
+        return CheckoutMachine(self.policy()).needs_stepup(None, 1)
 
     def face_pay_on(self) -> bool:
         return self.cfg.face_pay and self.mode() not in ("card_only", "out_of_service")
@@ -143,6 +159,11 @@ class Terminal:
             raise InputError("a name is required for enrolment")
         if phone_last4 is not None and not (len(phone_last4) == 4 and phone_last4.isdigit()):
             raise InputError("the phone digits must be exactly four digits", "--phone-last4")
+        if phone_last4 is None and self.phone_required():
+            raise InputError(
+                "the last 4 digits of the shopper's phone are needed: with this terminal's step-up policy every "
+                "face payment asks for them (docs/privacy.md)", "--phone-last4",
+                "ask the shopper for them, or raise [match] stepup_false_match_bound")
         if self.store.by_card_hash(card_hash) is not None:
             raise InputError("this card is already linked to an enrolled shopper", "--card-uid",
                              "revoke that enrolment first, or use another card")

@@ -134,6 +134,10 @@ class ShopperStore:
     def all(self) -> list[Shopper]:
         return [Shopper(*r) for r in self.db.execute(f"SELECT {_COLS} FROM shoppers ORDER BY enrolled_at")]
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to facepay.db."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM shoppers").fetchone()[0]
 

@@ -35,7 +35,7 @@ def test_enrol_then_identify_same_person_and_strangers(cli, enrolled):
 
 
 def test_two_shoppers_no_false_match(cli, enrolled):
-    r = cli("enroll", "--name", "Kit Harington", "--card-uid", "04:11:22:33:44:55:66", "--consent",
+    r = cli("enroll", "--name", "Kit Harington", "--card-uid", "04:11:22:33:44:55:66", "--phone-last4", "5678", "--consent",
             EXTRA / "kit_harington_1.jpg", EXTRA / "kit_harington_2.jpg", EXTRA / "kit_harington_3.jpg")
     assert r.returncode == 0, r.stderr
     code, out = identify(cli, FACES / "obama2.jpg")
@@ -51,6 +51,14 @@ def test_enrol_refuses_without_consent(cli):
     assert not (cli.data_dir / "facepay.db").exists()
 
 
+def test_enrol_needs_phone_digits_under_the_default_step_up_policy(cli):
+    r = cli("enroll", "--name", "A B", "--card-uid", "04A1B2C3", "--consent", *OBAMA_ENROL)
+    assert r.returncode == 2 and "--phone-last4" in r.stderr and "every face payment" in r.stderr
+    assert json.loads(cli("shoppers", "list", "--json").stdout) == []
+    r = cli("enroll", "--name", "A B", "--card-uid", "04A1B2C3", "--phone-last4", "12a4", "--consent", *OBAMA_ENROL)
+    assert r.returncode == 2 and "four digits" in r.stderr
+
+
 def test_enrol_needs_three_photos(cli):
     r = cli("enroll", "--name", "A B", "--card-uid", "04A1B2C3", "--consent", *OBAMA_ENROL[:2])
     assert r.returncode == 2 and "at least 3 photos" in r.stderr
@@ -62,7 +70,8 @@ def test_enrol_needs_three_photos(cli):
     (FACES / "biden.jpg", "not the same person"),
 ])
 def test_enrol_names_the_bad_photo_and_stores_nothing(cli, bad, words):
-    r = cli("enroll", "--name", "A B", "--card-uid", "04A1B2C3", "--consent", *OBAMA_ENROL[:2], bad)
+    r = cli("enroll", "--name", "A B", "--card-uid", "04A1B2C3", "--phone-last4", "1234", "--consent",
+            *OBAMA_ENROL[:2], bad)
     assert r.returncode == 2
     assert str(bad.name) in r.stderr and (words in r.stderr or "same person" in r.stderr)
     r = cli("shoppers", "list", "--json")

@@ -53,6 +53,21 @@ def test_the_story_opt_out_means_no_one(cli):
     assert r.returncode == 1 and "no enrolled shopper" in r.stderr
 
 
+def test_revocation_from_another_process_reaches_a_running_terminal(term, embeddings, tmp_path):
+    """The kiosk holds the gallery in memory; `facepay revoke` over SSH must still take effect at once."""
+    from terminal.config import Config
+    from terminal.service import Terminal
+
+    shopper = term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04A1B2C3"), consent_text=consent.load("en"),
+                         embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
+    assert term.match(embeddings["obama2.jpg"]).shopper_id == shopper.id  # the gallery is now in memory
+    other = Terminal(Config(), term.data_dir)  # another process: the CLI
+    other.revoke(shopper.id)
+    other.close()
+    m = term.match(embeddings["obama2.jpg"])
+    assert m.shopper_id is None and len(term.gallery()) == 0
+
+
 def test_revoke_by_card(cli):
     enrol(cli)
     r = cli("revoke", "--card-uid", "04:a1:b2:c3")
@@ -63,7 +78,7 @@ def test_revoke_by_card(cli):
 def test_crypto_shredding_defeats_an_old_copy(term, embeddings, tmp_path):
     text = consent.load("en")
     shopper = term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04A1B2C3"), consent_text=text,
-                         embeddings=[embeddings[p.name] for p in OBAMA_ENROL])
+                         embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
     before = term.store.template(shopper.id)
     assert np.allclose(before, np.mean([embeddings[p.name] for p in OBAMA_ENROL], axis=0), atol=1e-6)
     # an attacker's backup of the templates database, taken while the shopper was enrolled
@@ -89,7 +104,7 @@ def test_crypto_shredding_defeats_an_old_copy(term, embeddings, tmp_path):
 
 def test_templates_are_encrypted_and_authenticated(term, embeddings):
     shopper = term.enrol(name="A B", card_uid=bytes.fromhex("04000001"), consent_text=consent.load("en"),
-                         embeddings=[embeddings[p.name] for p in OBAMA_ENROL])
+                         embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
     blob = term.store.db.execute("SELECT template FROM shoppers WHERE id=?", (shopper.id,)).fetchone()[0]
     tampered = bytes([blob[0] ^ 1]) + blob[1:]
     wrapped = term.store.keys.execute("SELECT wrapped FROM data_keys WHERE shopper_id=?", (shopper.id,)).fetchone()[0]
@@ -120,12 +135,12 @@ def test_master_key_is_0600_and_refused_when_open(tmp_path):
 def test_retention_purge(term, embeddings):
     text = consent.load("en")
     old = term.enrol(name="Old Shopper", card_uid=bytes.fromhex("04000002"), consent_text=text,
-                     embeddings=[embeddings[p.name] for p in OBAMA_ENROL])
+                     embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
     term.store.db.execute("UPDATE shoppers SET last_used_at = ? WHERE id = ?",
                           ((datetime.now(timezone.utc) - timedelta(days=1096)).isoformat(timespec="seconds"), old.id))
     fresh = term.enrol(name="New Shopper", card_uid=bytes.fromhex("04000003"), consent_text=text,
                        embeddings=[embeddings[n] for n in ("kit_harington_1.jpg", "kit_harington_2.jpg",
-                                                           "kit_harington_3.jpg")])
+                                                           "kit_harington_3.jpg")], phone_last4="5678")
     receipts = term.purge()
     assert [r.shopper_id for r in receipts] == [old.id] and receipts[0].cause == "retention"
     assert term.store.get(old.id) is None and term.store.get(fresh.id) is not None

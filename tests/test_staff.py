@@ -61,7 +61,7 @@ def test_face_pay_off_drops_the_gallery(term, embeddings):
     from terminal.runner import Runner
 
     term.enrol(name="A B", card_uid=bytes.fromhex("04000001"), consent_text=consent.load("en"),
-               embeddings=[embeddings[p.name] for p in OBAMA_ENROL])
+               embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
     m = co.CheckoutMachine(term.policy())
     r = Runner(term, m, None)
     for eff in m.startup_effects():
