@@ -222,6 +222,7 @@ class Revoked:
 @dataclass(frozen=True)
 class SetMode:
     mode: str
+    record: bool = True   # False when another process (the CLI) already recorded the change
 
 
 @dataclass(frozen=True)
@@ -688,7 +689,7 @@ class CheckoutMachine:
         was_on = self.face_pay_on
         old = c.mode
         c.mode = e.mode
-        eff = [Record("mode_changed", "", {"from": old, "to": e.mode})]
+        eff = [Record("mode_changed", "", {"from": old, "to": e.mode})] if e.record else []
         if was_on and not self.face_pay_on:
             eff.append(DropGallery())
         elif self.face_pay_on and not was_on:

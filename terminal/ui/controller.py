@@ -118,6 +118,7 @@ class KioskController(EventDispatcher):
             self.runner.perform(eff)
         self._refresh()
         Clock.schedule_interval(self._poll_reader, 0.05)
+        Clock.schedule_interval(self._follow_mode, 2.0)
 
     # -- plumbing ---------------------------------------------------------------
     def send(self, event) -> bool:
@@ -233,6 +234,12 @@ class KioskController(EventDispatcher):
                 self.hw.leds.set_fault(False)
                 self.send(co.ReaderStatus(True))
         self._staff_autolock()
+
+    def _follow_mode(self, dt) -> None:
+        """Pick up a mode set from the CLI (`facepay mode card_only` over SSH) once the terminal is idle."""
+        mode = self.term.mode()
+        if mode != self.machine.ctx.mode and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
+            self.send(co.SetMode(mode, record=False))
 
     def card_tapped(self, uid: bytes) -> None:
         s = self.machine.state

@@ -39,6 +39,9 @@ A scenario file::
     do = "see"              # wait until a widget (by kv id) shows this text, as a person would read it
     target = "reader_state"
     text = "Card payment unavailable"
+    [[steps]]
+    do = "cli"              # a technician's `facepay ...` on the same data folder, in another process
+    args = ["mode", "card_only"]
     [expect]
     screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
     sales = {approved = 1}
@@ -63,7 +66,8 @@ from ..hardware import DEMO_CAMERA, DEMO_CARD, DEMO_NEWCOMER, DEMO_OTHER_CARD
 
 _log = logging.getLogger(__name__)
 
-STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see"}
+STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
+              "cli"}
 EXPECT_KEYS = {"screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
                "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode"}
 
@@ -261,6 +265,15 @@ class ScenarioPlayer:
         if kind == "see":
             w = self._find(step["target"])
             return w is not None and self._visible(w) and step["text"] in getattr(w, "text", "")
+        if kind == "cli":
+            import subprocess
+            import sys
+
+            r = subprocess.run([sys.executable, "-m", "terminal", "--data-dir", str(self.app.term.data_dir),
+                                *step["args"]], capture_output=True, text=True, timeout=60)
+            if r.returncode != int(step.get("exit", 0)):
+                raise ValueError(f"facepay {' '.join(step['args'])} exited {r.returncode}: {r.stderr.strip()}")
+            return True
         if kind == "mark":
             self.mark = self.app.hw.camera.opened_count
             return True
