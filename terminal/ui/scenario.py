@@ -89,6 +89,14 @@ def load_scenario(path: Path) -> dict:
     return data
 
 
+def _blank(png: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(png) as im:
+        colours = im.convert("RGB").getcolors(maxcolors=4)
+    return colours is not None  # four colours or fewer: nothing has been drawn
+
+
 class ScreenRecorder:
     """Saves a PNG each time a different screen (or the same screen in a new state) is shown."""
 
@@ -113,14 +121,19 @@ class ScreenRecorder:
             # let the screen render (the window's very first frame takes longer) before the shot
             self._pending = Clock.schedule_once(lambda dt: self.shoot(key), 1.0 if first else 0.25)
 
-    def shoot(self, label: str) -> str:
+    def shoot(self, label: str, tries: int = 6) -> None:
+        saved = Window.screenshot(name=str(self.folder / "_shot.png"))  # Kivy appends a counter
+        if not saved:
+            return
+        if tries > 1 and _blank(Path(saved)):
+            # the window has not drawn yet (a slow machine): look again shortly, as a person would
+            Path(saved).unlink()
+            self._pending = Clock.schedule_once(lambda dt: self.shoot(label, tries - 1), 0.3)
+            return
         self.count += 1
         target = self.folder / f"{self.count:02d}-{label}.png"
-        saved = Window.screenshot(name=str(self.folder / "_shot.png"))  # Kivy appends a counter
-        if saved:
-            Path(saved).replace(target)
-            self.files.append(str(target))
-        return str(target)
+        Path(saved).replace(target)
+        self.files.append(str(target))
 
 
 class ScenarioPlayer:
