@@ -84,3 +84,17 @@ def test_kiosk_opens_and_stops_on_sigterm(tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
     # the simulator's link is gone with it
     assert not (tmp_path / "data" / "pn532").exists()
+
+
+def test_run_without_a_display_says_so(tmp_path):
+    e = env()
+    e.pop("DISPLAY", None)
+    e.pop("WAYLAND_DISPLAY", None)
+    e.pop("SDL_VIDEODRIVER", None)
+    if any(Path("/dev/dri").glob("card*")):
+        pytest.skip("this machine has a KMS display device")
+    r = subprocess.run([sys.executable, "-m", "terminal", "--data-dir", str(tmp_path / "d"), "run", "--demo"],
+                       capture_output=True, text=True, timeout=60, env=e, cwd=ROOT)
+    assert r.returncode == 2
+    assert "display" in r.stderr and "xvfb-run" in r.stderr
+    assert len([line for line in r.stderr.splitlines() if "error" in line]) == 1

@@ -59,6 +59,13 @@ def run_kiosk(ctx, demo: bool, size=None, script: str | None = None, screenshots
     from ..service import Terminal
 
     font = find_font()
+    if not os.environ.get("SDL_VIDEODRIVER"):
+        from ..doctor import check_display
+
+        display = check_display()
+        if not display.ok:
+            raise HardwareError(display.detail, "display", "run it on the terminal's screen, under xvfb-run for "
+                                "tests, or set SDL_VIDEODRIVER (the systemd unit sets kmsdrm)")
     cfg = demo_config(ctx.cfg) if demo else ctx.cfg
     if screenshots and not demo:
         from ..errors import UsageError
