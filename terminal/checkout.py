@@ -437,6 +437,8 @@ class CheckoutMachine:
         return effects
 
     def _on_StartSale(self, e: StartSale) -> list:
+        if self.ctx.state == State.OUT_OF_SERVICE:
+            raise Rejected("the terminal is out of service")
         self._need(State.IDLE)
         if self.ctx.mode == "enrolment":
             raise Rejected("the terminal is in enrolment mode: no sales")

@@ -200,3 +200,13 @@ def test_corrupt_database_gets_one_clear_error(cli):
     r = cli("sales", "list")
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "journal.db" in r.stderr and "restore" in r.stderr
+
+
+def test_no_sales_out_of_service_or_in_enrolment_mode(cli):
+    cli("mode", "out_of_service")
+    r = cli("sale", "--amount", "1.00", "--card-uid", "04A1B2C3")
+    assert r.returncode == 2 and "out of service" in r.stderr
+    cli("mode", "enrolment")
+    r = cli("sale", "--amount", "1.00", "--card-uid", "04A1B2C3")
+    assert r.returncode == 2 and "enrolment mode" in r.stderr
+    assert charges(cli) == [] and sales(cli) == []
