@@ -69,7 +69,8 @@ class ReplayCamera(Camera):
             now = time.monotonic()
             if now < self._next_t:
                 time.sleep(self._next_t - now)
-            self._next_t = max(self._next_t + 1.0 / self.fps, time.monotonic())
+                now = self._next_t
+            self._next_t = now + 1.0 / self.fps  # the next frame is due one period after this one
         if self._cap is not None:
             ok, bgr = self._cap.read()
             if not ok and self.loop:

@@ -1,0 +1,98 @@
+"""Camera backends: the replay camera (folder, video, loop, pacing), and clear errors from the real ones."""
+
+import time
+
+import numpy as np
+import pytest
+from conftest import FACES
+
+from terminal.camera import make_camera
+from terminal.camera.replay import ReplayCamera, single_image
+from terminal.config import CameraConfig
+from terminal.errors import HardwareError, InputError
+
+
+def test_replay_folder_loops_and_is_paced(tmp_path):
+    cam = make_camera(CameraConfig(backend="replay", replay_path=str(FACES), fps=20.0, loop=True))
+    with pytest.raises(RuntimeError, match="closed"):
+        cam.read()
+    cam.open()
+    assert cam.is_open and cam.opened_count == 1
+    t0 = time.monotonic()
+    frames = [cam.read() for _ in range(9)]  # 7 photos, then it starts again
+    dt = time.monotonic() - t0
+    cam.close()
+    assert not cam.is_open
+    assert all(f.image.dtype == np.uint8 and f.image.ndim == 3 and f.image.shape[2] == 3 for f in frames)
+    assert max(max(f.image.shape[:2]) for f in frames) <= 640
+    assert np.array_equal(frames[7].image, frames[0].image)
+    assert dt >= 8 / 20.0 * 0.9, "frames come at the configured rate"
+    assert [f.timestamp for f in frames] == sorted(f.timestamp for f in frames)
+
+
+def test_replay_once_ends(tmp_path):
+    cam = ReplayCamera(files=[FACES / "obama.jpg", FACES / "biden.jpg"], loop=False, paced=False)
+    with cam:
+        got = [cam.read(), cam.read(), cam.read()]
+    assert got[0] is not None and got[1] is not None and got[2] is None
+
+
+def test_replay_video_file(tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(5):
+        frame = np.zeros((240, 320, 3), np.uint8)
+        frame[:, :, 2] = 40 * i  # red rises frame by frame (BGR order in the file)
+        w.write(frame)
+    w.release()
+    cam = make_camera(CameraConfig(backend="replay", replay_path=str(video), loop=False))
+    cam.paced = False
+    with cam:
+        frames = []
+        while (f := cam.read()) is not None:
+            frames.append(f)
+    assert len(frames) == 5
+    reds = [int(f.image[..., 0].mean()) for f in frames]  # RGB now: red first
+    assert reds == sorted(reds) and reds[-1] > reds[0] + 100
+
+
+def test_replay_errors(tmp_path):
+    with pytest.raises(HardwareError, match="not found"):
+        make_camera(CameraConfig(backend="replay", replay_path=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HardwareError, match="no images"):
+        make_camera(CameraConfig(backend="replay", replay_path=str(tmp_path / "empty")))
+    bad = tmp_path / "x.jpg"
+    bad.write_text("not a photo")
+    with pytest.raises(InputError, match="not an image"):
+        single_image(bad)
+
+
+def test_webcam_that_is_not_there():
+    cam = make_camera(CameraConfig(backend="opencv", device=97))
+    with pytest.raises(HardwareError, match="webcam 97 cannot be opened"):
+        cam.open()
+    assert not cam.is_open
+
+
+def test_picamera2_missing_says_how_to_install():
+    try:
+        import picamera2  # noqa: F401
+        pytest.skip("picamera2 is installed here")
+    except ImportError:
+        pass
+    cam = make_camera(CameraConfig(backend="picamera2"))
+    with pytest.raises(HardwareError, match="python3-picamera2"):
+        cam.open()
+
+
+def test_reader_errors_name_the_fix():
+    from firmware_bridge.pn532 import PN532Error
+    from firmware_bridge.service import describe_open_error
+
+    assert "dialout" in describe_open_error("/dev/serial0", PermissionError(13, "Permission denied"))
+    assert "does not exist" in describe_open_error("/dev/ttyUSB3", FileNotFoundError(2, "No such file"))
+    msg = describe_open_error("/dev/serial0", PN532Error("no ACK"))
+    assert "serial console" in msg and "TX/RX" in msg
