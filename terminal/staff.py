@@ -33,14 +33,24 @@ def verify_pin(pin: str, stored: str) -> bool:
 
 
 class PinGate:
-    """Checks PINs; after ``FREE_TRIES`` failures each further try must wait 2^k seconds (up to 5 minutes)."""
+    """Checks PINs; after ``FREE_TRIES`` failures each further try must wait 2^k seconds (up to 5 minutes).
 
-    def __init__(self, stored_hash: str, clock=time.monotonic):
+    ``load``/``save`` keep the failure count and lock-out across restarts, so pulling the plug does
+    not reset the count (the kiosk keeps them in facepay.db).
+    """
+
+    def __init__(self, stored_hash: str, clock=time.time, load=None, save=None):
         self._hash = stored_hash or hash_pin(DEMO_PIN)
         self.demo = not stored_hash
         self._clock = clock
-        self.failures = 0
-        self.locked_until = 0.0
+        self._save = save
+        state = load() if load else None
+        self.failures = int(state.get("failures", 0)) if state else 0
+        self.locked_until = float(state.get("locked_until", 0.0)) if state else 0.0
+
+    def _persist(self) -> None:
+        if self._save:
+            self._save({"failures": self.failures, "locked_until": self.locked_until})
 
     def wait_seconds(self) -> float:
         return max(0.0, self.locked_until - self._clock())
@@ -49,9 +59,13 @@ class PinGate:
         if self.wait_seconds() > 0:
             return False
         if verify_pin(pin, self._hash):
-            self.failures = 0
+            if self.failures:
+                self.failures = 0
+                self.locked_until = 0.0
+                self._persist()
             return True
         self.failures += 1
         if self.failures >= FREE_TRIES:
             self.locked_until = self._clock() + min(300.0, 2.0 ** (self.failures - FREE_TRIES + 1))
+        self._persist()
         return False

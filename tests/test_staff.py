@@ -30,6 +30,19 @@ def test_lockout_grows_after_failures():
     assert gate.check("4321") and gate.failures == 0 and gate.wait_seconds() == 0
 
 
+def test_lockout_survives_a_restart():
+    saved = {}
+    h = hash_pin("4321")
+    now = [50.0]
+    gate = PinGate(h, clock=lambda: now[0], load=lambda: saved.get("s"), save=lambda st: saved.update(s=st))
+    for _ in range(3):
+        gate.check("0000")
+    again = PinGate(h, clock=lambda: now[0], load=lambda: saved.get("s"), save=lambda st: saved.update(s=st))
+    assert again.failures == 3 and again.wait_seconds() == 2.0 and not again.check("4321")
+    now[0] += 2
+    assert again.check("4321") and saved["s"] == {"failures": 0, "locked_until": 0.0}
+
+
 def test_demo_pin_only_without_a_configured_hash():
     assert PinGate("").check(DEMO_PIN)
     assert not PinGate(hash_pin("9876")).check(DEMO_PIN)

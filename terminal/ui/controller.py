@@ -104,7 +104,8 @@ class KioskController(EventDispatcher):
         self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
         self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
-        self.pins = PinGate(term.cfg.staff.pin_hash)
+        self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
+                            save=lambda state: term.store.set_setting("staff_pin", state))
         self.merchant = term.cfg.payment.merchant
         self.captures_needed = term.cfg.match.enrol_captures
         self.events_log: list[tuple[float, str]] = []
