@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # System packages the tests and the demo need (Debian 12 / Raspberry Pi OS Bookworm):
-APT_PACKAGES := xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libmtdev1 libgles2 xz-utils libnfc-bin xsel
+APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 libglib2.0-0 libxrender1 libmtdev1 xz-utils libnfc-bin xsel
 
 .PHONY: demo test lint system-deps dlib-blas bench clean
 
@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/facepay --data-dir demo-data run --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check terminal firmware_bridge tests setup.py
+	$(BIN)/ruff check terminal firmware_bridge tests benchmarks setup.py
 
 test: system-deps $(STAMP) lint
 	@if [ -n "$$DISPLAY" ]; then $(BIN)/python -m pytest $(PYTEST_ARGS); \
