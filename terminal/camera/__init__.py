@@ -89,7 +89,3 @@ def make_camera(cfg: CameraConfig, replay_default: str | None = None) -> Camera:
 
         return PiCamera(cfg.width, cfg.height)
     raise ValueError(f"unknown camera backend {cfg.backend!r}")
-
-
-def blank_frame(width: int, height: int) -> np.ndarray:
-    return np.zeros((height, width, 3), np.uint8)
