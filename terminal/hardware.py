@@ -88,5 +88,5 @@ def ensure_demo_shopper(term) -> str | None:
             embeddings.append(a.embedding)
     shopper = term.enrol(name="Barack Obama", card_uid=DEMO_CARD, embeddings=embeddings,
                          consent_text=consent.load("en"), phone_last4=DEMO_PHONE)
-    _log.info("demo shopper enrolled: %s, card %s, phone digits %s", shopper.id, DEMO_CARD.hex().upper(), DEMO_PHONE)
+    _log.info("demo shopper enrolled: %s, card %s (the demo tray's first card)", shopper.id, shopper.card_mask)
     return shopper.id
