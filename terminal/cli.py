@@ -278,7 +278,7 @@ def cmd_recover(ctx: Context) -> int:
 
 
 def cmd_failpoints(ctx: Context) -> int:
-    from .payments.failpoints import NAMES
+    from .failpoints import NAMES
 
     out(ctx.args, NAMES, "\n".join(f"{k:<28} {v}" for k, v in NAMES.items()))
     return EXIT_OK

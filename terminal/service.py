@@ -8,6 +8,7 @@ state machine decides *what* happens, this module does it.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from .errors import InputError, NotFoundError
 from .face.images import load_rgb
 from .face.matcher import Gallery, MatchResult
 from .ledger import ConsentLedger
-from .payments import failpoints
+from . import failpoints
 from .payments.journal import Journal, SaleRecord
 from .payments.processor import Outcome, Processor, ProcessorError
 from .payments.sandbox import SandboxProcessor
@@ -48,6 +49,7 @@ class Terminal:
         self.master_key = load_or_create_master_key(self.data_dir)
         self.store = ShopperStore(self.data_dir, self.master_key)
         self.ledger = ConsentLedger(self.store.db, self.master_key)
+        self.complete_deletions()
         self.journal = Journal(self.data_dir / "journal.db")
         self.processor: Processor = SandboxProcessor(self.data_dir / "sandbox-processor.db",
                                                      crypto.derive(self.master_key, "sandbox-token"))
@@ -81,7 +83,7 @@ class Terminal:
         if self._gallery is not None and version != self._gallery_version:
             self.drop_gallery()
         if self._gallery is None:
-            self._gallery = self.store.gallery()
+            self._gallery = self.store.gallery(exclude=self._revoked_ids())
             self._gallery_version = version
         return self._gallery
 
@@ -185,12 +187,45 @@ class Terminal:
         return shopper
 
     def revoke(self, shopper_id: str, cause: str = "opt-out") -> DeletionReceipt:
-        receipt = self.store.delete(shopper_id, cause)
+        """Opt a shopper out: record it, drop them from memory, crypto-shred their data, return the receipt.
+
+        The ledger entry comes first, so a power cut at any later point leaves a record that
+        :meth:`complete_deletions` (run by every process at start) finishes with the same receipt id.
+        """
+        shopper = self.store.get(shopper_id)
+        if shopper is None:
+            raise KeyError(shopper_id)
+        receipt_id = "del_" + secrets.token_hex(8)
         kind = "template_purged" if cause == "retention" else "consent_revoked"
-        self.ledger.append(kind, shopper_id, receipt_id=receipt.id, deleted=receipt.deleted)
+        self.ledger.append(kind, shopper_id, receipt_id=receipt_id, cause=cause,
+                           deleted=self.store.deletion_list(shopper))
         if self._gallery is not None:
             self._gallery = self._gallery.without(shopper_id)
-        return receipt
+        failpoints.hit("after_revoke_ledger_write")
+        return self.store.delete(shopper_id, cause, receipt_id)
+
+    def _revoked_ids(self) -> set[str]:
+        """Everyone the ledger says was opted out or purged: never matched, even mid-deletion."""
+        return {e.subject for kind in ("consent_revoked", "template_purged") for e in self.ledger.events(kind=kind)}
+
+    def complete_deletions(self) -> list[DeletionReceipt]:
+        """Finish opt-outs and purges a crash interrupted (the ledger has them, or the key is gone)."""
+        recorded = {e.subject: e for kind in ("consent_revoked", "template_purged") for e in self.ledger.events(kind=kind)}
+        done = []
+        for shopper in self.store.all():
+            event = recorded.get(shopper.id)
+            if event is None and self.store.has_key(shopper.id):
+                continue
+            if event is None:  # the key is gone but nothing was recorded: record it now
+                receipt_id = "del_" + secrets.token_hex(8)
+                self.ledger.append("consent_revoked", shopper.id, receipt_id=receipt_id, cause="interrupted deletion",
+                                   deleted=self.store.deletion_list(shopper))
+                cause = "interrupted deletion"
+            else:
+                receipt_id, cause = event.details["receipt_id"], event.details.get("cause", "opt-out")
+            done.append(self.store.delete(shopper.id, cause, receipt_id))
+            _log.warning("finished an interrupted deletion of %s (receipt %s)", shopper.id, receipt_id)
+        return done
 
     def purge(self, now: datetime | None = None) -> list[DeletionReceipt]:
         return [self.revoke(s.id, cause="retention")

@@ -154,9 +154,11 @@ class ShopperStore:
         raw = crypto.open_sealed(data_key, sealed, b"template:" + shopper_id.encode())
         return np.frombuffer(raw, dtype=np.float32).copy()
 
-    def gallery(self) -> Gallery:
+    def gallery(self, exclude: set[str] = frozenset()) -> Gallery:
         ids, rows = [], []
         for sid, sealed in self.db.execute("SELECT id, template FROM shoppers ORDER BY id"):
+            if sid in exclude:
+                continue
             key_row = self.keys.execute("SELECT wrapped FROM data_keys WHERE shopper_id = ?", (sid,)).fetchone()
             if key_row is None:  # a half-finished deletion: treat as deleted
                 continue
@@ -197,21 +199,41 @@ class ShopperStore:
         self.db.execute("UPDATE shoppers SET last_used_at = ? WHERE id = ?",
                         (_now().isoformat(timespec="seconds"), shopper_id))
 
-    def delete(self, shopper_id: str, cause: str) -> DeletionReceipt:
-        """Crypto-shred: destroy the data key first, then the row; return the receipt."""
+    @staticmethod
+    def deletion_list(shopper: Shopper) -> list[str]:
+        """What deleting this shopper destroys, in words for the receipt."""
+        return [
+            f"face template ({shopper.captures} captures, averaged) and its encryption key",
+            "name", "card link", "payment token",
+        ] + (["phone check"] if shopper.phone_hash else [])
+
+    def has_key(self, shopper_id: str) -> bool:
+        return self.keys.execute("SELECT 1 FROM data_keys WHERE shopper_id = ?", (shopper_id,)).fetchone() is not None
+
+    def delete(self, shopper_id: str, cause: str, receipt_id: str | None = None) -> DeletionReceipt:
+        """Crypto-shred: destroy the data key first, then the row and write the receipt (one transaction).
+
+        Safe to run again after a crash at any point: a row whose key is gone is finished off.
+        """
+        from . import failpoints
+
         shopper = self.get(shopper_id)
         if shopper is None:
             raise KeyError(shopper_id)
         self.keys.execute("DELETE FROM data_keys WHERE shopper_id = ?", (shopper_id,))
-        self.db.execute("DELETE FROM shoppers WHERE id = ?", (shopper_id,))
-        deleted = [
-            f"face template ({shopper.captures} captures, averaged) and its encryption key",
-            "name", "card link", "payment token",
-        ] + (["phone check"] if shopper.phone_hash else [])
-        receipt = DeletionReceipt("del_" + secrets.token_hex(8), shopper_id,
+        failpoints.hit("after_data_key_deleted")
+        deleted = self.deletion_list(shopper)
+        receipt = DeletionReceipt(receipt_id or "del_" + secrets.token_hex(8), shopper_id,
                                   _now().isoformat(timespec="seconds"), cause, deleted)
-        self.db.execute("INSERT INTO deletion_receipts (id, shopper_id, at, cause, deleted) VALUES (?,?,?,?,?)",
-                        (receipt.id, shopper_id, receipt.at, cause, json.dumps(deleted)))
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DELETE FROM shoppers WHERE id = ?", (shopper_id,))
+            self.db.execute("INSERT INTO deletion_receipts (id, shopper_id, at, cause, deleted) VALUES (?,?,?,?,?)",
+                            (receipt.id, shopper_id, receipt.at, cause, json.dumps(deleted)))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
         # Rewrite free pages so deleted bytes do not linger in either file.
         self.keys.execute("VACUUM")
         return receipt

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from terminal.money import format_amount, parse_amount, to_decimal_str
-from terminal.payments.failpoints import EXIT_STATUS, NAMES
+from terminal.failpoints import EXIT_STATUS, NAMES
 
 
 def charges(cli):

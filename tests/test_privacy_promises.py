@@ -271,3 +271,33 @@ class TestLedgerTamper:
         assert r.returncode == 1 and "entry 2" in r.stdout
         r = cli("audit", "verify", "--json")
         assert json.loads(r.stdout)["broken_entry"] == 2
+
+
+@pytest.mark.parametrize("failpoint", ["after_revoke_ledger_write", "after_data_key_deleted"])
+def test_power_cut_during_opt_out_still_deletes(cli, failpoint):
+    """An opt-out interrupted at any point is finished by the next start, with the receipt it promised."""
+    sid = enrol(cli)
+    r = cli("revoke", sid, env={"FACEPAY_FAILPOINT": failpoint})
+    assert r.returncode == 86
+    # whatever runs next (here: identify) first finishes the deletion, and the face resolves to no one
+    r = cli("identify", "--json", OBAMA_PROBES[0])
+    assert r.returncode == 1 and json.loads(r.stdout)["match"] is None
+    assert json.loads(cli("shoppers", "list", "--json").stdout) == []
+    [event] = json.loads(cli("audit", "show", "--json", "--kind", "consent_revoked").stdout)
+    db = sqlite3.connect(cli.data_dir / "facepay.db")
+    receipts = db.execute("SELECT id, shopper_id FROM deletion_receipts").fetchall()
+    assert receipts == [(event["details"]["receipt_id"], sid)]
+    keys = sqlite3.connect(cli.data_dir / "keystore.db").execute("SELECT COUNT(*) FROM data_keys").fetchone()[0]
+    assert keys == 0
+    assert cli("audit", "verify").returncode == 0
+
+
+def test_mid_deletion_shopper_is_never_matched(term, embeddings):
+    """Between the ledger entry and the deletion, a running terminal already resolves the face to no one."""
+
+    shopper = term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04A1B2C3"), consent_text=consent.load("en"),
+                         embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
+    assert term.match(embeddings["obama2.jpg"]).shopper_id == shopper.id
+    term.ledger.append("consent_revoked", shopper.id, receipt_id="del_test", cause="opt-out", deleted=[])
+    term.drop_gallery()
+    assert term.match(embeddings["obama2.jpg"]).shopper_id is None
