@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import consent, crypto
+from . import consent, crypto, failpoints
 from .checkout import ShopperView
 from .config import Config
 from .datadir import ensure_data_dir, load_or_create_master_key
@@ -23,7 +23,6 @@ from .errors import InputError, NotFoundError
 from .face.images import load_rgb
 from .face.matcher import Gallery, MatchResult
 from .ledger import ConsentLedger
-from . import failpoints
 from .payments.journal import Journal, SaleRecord
 from .payments.processor import Outcome, Processor, ProcessorError
 from .payments.sandbox import SandboxProcessor

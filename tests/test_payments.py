@@ -13,8 +13,8 @@ from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
 
-from terminal.money import format_amount, parse_amount, to_decimal_str
 from terminal.failpoints import EXIT_STATUS, NAMES
+from terminal.money import format_amount, parse_amount, to_decimal_str
 
 
 def charges(cli):
