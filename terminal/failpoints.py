@@ -16,6 +16,7 @@ NAMES = {
     "before_final_journal_write": "the answer is noted as a step; the sale is not yet settled",
     "after_void_journal_write": "a void is in the journal; the processor has not been called",
     "after_refund_processor_call": "a refund was made at the processor; the journal does not know yet",
+    "after_consent_ledger_write": "an enrolment's consent is in the ledger; the template is not yet stored",
     "after_revoke_ledger_write": "an opt-out is in the consent ledger; the face data is not yet deleted",
     "after_data_key_deleted": "an opt-out destroyed the data key; the row and receipt are not yet written",
 }

@@ -169,12 +169,15 @@ class Terminal:
             raise InputError("this card is already linked to an enrolled shopper", "--card-uid",
                              "revoke that enrolment first, or use another card")
         template = np.mean(np.vstack(embeddings), axis=0).astype(np.float32)
-        shopper = self.store.add(name=name.strip(), card_hash=card_hash, card_mask=masked_card, token=token, template=template,
-                                 captures=len(embeddings), consent_version=consent_text.version,
-                                 consent_hash=consent_text.sha256, phone_last4=phone_last4)
-        self.ledger.append("consent_granted", shopper.id, consent_version=consent_text.version,
+        # The grant is recorded before anything is stored: no template ever exists without its consent record.
+        sid = self.store.new_id()
+        self.ledger.append("consent_granted", sid, consent_version=consent_text.version,
                            consent_sha256=consent_text.sha256, lang=consent_text.lang,
                            captures=len(embeddings), terminal_id=self.cfg.terminal_id)
+        failpoints.hit("after_consent_ledger_write")
+        shopper = self.store.add(sid=sid, name=name.strip(), card_hash=card_hash, card_mask=masked_card, token=token,
+                                 template=template, captures=len(embeddings), consent_version=consent_text.version,
+                                 consent_hash=consent_text.sha256, phone_last4=phone_last4)
         self._gallery = None
         return shopper
 
@@ -224,6 +227,7 @@ class Terminal:
                 receipt_id, cause = event.details["receipt_id"], event.details.get("cause", "opt-out")
             done.append(self.store.delete(shopper.id, cause, receipt_id))
             _log.warning("finished an interrupted deletion of %s (receipt %s)", shopper.id, receipt_id)
+        self.store.drop_orphan_keys()
         return done
 
     def purge(self, now: datetime | None = None) -> list[DeletionReceipt]:

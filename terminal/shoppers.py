@@ -172,9 +172,12 @@ class ShopperStore:
         return secrets.compare_digest(crypto.phone_digest(self._master, shopper.phone_salt, digits), shopper.phone_hash)
 
     # -- writing ---------------------------------------------------------
-    def add(self, *, name: str, card_hash: str, card_mask: str, token: str, template: np.ndarray, captures: int,
-            consent_version: str, consent_hash: str, phone_last4: str | None) -> Shopper:
-        sid = "shp_" + secrets.token_hex(6)
+    @staticmethod
+    def new_id() -> str:
+        return "shp_" + secrets.token_hex(6)
+
+    def add(self, *, sid: str, name: str, card_hash: str, card_mask: str, token: str, template: np.ndarray,
+            captures: int, consent_version: str, consent_hash: str, phone_last4: str | None) -> Shopper:
         data_key = crypto.new_data_key()
         sealed = crypto.seal(data_key, np.asarray(template, np.float32).tobytes(), b"template:" + sid.encode())
         wrapped = crypto.seal(self._wrap_key, data_key, sid.encode())
@@ -206,6 +209,14 @@ class ShopperStore:
             f"face template ({shopper.captures} captures, averaged) and its encryption key",
             "name", "card link", "payment token",
         ] + (["phone check"] if shopper.phone_hash else [])
+
+    def drop_orphan_keys(self) -> int:
+        """Data keys with no shopper (an enrolment cut off before its row was written): useless, removed."""
+        known = {r[0] for r in self.db.execute("SELECT id FROM shoppers")}
+        orphans = [r[0] for r in self.keys.execute("SELECT shopper_id FROM data_keys") if r[0] not in known]
+        for sid in orphans:
+            self.keys.execute("DELETE FROM data_keys WHERE shopper_id = ?", (sid,))
+        return len(orphans)
 
     def has_key(self, shopper_id: str) -> bool:
         return self.keys.execute("SELECT 1 FROM data_keys WHERE shopper_id = ?", (shopper_id,)).fetchone() is not None

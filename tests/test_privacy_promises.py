@@ -301,3 +301,20 @@ def test_mid_deletion_shopper_is_never_matched(term, embeddings):
     term.ledger.append("consent_revoked", shopper.id, receipt_id="del_test", cause="opt-out", deleted=[])
     term.drop_gallery()
     assert term.match(embeddings["obama2.jpg"]).shopper_id is None
+
+
+def test_power_cut_during_enrolment_leaves_no_unrecorded_template(cli):
+    r = cli("enroll", "--name", "Barack Obama", "--card-uid", "04A1B2C3", "--phone-last4", "1234", "--consent",
+            *OBAMA_ENROL, env={"FACEPAY_FAILPOINT": "after_consent_ledger_write"})
+    assert r.returncode == 86
+    assert json.loads(cli("shoppers", "list", "--json").stdout) == []
+    grants = json.loads(cli("audit", "show", "--json", "--kind", "consent_granted").stdout)
+    assert len(grants) == 1, "the consent was recorded before anything was stored"
+    assert cli("audit", "verify").returncode == 0
+    # the shopper simply enrols again
+    sid = enrol(cli)
+    grants = json.loads(cli("audit", "show", "--json", "--kind", "consent_granted").stdout)
+    assert grants[-1]["subject"] == sid
+    db = sqlite3.connect(cli.data_dir / "facepay.db")
+    for (shopper_id,) in db.execute("SELECT id FROM shoppers"):
+        assert any(g["subject"] == shopper_id for g in grants), "every stored template has its grant"
