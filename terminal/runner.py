@@ -45,8 +45,6 @@ class Runner:
         self.leds = leds
         self.on_timer = on_timer
         self.last_timer: co.StartTimer | None = None
-        self.log: list = []                 # (event, effects) pairs, for tests and the scenario runner
-        self.charges: list[co.Charge] = []
         self.last_charge = None
         self.enrol_embeddings: list[np.ndarray] = []
         self.scan_stop = threading.Event()
@@ -63,7 +61,6 @@ class Runner:
             while queue:
                 ev = queue.popleft()
                 effects = self.machine.handle(ev)
-                self.log.append((ev, effects))
                 for eff in effects:
                     if deferred and type(eff) in deferred:
                         left.append(eff)
@@ -102,7 +99,6 @@ class Runner:
             t.ledger.append(eff.kind, eff.subject, terminal_id=t.cfg.terminal_id, **eff.details)
             return []
         if isinstance(eff, co.Charge):
-            self.charges.append(eff)
             report = t.charge(eff.sale.sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
                               eff.token, eff.shopper_id, eff.sale.training)
             self.last_charge = report

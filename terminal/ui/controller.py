@@ -89,12 +89,11 @@ class KioskController(EventDispatcher):
     staff_unlocked = BooleanProperty(False)
     staff_message = StringProperty("")
     keypad = StringProperty("")
+    staff_view = StringProperty("")   # a staff screen shown over idle, or ""
     report_text = StringProperty("")
-    doctor_text = StringProperty("")
     demo = BooleanProperty(False)
     stepup_needed = BooleanProperty(False)   # the phone digits are asked and not yet given
     has_mydata = BooleanProperty(False)
-    ui_fps = NumericProperty(0)
 
     def __init__(self, term, hardware, demo: bool = False, **kw):
         super().__init__(**kw)
@@ -108,10 +107,7 @@ class KioskController(EventDispatcher):
                             save=lambda state: term.store.set_setting("staff_pin", state))
         self.merchant = term.cfg.payment.merchant
         self.captures_needed = term.cfg.match.enrol_captures
-        self.events_log: list[tuple[float, str]] = []
         self.rejections: list[str] = []
-        self.camera_open_count = 0
-        self.scan_fps: list[float] = []
         self._countdown_ev = None
         self._staff_touched = 0.0
         self.load_consent("en")
@@ -145,7 +141,6 @@ class KioskController(EventDispatcher):
             self.camera_on = False
         if isinstance(eff, co.OpenCamera):
             self.camera_on = True
-            self.camera_open_count += 1
         self.worker.submit(self._work, eff)
 
     def _work(self, eff) -> None:
@@ -169,20 +164,13 @@ class KioskController(EventDispatcher):
                 self._post(co.EnrolFailed(str(exc)))
 
     def _scan(self, purpose: str) -> None:
-        t0 = time.monotonic()
-        frames = [0]
-
         def on_frame(frame, analysis):
-            frames[0] += 1
             self._show_frame(frame.image, analysis.gate.face.box if analysis.gate.face else None)
 
         if purpose == "payment":
             self.runner.scan_payment(self._post, on_frame=on_frame)
         else:
             self.runner.capture_enrolment(self._post, on_frame=on_frame)
-        dt = time.monotonic() - t0
-        if frames[0] and dt > 0:
-            self.scan_fps.append(frames[0] / dt)
 
     @mainthread
     def _show_frame(self, image, box) -> None:
@@ -287,7 +275,6 @@ class KioskController(EventDispatcher):
         self.screen = screen
 
     # -- shopper actions (called by screens) ----------------------------------------------
-    staff_view = StringProperty("")
 
     def card_hint(self):
         self.message = "Hold your card flat on the reader, below the screen."
@@ -449,9 +436,8 @@ class KioskController(EventDispatcher):
         from ..doctor import collect
 
         results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set())  # never during a scan
-        self.doctor_text = "\n".join(f"[{'OK' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in results)
+        self.report_text = "\n".join(f"[{'OK' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in results)
         self.staff_view = "staff_report"
-        self.report_text = self.doctor_text
         self._refresh()
 
     # -- demo helpers: simulated hardware only ------------------------------------------------
