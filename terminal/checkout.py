@@ -89,6 +89,17 @@ class Policy:
     consent_timeout_s: float = 20.0
     result_timeout_s: float = 6.0
 
+    def needs_stepup(self, margin: float | None, gallery_size: int) -> bool:
+        """Ask for the phone digits: the margin is small, or 1-(1-f)^N for this gallery passes the bound."""
+        if margin is not None and margin < self.stepup_margin:
+            return True
+        return false_match_in_gallery(self.false_match_rate, gallery_size) > self.stepup_false_match_bound
+
+    @property
+    def phone_required(self) -> bool:
+        """Even a one-shopper gallery needs the step-up: enrolment must then take phone digits."""
+        return self.needs_stepup(None, 1)
+
 
 # --------------------------------------------------------------------------- events
 @dataclass(frozen=True)
@@ -358,12 +369,6 @@ class CheckoutMachine:
         eff = [LoadGallery()] if self.face_pay_on else [DropGallery()]
         return eff + [Leds(self._idle_pattern())]
 
-    def needs_stepup(self, margin: float | None, gallery_size: int) -> bool:
-        p = self.policy
-        if margin is not None and margin < p.stepup_margin:
-            return True
-        return false_match_in_gallery(p.false_match_rate, gallery_size) > p.stepup_false_match_bound
-
     # -- helpers ---------------------------------------------------------
     def _idle_pattern(self) -> str:
         if self.ctx.mode == "out_of_service" or not self.ctx.reader_ok or not self.ctx.camera_ok:
@@ -490,7 +495,7 @@ class CheckoutMachine:
             self._go(State.AMOUNT_DUE)
             c.message = "no_match"
             return eff + [Leds("amount_due")]
-        stepup = self.needs_stepup(e.margin, e.gallery_size)
+        stepup = self.policy.needs_stepup(e.margin, e.gallery_size)
         if stepup and not e.shopper.has_phone:
             # Not sure enough, and no second factor to ask for: treat as no match, offer the card.
             self._go(State.AMOUNT_DUE)
@@ -612,7 +617,7 @@ class CheckoutMachine:
             raise Rejected("a name is required")
         if e.phone_last4 is not None and not (len(e.phone_last4) == 4 and e.phone_last4.isdigit()):
             raise Rejected("the phone digits must be exactly four digits")
-        if e.phone_last4 is None and self.needs_stepup(None, 1):
+        if e.phone_last4 is None and self.policy.phone_required:
             raise Rejected("enter the last 4 digits of your phone number: they are asked before face payments")
         self.ctx.enrol_details = e
         self.ctx.enrol_captures = 0

@@ -105,12 +105,6 @@ class Terminal:
         if mode in ("card_only", "out_of_service"):
             self.drop_gallery()
 
-    def phone_required(self) -> bool:
-        """True when even a one-shopper gallery needs the step-up: enrolment must then take phone digits."""
-        from .checkout import CheckoutMachine
-
-        return CheckoutMachine(self.policy()).needs_stepup(None, 1)
-
     def face_pay_on(self) -> bool:
         return self.cfg.face_pay and self.mode() not in ("card_only", "out_of_service")
 
@@ -160,7 +154,7 @@ class Terminal:
             raise InputError("a name is required for enrolment")
         if phone_last4 is not None and not (len(phone_last4) == 4 and phone_last4.isdigit()):
             raise InputError("the phone digits must be exactly four digits", "--phone-last4")
-        if phone_last4 is None and self.phone_required():
+        if phone_last4 is None and self.policy().phone_required:
             raise InputError(
                 "the last 4 digits of the shopper's phone are needed: with this terminal's step-up policy every "
                 "face payment asks for them (docs/privacy.md)", "--phone-last4",
