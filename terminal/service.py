@@ -8,7 +8,6 @@ state machine decides *what* happens, this module does it.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -191,7 +190,7 @@ class Terminal:
         shopper = self.store.get(shopper_id)
         if shopper is None:
             raise KeyError(shopper_id)
-        receipt_id = "del_" + secrets.token_hex(8)
+        receipt_id = self.store.new_receipt_id()
         kind = "template_purged" if cause == "retention" else "consent_revoked"
         self.ledger.append(kind, shopper_id, receipt_id=receipt_id, cause=cause,
                            deleted=self.store.deletion_list(shopper))
@@ -200,20 +199,24 @@ class Terminal:
         failpoints.hit("after_revoke_ledger_write")
         return self.store.delete(shopper_id, cause, receipt_id)
 
+    def _deletion_events(self) -> dict:
+        """shopper id -> the ledger's opt-out or purge event for them."""
+        return {e.subject: e for kind in ("consent_revoked", "template_purged") for e in self.ledger.events(kind=kind)}
+
     def _revoked_ids(self) -> set[str]:
         """Everyone the ledger says was opted out or purged: never matched, even mid-deletion."""
-        return {e.subject for kind in ("consent_revoked", "template_purged") for e in self.ledger.events(kind=kind)}
+        return set(self._deletion_events())
 
     def complete_deletions(self) -> list[DeletionReceipt]:
         """Finish opt-outs and purges a crash interrupted (the ledger has them, or the key is gone)."""
-        recorded = {e.subject: e for kind in ("consent_revoked", "template_purged") for e in self.ledger.events(kind=kind)}
+        recorded = self._deletion_events()
         done = []
         for shopper in self.store.all():
             event = recorded.get(shopper.id)
             if event is None and self.store.has_key(shopper.id):
                 continue
             if event is None:  # the key is gone but nothing was recorded: record it now
-                receipt_id = "del_" + secrets.token_hex(8)
+                receipt_id = self.store.new_receipt_id()
                 self.ledger.append("consent_revoked", shopper.id, receipt_id=receipt_id, cause="interrupted deletion",
                                    deleted=self.store.deletion_list(shopper))
                 cause = "interrupted deletion"

@@ -176,6 +176,10 @@ class ShopperStore:
     def new_id() -> str:
         return "shp_" + secrets.token_hex(6)
 
+    @staticmethod
+    def new_receipt_id() -> str:
+        return "del_" + secrets.token_hex(8)
+
     def add(self, *, sid: str, name: str, card_hash: str, card_mask: str, token: str, template: np.ndarray,
             captures: int, consent_version: str, consent_hash: str, phone_last4: str | None) -> Shopper:
         data_key = crypto.new_data_key()
@@ -234,7 +238,7 @@ class ShopperStore:
         self.keys.execute("DELETE FROM data_keys WHERE shopper_id = ?", (shopper_id,))
         failpoints.hit("after_data_key_deleted")
         deleted = self.deletion_list(shopper)
-        receipt = DeletionReceipt(receipt_id or "del_" + secrets.token_hex(8), shopper_id,
+        receipt = DeletionReceipt(receipt_id or self.new_receipt_id(), shopper_id,
                                   _now().isoformat(timespec="seconds"), cause, deleted)
         self.db.execute("BEGIN IMMEDIATE")
         try:
