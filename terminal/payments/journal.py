@@ -53,8 +53,13 @@ CREATE TABLE IF NOT EXISTS operations (
 );
 """
 
+# Each sale with its approved void and refunds, read in the same query.
 _SALE_COLS = ("id, key, created_at, amount_minor, currency, method, shopper_id, token, training, status, "
-              "reason, reference, settled_at")
+              "reason, reference, settled_at, "
+              "EXISTS (SELECT 1 FROM operations o WHERE o.sale_id = sales.id AND o.kind = 'void' "
+              "AND o.status = 'approved'), "
+              "(SELECT COALESCE(SUM(o.amount_minor), 0) FROM operations o WHERE o.sale_id = sales.id "
+              "AND o.kind = 'refund' AND o.status = 'approved')")
 
 
 def _now() -> str:
@@ -125,15 +130,9 @@ class Journal:
             ("INSERT INTO steps (sale_id, at, step, detail) VALUES (?,?,?,?)", (sale_id, _now(), via, status)),
         ])
 
-    def _sale(self, row) -> SaleRecord:
-        rec = SaleRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]),
-                         row[9], row[10], row[11], row[12])
-        voided = self.db.execute("SELECT 1 FROM operations WHERE sale_id=? AND kind='void' AND status='approved'",
-                                 (rec.id,)).fetchone() is not None
-        refunded = self.db.execute(
-            "SELECT COALESCE(SUM(amount_minor), 0) FROM operations WHERE sale_id=? AND kind='refund' AND status='approved'",
-            (rec.id,)).fetchone()[0]
-        return SaleRecord(**{**rec.__dict__, "voided": voided, "refunded_minor": refunded})
+    @staticmethod
+    def _sale(row) -> SaleRecord:
+        return SaleRecord(*row[:8], bool(row[8]), *row[9:13], voided=bool(row[13]), refunded_minor=row[14])
 
     def get(self, sale_id: str) -> SaleRecord | None:
         row = self.db.execute(f"SELECT {_SALE_COLS} FROM sales WHERE id = ?", (sale_id,)).fetchone()
