@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS consent_ledger (
     prev TEXT NOT NULL,
     mac TEXT NOT NULL
 );
+-- opt-outs are looked up by kind at every start and gallery load; charges make the ledger long
+CREATE INDEX IF NOT EXISTS consent_ledger_kind ON consent_ledger(kind);
 CREATE TABLE IF NOT EXISTS ledger_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
