@@ -1,6 +1,6 @@
 """The consent texts a shopper reads before enrolment, with their versions and hashes.
 
-Each text lives in ``assets/consent/<lang>.md``; its first line is
+Each text lives in ``terminal/assets/consent/<lang>.md`` (package data, found with importlib.resources); its first line is
 ``version: ...``.  The SHA-256 of the whole file is recorded in the consent
 ledger with every grant, so anyone can prove which words the shopper saw.
 """
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from .errors import InputError
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(str(resources.files("terminal") / "assets"))
 LANGUAGES = {"en": "English", "zh": "简体中文"}
 
 

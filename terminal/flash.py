@@ -248,7 +248,7 @@ def project_tarball() -> bytes:
     """The project's source for the Pi's installer (no tests, no venv, no data)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in ("terminal", "firmware_bridge", "assets", "systemd", "deploy", "setup.py", "pyproject.toml",
+        for name in ("terminal", "firmware_bridge", "systemd", "deploy", "setup.py", "pyproject.toml",
                      "Makefile", "README.md"):
             p = ROOT / name
             if p.exists():

@@ -28,7 +28,7 @@ def find_font() -> Path:
             return p
     raise HardwareError(
         "no font with Chinese characters found", "fonts",
-        "apt-get install fonts-noto-cjk (the README's apt line), or put NotoSansCJK-Regular.ttc in assets/fonts/",
+        "apt-get install fonts-noto-cjk (the README's apt line), or put NotoSansCJK-Regular.ttc in terminal/assets/fonts/",
     )
 
 
