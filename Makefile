@@ -3,17 +3,63 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# System packages the tests and the demo need (Debian 12 / Raspberry Pi OS Bookworm):
-APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 libglib2.0-0 libxrender1 libmtdev1 xz-utils libnfc-bin xsel
+# The lock files (hashes for x86_64 and aarch64, Python 3.11 and 3.13): `make lock` writes them.
+LOCK      := requirements.lock
+TEST_LOCK := requirements-test.lock
+# System packages the tests and the demo need (Debian 12 Bookworm with Python 3.11, or Debian 13
+# Trixie with Python 3.13, where glib is the 64-bit-time package):
+CODENAME := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
+GLIB     := $(if $(filter trixie,$(CODENAME)),libglib2.0-0t64,libglib2.0-0)
+APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 libmtdev1 xz-utils libnfc-bin xsel
 
-.PHONY: demo test lint system-deps dlib-blas bench clean
+.PHONY: demo test lint system-deps dlib-blas bench clean lock lock-check release trixie-check trixie-clean
 
-$(STAMP): setup.py pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is needed, found " + sys.version.split()[0]'
+# The venv: dependencies exactly as locked (hashes checked), then the project itself, editable.
+$(STAMP): setup.py pyproject.toml $(TEST_LOCK)
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert v in ((3, 11), (3, 12), (3, 13)), "Python 3.11 (Bookworm) or 3.13 (Trixie) is needed, found " + sys.version.split()[0]'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip "setuptools<81" wheel
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --require-hashes -r $(TEST_LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Resolve setup.py's dependencies (and with the test extras) for every platform at once, with hashes,
+# then check that each of x86_64/aarch64 x Python 3.11/3.13 installs from wheels alone.  Needs PyPI.
+lock: $(STAMP)
+	$(BIN)/uv pip compile setup.py --universal --generate-hashes --python-version 3.11 --quiet \
+	  --custom-compile-command "make lock" -o $(LOCK)
+	$(BIN)/uv pip compile setup.py --extra test --universal --generate-hashes --python-version 3.11 --quiet \
+	  --custom-compile-command "make lock" -c $(LOCK) -o $(TEST_LOCK)
+	$(MAKE) lock-check
+
+lock-check: $(STAMP)
+	@for plat in x86_64-manylinux_2_28 aarch64-manylinux_2_28; do for py in 3.11 3.13; do for lock in $(LOCK) $(TEST_LOCK); do \
+	  echo "$$lock on $$plat, Python $$py"; \
+	  $(BIN)/uv pip install --dry-run --quiet --require-hashes --only-binary :all: --python-platform $$plat \
+	    --python-version $$py --target build/lock-check -r $$lock || exit 1; \
+	done; done; done
+
+# The release folder `facepay flash` puts on the card and deploy/install.sh installs from: the wheel,
+# the lock file, the installer, the units, the docs they point to, and SHA256SUMS.
+RELEASE_DIR ?= dist/release
+release: $(STAMP)
+	rm -rf $(RELEASE_DIR)
+	mkdir -p $(RELEASE_DIR)/deploy $(RELEASE_DIR)/systemd $(RELEASE_DIR)/docs
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(RELEASE_DIR) .
+	cp $(LOCK) LICENSE SECURITY.md CHANGELOG.md README.md $(RELEASE_DIR)/
+	cp deploy/install.sh $(RELEASE_DIR)/deploy/
+	cp systemd/facepay-* $(RELEASE_DIR)/systemd/
+	cp docs/deploy.md docs/privacy.md $(RELEASE_DIR)/docs/
+	cd $(RELEASE_DIR) && find . -type f ! -name SHA256SUMS | sort | xargs sha256sum > SHA256SUMS
+	@echo "release: $(RELEASE_DIR) ($$(cd $(RELEASE_DIR) && ls *.whl))"
+
+# Debian 13 trixie in a debootstrap root: `make test` with its Python 3.13, then deploy/install.sh.
+# Needs root; takes a while (not part of `make test`).  .ci/trixie-check says what it does.
+trixie-check:
+	.ci/trixie-check
+
+trixie-clean:
+	rm -rf $${TRIXIE_ROOT:-/var/cache/facepay-trixie/rootfs}
 
 # Installs the apt packages above when they are missing and we are root; otherwise says what to run.
 system-deps:
@@ -50,4 +96,4 @@ bench: $(STAMP)
 	$(BIN)/facepay bench --frames tests/fixtures/faces
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import FacepayError, InputError, UsageError
 
 EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
@@ -349,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="data folder (else $FACEPAY_DATA_DIR, else the config's data_dir, "
                                       "else ~/.local/share/facepay)")
     p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else built-in demo defaults)")
+    p.add_argument("--version", action="version", version=f"facepay {__version__}",
+                   help="print the installed version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -434,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("target", metavar="TARGET", help="the SD card's block device (or an image file)")
     sp.add_argument("--config", dest="flash_config", required=True, help="terminal.toml to install")
     sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sp.add_argument("--release", default="dist/release",
+                    help="the release folder to install on first boot: the wheel, requirements.lock, deploy/, "
+                         "systemd/ (`make release` makes dist/release, the default)")
 
     add("config", cmd_config, "print the effective configuration as TOML")
     return p

@@ -5,8 +5,13 @@
 3. write the image (``.img`` or ``.img.xz``) with a progress bar, hashing it on the way;
 4. read the written bytes back and compare SHA-256;
 5. without mounting anything, find the FAT boot partition in the MBR and, with mtools, copy in
-   ``facepay/terminal.toml``, ``facepay/terminal-id``, the project's source, and a first-boot
-   script that ``cmdline.txt`` runs once (``systemd.run=``, as Raspberry Pi Imager does).
+   ``facepay/terminal.toml``, ``facepay/terminal-id``, the release (``facepay/facepay-release.tar.gz``:
+   the wheel, ``requirements.lock``, ``deploy/``, ``systemd/``, as ``make release`` lays them out in
+   ``dist/release``), and a first-boot script that ``cmdline.txt`` runs once (``systemd.run=``, as
+   Raspberry Pi Imager does).
+
+The payload is built from the release folder, never from this package's own files, so an installed
+``facepay`` flashes exactly what was released.
 
 The views of the machine's mounts and system disk are injectable, so tests use image files and
 never name a real block device.
@@ -33,21 +38,29 @@ from .errors import FacepayError, InputError, StorageError, UsageError
 
 CHUNK = 4 * 1024 * 1024
 FAT_TYPES = {0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E}
-ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RELEASE = Path("dist/release")
+WHEEL_GLOB = "facepay_terminal-*.whl"
+# What a release folder must hold besides the wheel: the installer, the lock file it installs from,
+# and the units (the first-boot unit runs the installer; the installer enables the others).
+RELEASE_FILES = ("requirements.lock", "deploy/install.sh", "systemd/facepay-firstboot.service",
+                 "systemd/facepay-kiosk.service", "systemd/facepay-purge.service", "systemd/facepay-purge.timer")
+RELEASE_DIR_ON_PI = "/opt/facepay-release"
 FIRSTBOOT_ARGS = ("systemd.run=/boot/firmware/facepay/firstboot.sh systemd.run_success_action=reboot "
                   "systemd.unit=kernel-command-line.target")
 
 FIRSTBOOT_SH = """#!/bin/sh
-# facepay first boot (run once by cmdline.txt's systemd.run=): install the installer's unit, then reboot.
+# facepay first boot (run once by cmdline.txt's systemd.run=): unpack the release, install the
+# installer's unit, then reboot.  FACEPAY_ROOT (unset on the Pi) puts every path under another root.
 set -e
-BOOT=/boot/firmware
+R="${FACEPAY_ROOT:-}"
+BOOT="$R/boot/firmware"
 sed -i -e 's| systemd.run=[^ ]*||' -e 's| systemd.run_success_action=[^ ]*||' \
-    -e 's| systemd.unit=kernel-command-line.target||' $BOOT/cmdline.txt
-mkdir -p /opt/facepay-src /etc/facepay
-tar -xzf $BOOT/facepay/facepay-terminal.tar.gz -C /opt/facepay-src
-install -m 0640 $BOOT/facepay/terminal.toml /etc/facepay/terminal.toml
-install -m 0644 /opt/facepay-src/systemd/facepay-firstboot.service /etc/systemd/system/
-ln -sf /etc/systemd/system/facepay-firstboot.service /etc/systemd/system/multi-user.target.wants/
+    -e 's| systemd.unit=kernel-command-line.target||' "$BOOT/cmdline.txt"
+mkdir -p "$R/opt/facepay-release" "$R/etc/facepay" "$R/etc/systemd/system/multi-user.target.wants"
+tar -xzf "$BOOT/facepay/facepay-release.tar.gz" -C "$R/opt/facepay-release"
+install -m 0640 "$BOOT/facepay/terminal.toml" "$R/etc/facepay/terminal.toml"
+install -m 0644 "$R/opt/facepay-release/systemd/facepay-firstboot.service" "$R/etc/systemd/system/"
+ln -sf /etc/systemd/system/facepay-firstboot.service "$R/etc/systemd/system/multi-user.target.wants/"
 exit 0
 """
 
@@ -244,19 +257,34 @@ def _mtools(args: list[str], target: Path, offset: int, stdin: bytes | None = No
     return r.stdout
 
 
-def project_tarball() -> bytes:
-    """The project's source for the Pi's installer (no tests, no venv, no data)."""
+def check_release(release: Path) -> Path:
+    """The release folder's one wheel, after checking that every file the first boot needs is there."""
+    hint = "build it with `make release` in the project (it fills dist/release), or pass --release DIR"
+    if not release.is_dir():
+        raise InputError("no release folder", str(release), hint)
+    wheels = sorted(release.glob(WHEEL_GLOB))
+    if len(wheels) != 1:
+        raise InputError(f"expected one {WHEEL_GLOB} in the release folder, found {len(wheels)}", str(release), hint)
+    missing = [name for name in RELEASE_FILES if not (release / name).is_file()]
+    if missing:
+        raise InputError(f"the release folder lacks {', '.join(missing)}", str(release), hint)
+    return wheels[0]
+
+
+def release_tarball(release: Path) -> bytes:
+    """The release folder as the Pi unpacks it into /opt/facepay-release (regular files only, no caches)."""
+    check_release(release)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in ("terminal", "firmware_bridge", "systemd", "deploy", "setup.py", "pyproject.toml",
-                     "Makefile", "README.md"):
-            p = ROOT / name
-            if p.exists():
-                tar.add(p, arcname=name, filter=lambda t: None if "__pycache__" in t.name else t)
+        for p in sorted(release.rglob("*")):
+            rel = p.relative_to(release)
+            if p.is_file() and not p.is_symlink() and "__pycache__" not in rel.parts:
+                tar.add(p, arcname=str(rel), recursive=False)
     return buf.getvalue()
 
 
-def provision(target: Path, config_text: str, terminal_id: str) -> list[str]:
+def provision(target: Path, config_text: str, terminal_id: str, release: Path) -> list[str]:
+    payload = release_tarball(release)
     offset = boot_partition_offset(target)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -264,7 +292,7 @@ def provision(target: Path, config_text: str, terminal_id: str) -> list[str]:
             "terminal.toml": config_text.encode(),
             "terminal-id": (terminal_id + "\n").encode(),
             "firstboot.sh": FIRSTBOOT_SH.encode(),
-            "facepay-terminal.tar.gz": project_tarball(),
+            "facepay-release.tar.gz": payload,
         }
         if not _has_dir(target, offset):
             _mtools(["mmd", "::facepay"], target, offset)
@@ -283,14 +311,15 @@ def _has_dir(target: Path, offset: int) -> bool:
     return any(line.rstrip("/").endswith("facepay") for line in out.splitlines())
 
 
-def flash(image: Path, target: Path, config_path: Path, *, yes: bool, view: MachineView | None = None,
-          ask=input, out=sys.stderr) -> dict:
+def flash(image: Path, target: Path, config_path: Path, *, yes: bool, release: Path = DEFAULT_RELEASE,
+          view: MachineView | None = None, ask=input, out=sys.stderr) -> dict:
     if not image.is_file():
         raise InputError("image not found", str(image))
     if image.suffix not in (".img", ".xz") or (image.suffix == ".xz" and not image.name.endswith(".img.xz")):
         raise InputError("not a .img or .img.xz file", str(image), "download Raspberry Pi OS Lite (64-bit)")
     cfg = load_config(config_path)
     config_text = config_path.read_text(encoding="utf-8")
+    wheel = check_release(release)  # before anything is written
     try:
         total = image_size(image)
     except (lzma.LZMAError, EOFError):
@@ -309,9 +338,9 @@ def flash(image: Path, target: Path, config_path: Path, *, yes: bool, view: Mach
     if readback != written:
         raise StorageError("read-back does not match what was written", str(target),
                            "the card may be failing or counterfeit: use another card")
-    files = provision(target, config_text, cfg.terminal_id)
+    files = provision(target, config_text, cfg.terminal_id, release)
     return {"image": str(image), "target": str(target), "bytes": total, "sha256": written, "verified": True,
-            "terminal_id": cfg.terminal_id, "boot_files": files}
+            "terminal_id": cfg.terminal_id, "release": wheel.name, "boot_files": files}
 
 
 def run_flash(ctx) -> int:
@@ -319,7 +348,7 @@ def run_flash(ctx) -> int:
 
     a = ctx.args
     try:
-        result = flash(Path(a.image), Path(a.target), Path(a.flash_config), yes=a.yes,
+        result = flash(Path(a.image), Path(a.target), Path(a.flash_config), yes=a.yes, release=Path(a.release),
                        out=None if a.json else sys.stderr)
     except FileNotFoundError as exc:
         raise UsageError(str(exc), "flash") from None
@@ -327,5 +356,6 @@ def run_flash(ctx) -> int:
         print(json.dumps(result))
     else:
         print(f"wrote and verified {result['bytes']:,} bytes (sha256 {result['sha256'][:16]}...) to {result['target']}")
-        print(f"terminal {result['terminal_id']}: " + ", ".join(result["boot_files"]) + " written to the boot partition")
+        print(f"terminal {result['terminal_id']}: {result['release']} and " + ", ".join(result["boot_files"])
+              + " written to the boot partition")
     return 0

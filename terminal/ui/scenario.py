@@ -56,8 +56,10 @@ import time
 import tomllib
 from pathlib import Path
 
+from kivy.base import EventLoop
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.input.motionevent import MotionEvent
 from kivy.uix.button import Button
 from kivy.uix.textinput import TextInput
 
@@ -70,6 +72,30 @@ STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sl
               "cli"}
 EXPECT_KEYS = {"screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
                "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode"}
+
+
+class ScriptTouch(MotionEvent):
+    """A finger on the window at (x, y) pixels, sent through Kivy's input dispatch like a real touch.
+
+    The player's own event, so a shipped ``facepay run --script`` needs nothing from Kivy's test
+    package (``kivy.tests.common`` imports pytest).
+    """
+
+    def __init__(self, x: float, y: float):
+        win = EventLoop.window
+        super().__init__("facepay-script", id(self), {"x": x / (win.width - 1.0), "y": y / (win.height - 1.0)},
+                         is_touch=True, type_id="touch")
+        self.profile = ["pos"]
+
+    def depack(self, args):
+        self.sx, self.sy = args["x"], args["y"]
+        super().depack(args)
+
+    def touch_down(self) -> None:
+        EventLoop.post_dispatch_input("begin", self)
+
+    def touch_up(self) -> None:
+        EventLoop.post_dispatch_input("end", self)
 
 
 def load_scenario(path: Path) -> dict:
@@ -185,10 +211,8 @@ class ScenarioPlayer:
         return None
 
     def _touch(self, widget) -> None:
-        from kivy.tests.common import UnitTestTouch
-
         x, y = widget.to_window(*widget.center)
-        touch = UnitTestTouch(x, y)
+        touch = ScriptTouch(x, y)
         touch.touch_down()
         touch.touch_up()
 

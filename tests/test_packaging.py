@@ -1,0 +1,233 @@
+"""Installs for real: the wheel and the sdist carry the package data, the lock file covers both
+architectures and both Pythons, and a fresh venv built from the wheel (outside the checkout, no
+test extras, so no pytest) runs `facepay doctor --demo` and a kiosk scenario under Xvfb.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from importlib import metadata, resources
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from packaging.requirements import Requirement
+
+import terminal
+
+LOCK = ROOT / "requirements.lock"
+TEST_LOCK = ROOT / "requirements-test.lock"
+DATA_DIRS = ("terminal/assets", "terminal/models")
+
+
+def package_data_in_tree() -> set[str]:
+    out = set()
+    for d in DATA_DIRS:
+        for p in (ROOT / d).rglob("*"):
+            if p.is_file() and "__pycache__" not in p.parts:
+                out.add(p.relative_to(ROOT).as_posix())
+    return out
+
+
+def locked(path: Path) -> dict[str, list[tuple[str, str, list[str]]]]:
+    """name -> [(version, marker, hashes)] from a `uv pip compile --generate-hashes` file."""
+    out: dict[str, list] = {}
+    text = path.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==(\S+)\s*(?:;\s*(.*?))?\s*((?:--hash=sha256:[0-9a-f]{64}\s*)*)$", line.strip())
+        if m:
+            name = re.sub(r"[-_.]+", "-", m[1]).lower()
+            out.setdefault(name, []).append((m[2], m[3] or "", re.findall(r"sha256:([0-9a-f]{64})", m[4])))
+    return out
+
+
+def test_lock_files_pin_what_setup_py_asks_for_with_hashes():
+    runtime, test = locked(LOCK), locked(TEST_LOCK)
+    assert runtime and test
+    for name, pins in {**runtime, **test}.items():
+        for version, _marker, hashes in pins:
+            assert hashes, f"{name}=={version} has no hash"
+    for name, pins in runtime.items():  # the test lock is the runtime lock plus the test extras
+        assert test.get(name) == pins, f"{name}: {pins} in {LOCK.name} but {test.get(name)} in {TEST_LOCK.name}"
+    reqs = [Requirement(r) for r in metadata.requires("facepay-terminal")]
+    assert reqs
+    for req in reqs:
+        in_test_extra = req.marker is not None and "extra" in str(req.marker)
+        lock = test if in_test_extra else runtime
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in lock, f"{req} is not in the lock file: run `make lock`"
+        for version, _marker, _hashes in lock[name]:
+            assert req.specifier.contains(version, prereleases=True), \
+                f"setup.py asks for {req} but the lock pins {version}: run `make lock`"
+
+
+@pytest.mark.parametrize("platform", ["x86_64-manylinux_2_28", "aarch64-manylinux_2_28"])
+@pytest.mark.parametrize("python", ["3.11", "3.13"])
+def test_lock_installs_from_wheels_on_each_pi_platform(platform, python, tmp_path):
+    """uv resolves the lock for that platform and Python from wheels alone (no builds on a Pi), hashes required."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    assert uv, "uv is a test extra: make .venv/.installed"
+    for lock in (LOCK, TEST_LOCK):
+        r = subprocess.run([uv, "pip", "install", "--dry-run", "--require-hashes", "--only-binary", ":all:",
+                            "--python-platform", platform, "--python-version", python, "--target", str(tmp_path / "t"),
+                            "-r", str(lock)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Would install" in r.stderr + r.stdout
+
+
+def build_wheel(dest: Path, source: Path = ROOT) -> Path:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest),
+                    str(source)], check=True, capture_output=True, timeout=300)
+    (wheel,) = dest.glob("facepay_terminal-*.whl")
+    return wheel
+
+
+def test_wheel_and_sdist_carry_every_asset_and_model(tmp_path):
+    expected = package_data_in_tree()
+    assert {p for p in expected if p.startswith("terminal/assets/kv/")} and \
+        {p for p in expected if p.startswith("terminal/assets/consent/")}
+    wheel = build_wheel(tmp_path / "wheel")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert expected <= names, sorted(expected - names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
+    assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
+
+    sdist_dir = tmp_path / "sdist"
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(sdist_dir)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    (sdist,) = sdist_dir.glob("facepay*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
+        assert expected <= members, sorted(expected - members)
+        assert {"LICENSE", "SECURITY.md", "requirements.lock", "deploy/install.sh"} <= members
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    # and a wheel built from the sdist (as pip does from PyPI) carries them too
+    (src,) = (tmp_path / "unpacked").iterdir()
+    from_sdist = build_wheel(tmp_path / "wheel-from-sdist", src)
+    assert expected <= set(zipfile.ZipFile(from_sdist).namelist())
+
+
+def test_editable_install_finds_assets_with_importlib_resources():
+    from terminal import consent
+
+    assets = resources.files("terminal") / "assets"
+    assert (assets / "kv" / "shell.kv").is_file() and Path(str(assets)) == consent.ASSETS
+    assert consent.load("en").version
+
+
+def test_version_is_one_number():
+    r = subprocess.run([sys.executable, "-m", "terminal", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == f"facepay {terminal.__version__}"
+    assert metadata.version("facepay-terminal") == terminal.__version__
+    assert f"## {terminal.__version__} " in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_license_matches_setup_py():
+    meta = metadata.metadata("facepay-terminal")
+    assert meta["License"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    text = (ROOT / "SECURITY.md").read_text()
+    assert "Reporting a vulnerability" in text and "In scope" in text and "Out of scope" in text
+
+
+def kiosk_env(tmp_path: Path) -> dict:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPAY_", "PYTHON", "VIRTUAL_ENV"))}
+    e.update(KIVY_NO_ARGS="1", KIVY_HOME=str(tmp_path / "kivy"))
+    return e
+
+
+def with_display(cmd: list[str]) -> list[str]:
+    if os.environ.get("DISPLAY"):
+        return cmd
+    if shutil.which("xvfb-run") is None:
+        pytest.fail("no display and no xvfb-run: install xvfb (the README's apt line)")
+    return ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *cmd]
+
+
+@pytest.mark.ui
+def test_scenario_player_runs_without_pytest(tmp_path):
+    """`facepay run --script` with pytest made unimportable (sys.modules['pytest'] = None)."""
+    shots = tmp_path / "shots"
+    code = ("import sys; sys.modules['pytest'] = None; from terminal.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run(with_display([sys.executable, "-c", code, "--data-dir", str(tmp_path / "data"), "run", "--demo",
+                                     "--script", str(ROOT / "tests" / "scenarios" / "card_payment.toml"),
+                                     "--screenshots", str(shots)]),
+                       capture_output=True, text=True, timeout=240, env=kiosk_env(tmp_path), cwd=tmp_path)
+    result = json.loads((shots / "result.json").read_text()) if (shots / "result.json").exists() else None
+    assert r.returncode == 0 and result and result["passed"], (result, r.stderr[-3000:])
+
+
+def wheelhouse() -> Path:
+    """The lock's wheels for this Python, downloaded once (through pip's cache) into the user's cache."""
+    key = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facepay" / "wheelhouse"
+    house = base / f"{key}-cp{sys.version_info[0]}{sys.version_info[1]}"
+    if not (house / ".complete").exists():
+        partial = base / f"{house.name}.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--require-hashes", "--only-binary", ":all:",
+                        "-d", str(partial), "-r", str(LOCK)], check=True, capture_output=True, timeout=1200)
+        (partial / ".complete").touch()
+        shutil.rmtree(house, ignore_errors=True)
+        partial.rename(house)
+    return house
+
+
+@pytest.mark.slow
+@pytest.mark.ui
+def test_installed_wheel_runs_doctor_and_a_kiosk_scenario_outside_the_checkout(tmp_path):
+    timings = {}
+    t0 = time.monotonic()
+    house = wheelhouse()
+    timings["wheelhouse"] = time.monotonic() - t0
+    wheel = build_wheel(tmp_path / "dist")
+    venv = tmp_path / "venv"
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--find-links", str(house)]
+    subprocess.run([*pip, "--require-hashes", "-r", str(LOCK)], check=True, capture_output=True, timeout=900)
+    subprocess.run([*pip, "--no-deps", str(wheel)], check=True, capture_output=True, timeout=300)
+    timings["venv"] = time.monotonic() - t0
+    work = tmp_path / "elsewhere"  # not the checkout: only the installed package can be found
+    work.mkdir()
+    env = kiosk_env(tmp_path)
+    facepay = str(venv / "bin" / "facepay")
+
+    r = subprocess.run([str(venv / "bin" / "python"), "-c",
+                        "import importlib.util, terminal; print(terminal.__file__); "
+                        "print(importlib.util.find_spec('pytest') is None)"],
+                       capture_output=True, text=True, cwd=work, env=env, timeout=60)
+    where, no_pytest = r.stdout.split()
+    assert Path(where).is_relative_to(venv) and no_pytest == "True", r.stdout + r.stderr
+    r = subprocess.run([facepay, "--version"], capture_output=True, text=True, cwd=work, env=env)
+    assert r.stdout.strip() == f"facepay {terminal.__version__}"
+
+    data = work / "data"
+    t0 = time.monotonic()
+    r = subprocess.run(with_display([facepay, "--data-dir", str(data), "doctor", "--demo", "--json"]),
+                       capture_output=True, text=True, cwd=work, env=env, timeout=300)
+    timings["doctor"] = time.monotonic() - t0
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert r.returncode == 0, checks
+    assert checks["camera"]["ok"] and "frames/s" in checks["camera"]["detail"]
+
+    scenario = work / "face_confirmed.toml"
+    shutil.copy(ROOT / "tests" / "scenarios" / "face_confirmed.toml", scenario)
+    shots = work / "shots"
+    t0 = time.monotonic()
+    r = subprocess.run(with_display([facepay, "--data-dir", str(data), "run", "--demo", "--script", str(scenario),
+                                     "--screenshots", str(shots)]),
+                       capture_output=True, text=True, cwd=work, env=env, timeout=300)
+    timings["scenario"] = time.monotonic() - t0
+    result = json.loads((shots / "result.json").read_text()) if (shots / "result.json").exists() else None
+    assert r.returncode == 0 and result and result["passed"], (result, r.stderr[-3000:])
+    assert len(list(shots.glob("*.png"))) >= 3
+    print("installed-wheel timings (s):", {k: round(v, 1) for k, v in timings.items()})
