@@ -12,7 +12,7 @@ CODENAME := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
 GLIB     := $(if $(filter trixie,$(CODENAME)),libglib2.0-0t64,libglib2.0-0)
 APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 libmtdev1 xz-utils libnfc-bin xsel
 
-.PHONY: demo test lint system-deps dlib-blas bench clean lock lock-check release trixie-check trixie-clean
+.PHONY: demo test lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check debian-clean
 
 # The venv: dependencies exactly as locked (hashes checked), then the project itself, editable.
 $(STAMP): setup.py pyproject.toml $(TEST_LOCK)
@@ -54,12 +54,16 @@ release: $(STAMP)
 	@echo "release: $(RELEASE_DIR) ($$(cd $(RELEASE_DIR) && ls *.whl))"
 
 # Debian 13 trixie in a debootstrap root: `make test` with its Python 3.13, then deploy/install.sh.
-# Needs root; takes a while (not part of `make test`).  .ci/trixie-check says what it does.
+# Needs root; takes a while (not part of `make test`).  .ci/debian-check says what it does.
 trixie-check:
-	.ci/trixie-check
+	.ci/debian-check trixie
 
-trixie-clean:
-	rm -rf $${TRIXIE_ROOT:-/var/cache/facepay-trixie/rootfs}
+# The same on Debian 12 bookworm (Python 3.11).
+bookworm-check:
+	.ci/debian-check bookworm
+
+debian-clean:
+	rm -rf /var/cache/facepay-debian
 
 # Installs the apt packages above when they are missing and we are root; otherwise says what to run.
 system-deps:

@@ -26,7 +26,7 @@ setup(
     ],
     packages=find_packages(include=["terminal", "terminal.*", "firmware_bridge", "firmware_bridge.*"]),
     # Everything read at run time (kv layouts, consent texts, fonts, demo photos, models) is package data.
-    package_data={"terminal": ["assets/**/*", "models/*"]},
+    package_data={"terminal": ["assets/**/*", "models/**/*"]},
     include_package_data=True,
     install_requires=[
         # The last mediapipe line whose wheel ships the face detection model; needs numpy<2, protobuf<5.

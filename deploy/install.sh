@@ -129,7 +129,9 @@ fi
 echo "== 7/7 systemd units"
 install -m 0644 "$SRC"/systemd/facepay-kiosk.service "$SRC"/systemd/facepay-purge.service \
     "$SRC"/systemd/facepay-purge.timer "$SRC"/systemd/facepay-firstboot.service /etc/systemd/system/
-[ -d /run/systemd/system ] && systemctl daemon-reload   # not in a chroot; enabling works offline
+if [ -d /run/systemd/system ]; then  # a running systemd (not a chroot, where enabling works offline)
+    systemctl daemon-reload
+fi
 systemctl enable facepay-kiosk.service facepay-purge.timer
 systemctl disable getty@tty1.service 2>/dev/null || true
 touch "$DATA/.installed"
