@@ -93,6 +93,12 @@ def run(cmd: list, **kw) -> subprocess.CompletedProcess:
     return r
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel of this checkout, built once for the tests below."""
+    return build_wheel(tmp_path_factory.mktemp("dist"))
+
+
 def build_wheel(dest: Path, source: Path = ROOT) -> Path:
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", dest, source],
         timeout=300)
@@ -100,11 +106,10 @@ def build_wheel(dest: Path, source: Path = ROOT) -> Path:
     return wheel
 
 
-def test_wheel_and_sdist_carry_every_asset_and_model(tmp_path):
+def test_wheel_and_sdist_carry_every_asset_and_model(wheel, tmp_path):
     expected = package_data_in_tree()
     assert {p for p in expected if p.startswith("terminal/assets/kv/")} and \
         {p for p in expected if p.startswith("terminal/assets/consent/")}
-    wheel = build_wheel(tmp_path / "wheel")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert expected <= names, sorted(expected - names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
@@ -193,12 +198,11 @@ def wheelhouse() -> Path:
 
 @pytest.mark.slow
 @pytest.mark.ui
-def test_installed_wheel_runs_doctor_and_a_kiosk_scenario_outside_the_checkout(tmp_path):
+def test_installed_wheel_runs_doctor_and_a_kiosk_scenario_outside_the_checkout(wheel, tmp_path):
     timings = {}
     t0 = time.monotonic()
     house = wheelhouse()
     timings["wheelhouse"] = time.monotonic() - t0
-    wheel = build_wheel(tmp_path / "dist")
     venv = tmp_path / "venv"
     t0 = time.monotonic()
     # uv installs the same files as pip (hashes required, nothing from an index), ~40x faster once its cache is warm
