@@ -235,7 +235,7 @@ def _validate(cfg: Config) -> None:
         except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ConfigError(f"'terminal.timezone' must be an IANA time zone name such as \"Europe/Berlin\", "
                               f"not {cfg.terminal.timezone!r}", src,
-                              "leave it out to use the system's time zone (`timedatectl list-timezones`)") from None
+                              "`timedatectl list-timezones` lists the names; leave the key out for the system's zone") from None
     pins = [cfg.leds.privacy, cfg.leds.consent, cfg.leds.approved, cfg.leds.declined, cfg.leds.fault]
     if len(set(pins)) != len(pins):
         raise ConfigError("the LED pins in [leds] must all be different", src)
