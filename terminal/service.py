@@ -321,15 +321,15 @@ class Terminal:
         for sale in self.journal.pending():
             try:
                 outcome = self.processor.lookup(sale.key)
-                action = "looked up"
-                if outcome is None:
-                    outcome, action = self.processor.cancel(sale.key), "cancelled"
+                if outcome is None:  # closing the key returns a charge that arrived meanwhile, unchanged
+                    outcome = self.processor.cancel(sale.key)
             except Exception as exc:
                 done.append({"sale_id": sale.id, "action": "still pending", "status": "pending",
                              "reason": f"the processor cannot be asked: {exc}"})
                 continue
             report = self._settle(sale, outcome, via="recovered")
-            done.append({"sale_id": sale.id, "action": action, "status": report.status})
+            done.append({"sale_id": sale.id, "action": "cancelled" if outcome.kind == "cancel" else "looked up",
+                         "status": report.status})
         for op in self.journal.pending_operations():
             sale = self.journal.get(op["sale_id"])
             try:
