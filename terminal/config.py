@@ -32,6 +32,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 
@@ -122,6 +123,12 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class TerminalConfig:
+    # IANA name ("Europe/Berlin"): report days run midnight to midnight here. Empty: the system's zone.
+    timezone: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     terminal_id: str = "demo-terminal"
     face_pay: bool = True
@@ -135,6 +142,7 @@ class Config:
     payment: PaymentConfig = field(default_factory=PaymentConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    terminal: TerminalConfig = field(default_factory=TerminalConfig)
     source: str = "<built-in defaults>"
 
 
@@ -221,6 +229,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"'payment.currency' must be a 3-letter ISO 4217 code, not {cfg.payment.currency!r}", src
         )
+    if cfg.terminal.timezone:
+        try:
+            ZoneInfo(cfg.terminal.timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ConfigError(f"'terminal.timezone' must be an IANA time zone name such as \"Europe/Berlin\", "
+                              f"not {cfg.terminal.timezone!r}", src,
+                              "`timedatectl list-timezones` lists the names; leave the key out for the system's zone") from None
     pins = [cfg.leds.privacy, cfg.leds.consent, cfg.leds.approved, cfg.leds.declined, cfg.leds.fault]
     if len(set(pins)) != len(pins):
         raise ConfigError("the LED pins in [leds] must all be different", src)
