@@ -435,8 +435,10 @@ class KioskController(EventDispatcher):
     def show_doctor(self):
         from ..doctor import collect
 
-        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set())  # never during a scan
-        self.report_text = "\n".join(f"[{'OK' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in results)
+        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set(),  # never during a scan
+                          demo=self.demo)
+        self.report_text = "\n".join(f"[{'FAIL' if not c.ok else 'WARN' if c.warn else 'OK'}] {c.name}: {c.detail}"
+                                     for c in results)
         self.staff_view = "staff_report"
         self._refresh()
 
