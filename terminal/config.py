@@ -128,7 +128,7 @@ SIMULATED_READER_PORTS = ("sim", "loop://")
 @section
 class CameraConfig:
     backend: CameraBackend = "picamera2"
-    device: Annotated[Whole, Field(ge=0, le=63)] = 0
+    device: Annotated[Whole, Field(ge=0, le=255)] = 0   # /dev/videoN
     width: Annotated[Whole, Field(ge=64, le=4096)] = 640
     height: Annotated[Whole, Field(ge=48, le=4096)] = 480
     fps: Annotated[Number, Field(gt=0, le=120)] = 10.0
