@@ -261,11 +261,12 @@ class CameraFault:
 @dataclass(frozen=True)
 class OpenCamera:
     purpose: str  # "payment" or "enrolment"
+    scan: int = 0  # this opening's token: the runner opens the device only while it is the scan wanted
 
 
 @dataclass(frozen=True)
 class CloseCamera:
-    pass
+    scan: int = 0  # the token of the scan it ends
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,7 @@ class Context:
     reader_ok: bool = True
     camera_ok: bool = True
     camera_open: bool = False
+    scan: int = 0
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
 
@@ -400,12 +402,13 @@ class CheckoutMachine:
     def _close_camera(self) -> list:
         if self.ctx.camera_open:
             self.ctx.camera_open = False
-            return [CloseCamera()]
+            return [CloseCamera(self.ctx.scan)]
         return []
 
     def _open_camera(self, purpose: str) -> list:
         self.ctx.camera_open = True
-        return [OpenCamera(purpose)]
+        self.ctx.scan += 1
+        return [OpenCamera(purpose, self.ctx.scan)]
 
     def _go(self, state: State) -> None:
         self.ctx.state = state

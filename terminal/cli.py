@@ -89,6 +89,9 @@ def cmd_run(ctx: Context) -> int:
             raise UsageError(f"--size {a.size!r} is not WIDTHxHEIGHT (e.g. 800x480)", "run") from None
     if a.script and not Path(a.script).is_file():
         raise InputError("scenario file not found", a.script)
+    if not a.demo and not ctx.cfg.staff.pin_hash:
+        raise UsageError("no staff PIN is set", f"[staff] pin_hash in {ctx.cfg.source}",
+                         "run `facepay staff-pin` and put the line it prints in the config, or use --demo")
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     from .ui.app import run_kiosk
 
@@ -308,7 +311,9 @@ def cmd_staff_pin(ctx: Context) -> int:
         h = hash_pin(pin)
     except ValueError as exc:
         raise UsageError(str(exc), "staff-pin") from None
-    out(ctx.args, {"pin_hash": h}, f'[staff]\npin_hash = "{h}"')
+    from .config import StaffConfig, to_toml
+
+    out(ctx.args, {"pin_hash": h}, "[staff]\n" + to_toml(StaffConfig(pin_hash=h)).rstrip("\n"))
     return EXIT_OK
 
 
@@ -331,10 +336,13 @@ def cmd_flash(ctx: Context) -> int:
 
 
 def cmd_config(ctx: Context) -> int:
-    from .config import to_toml
+    from .config import to_dict, to_toml
 
     cfg = ctx.cfg
-    print(to_toml(cfg), end="")
+    if ctx.args.json:
+        print(json.dumps(to_dict(cfg), ensure_ascii=False))
+    else:
+        print(to_toml(cfg), end="")
     return EXIT_OK
 
 
@@ -351,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="facepay", description="Face-payment point-of-sale terminal: opt-in only, off means deleted.")
     p.add_argument("--data-dir", help="data folder (else $FACEPAY_DATA_DIR, else the config's data_dir, "
                                       "else ~/.local/share/facepay)")
-    p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else built-in demo defaults)")
+    p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else the built-in defaults: the real "
+                                    "hardware)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -431,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("doctor", cmd_doctor, "check this terminal's parts; exit 0 when all pass")
     sp.add_argument("--blink", action="store_true", help="light each LED once")
     sp.add_argument("--skip", action="append", default=[], help="skip a check by name")
+    sp.add_argument("--demo", action="store_true", help="check the simulated parts `run --demo` uses; without it "
+                                                        "every simulated part is reported as a warning")
 
     sp = add("flash", cmd_flash, "write a Raspberry Pi OS image to an SD card with this terminal's config")
     sp.add_argument("image", metavar="IMAGE", help=".img or .img.xz")
@@ -438,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", dest="flash_config", required=True, help="terminal.toml to install")
     sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    add("config", cmd_config, "print the effective configuration as TOML")
+    add("config", cmd_config, "print the effective configuration as TOML (JSON with --json)")
     return p
 
 

@@ -5,6 +5,15 @@ what the kiosk controller drives from worker threads: the same code path for
 both.  ``dispatch(event)`` hands the event to the machine, performs every
 effect, and feeds the events those effects produce back in, until nothing is
 left.
+
+Opening and stopping the camera is one ordered protocol, :class:`ScanGate`:
+the machine gives every opening a scan token, and ``dispatch`` (on the thread
+that drives the machine, in the machine's order) marks that token wanted when
+``OpenCamera`` comes out and unwanted when its ``CloseCamera`` does, whether
+the effect is then performed at once (CLI) or later on the kiosk's worker.
+The worker opens the device only while its token is still wanted, so a Cancel
+or timeout that comes before the worker starts leaves the camera closed, and a
+scan stops at the first frame after its token is dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +49,33 @@ NO_MATCH_FRAMES = 2      # embedded frames without a match before "no match"
 MAX_FRAMES = 200         # frames per scan before giving up (the timer usually ends it first)
 
 
+class ScanGate:
+    """Which scan, if any, the camera may be open for; written in the machine's order, read by the worker."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wanted: int | None = None
+
+    def want(self, token: int) -> None:
+        with self._lock:
+            self._wanted = token
+
+    def drop(self, token: int | None = None) -> None:
+        """End scan ``token`` (a later scan stays wanted), or any scan when ``token`` is None."""
+        with self._lock:
+            if token is None or self._wanted == token:
+                self._wanted = None
+
+    def live(self, token: int | None) -> bool:
+        with self._lock:
+            return token is not None and self._wanted == token
+
+    @property
+    def wanted(self) -> int | None:
+        with self._lock:
+            return self._wanted
+
+
 def consistent_captures(embeddings: list[np.ndarray], threshold: float) -> int | None:
     """Index of the first capture that is not the same person as the first one, or None."""
     for i, e in enumerate(embeddings[1:], start=1):
@@ -60,7 +96,7 @@ class Runner:
         self.last_charge = None
         self.charge_error: Exception | None = None   # why the last charge ended unknown or not charged
         self.enrol_embeddings: list[np.ndarray] = []
-        self.scan_stop = threading.Event()
+        self.scans = ScanGate()
         self.lock = threading.RLock()
         self.last_match = None
         self.last_receipt = None
@@ -75,6 +111,10 @@ class Runner:
                 ev = queue.popleft()
                 effects = self.machine.handle(ev)
                 for eff in effects:
+                    if isinstance(eff, co.OpenCamera):
+                        self.scans.want(eff.scan)
+                    elif isinstance(eff, co.CloseCamera):
+                        self.scans.drop(eff.scan)
                     if deferred and type(eff) in deferred:
                         left.append(eff)
                         continue
@@ -85,19 +125,22 @@ class Runner:
         """Carry out one effect; return the events it produced."""
         t = self.term
         if isinstance(eff, co.OpenCamera):
-            self.scan_stop.clear()
-            self.camera.open()
-            if self.leds:
-                self.leds.privacy(True)
+            if not self.scans.live(eff.scan):
+                return []  # stopped (Cancel, timeout) before it could start: the camera stays closed
             if eff.purpose == "enrolment":
                 self.enrol_embeddings = []
+            if self.leds:
+                self.leds.privacy(True)  # lit before the first frame can be taken
+            try:
+                self.camera.open()
+            except BaseException:
+                self._close_camera()  # no camera, no light
+                raise
+            if not self.scans.live(eff.scan):
+                self._close_camera()  # stopped while the device was opening
             return []
         if isinstance(eff, co.CloseCamera):
-            self.scan_stop.set()
-            if self.camera is not None:
-                self.camera.close()
-            if self.leds:
-                self.leds.privacy(False)
+            self._close_camera()
             return []
         if isinstance(eff, co.Leds):
             if self.leds:
@@ -164,6 +207,22 @@ class Runner:
         self.last_charge = report
         return _result(report)
 
+    def _close_camera(self) -> None:
+        if self.camera is not None:
+            self.camera.close()
+        if self.leds:
+            self.leds.privacy(False)
+
+    def work(self, eff, post: Callable, on_frame: Callable | None = None) -> None:
+        """The kiosk worker's part: perform one effect, ``post`` its events; an opening runs its scan."""
+        for ev in self.perform(eff):
+            post(ev)
+        if isinstance(eff, co.OpenCamera) and self.scans.live(eff.scan):
+            if eff.purpose == "payment":
+                self.scan_payment(post, on_frame, scan=eff.scan)
+            else:
+                self.capture_enrolment(post, on_frame, scan=eff.scan)
+
     # -- enrolment -----------------------------------------------------------
     def _store_enrolment(self, eff: co.StoreEnrolment):
         from . import consent
@@ -183,10 +242,10 @@ class Runner:
         return co.EnrolStored(self.term.view(shopper))
 
     # -- face scans (on a worker thread in the kiosk, inline in the CLI) -------------
-    def _analysed_frames(self, on_frame: Callable | None):
-        """Frames from the open camera through the pipeline, until the scan is stopped or the source ends."""
+    def _analysed_frames(self, on_frame: Callable | None, scan: int | None):
+        """Frames from the open camera through the pipeline, until scan ``scan`` is stopped or the source ends."""
         for _ in range(MAX_FRAMES):
-            if self.scan_stop.is_set() or not self.camera.is_open:
+            if not self.scans.live(scan) or not self.camera.is_open:
                 return
             frame = self.camera.read()
             if frame is None:
@@ -196,15 +255,17 @@ class Runner:
                 on_frame(frame, analysis)
             yield analysis
 
-    def scan_payment(self, emit: Callable, on_frame: Callable | None = None) -> None:
+    def scan_payment(self, emit: Callable, on_frame: Callable | None = None, scan: int | None = None) -> None:
         """Read frames until a decision, passing guidance and then the decision to ``emit``.
 
-        Stops early when the camera is closed (cancel, timeout): ``scan_stop`` is set.
+        ``scan`` is the opening's token (default: the scan wanted now); the scan stops early when
+        that token is dropped (cancel, timeout).
         """
+        scan = self.scans.wanted if scan is None else scan
         t = self.term
         gallery: Gallery = t.gallery()
         misses, last_reason = 0, None
-        for analysis in self._analysed_frames(on_frame):
+        for analysis in self._analysed_frames(on_frame, scan):
             if not analysis.gate.ok:
                 if analysis.gate.reason != last_reason:
                     last_reason = analysis.gate.reason
@@ -220,15 +281,16 @@ class Runner:
             if misses >= NO_MATCH_FRAMES:
                 emit(co.FaceNoMatch(m.reason or "no match"))
                 return
-        if not self.scan_stop.is_set():
+        if self.scans.live(scan):
             emit(co.FaceNoMatch("no match" if misses else (last_reason or "no_face")))
 
-    def capture_enrolment(self, emit: Callable, on_frame: Callable | None = None) -> None:
+    def capture_enrolment(self, emit: Callable, on_frame: Callable | None = None, scan: int | None = None) -> None:
         """Collect passing captures of one person, emitting guidance and each accepted capture."""
+        scan = self.scans.wanted if scan is None else scan
         t = self.term
         needed = t.cfg.match.enrol_captures
         last_reason = None
-        for analysis in self._analysed_frames(on_frame):
+        for analysis in self._analysed_frames(on_frame, scan):
             if len(self.enrol_embeddings) >= needed:
                 break
             reason = analysis.gate.reason
