@@ -188,11 +188,18 @@ def wheelhouse() -> Path:
     if not (house / ".complete").exists():
         partial = base / f"{house.name}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
-        run([sys.executable, "-m", "pip", "download", "-q", "--require-hashes", "--only-binary", ":all:",
-             "-d", partial, "-r", LOCK], timeout=1200)
+        try:
+            run([sys.executable, "-m", "pip", "download", "-q", "--require-hashes", "--only-binary", ":all:",
+                 "-d", partial, "-r", LOCK], timeout=1200)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         (partial / ".complete").touch()
         shutil.rmtree(house, ignore_errors=True)
         partial.rename(house)
+        for old in base.glob(f"*-cp{sys.version_info[0]}{sys.version_info[1]}"):  # earlier locks' wheelhouses
+            if old != house:
+                shutil.rmtree(old, ignore_errors=True)
     return house
 
 
