@@ -2,7 +2,8 @@
 
 Every subcommand prints for people by default and JSON with ``--json``.
 Exit status: 0 success, 1 a clean "no" (no match, not found, declined,
-ledger broken), 2 bad arguments or unusable input.  Kivy is imported only by
+ledger broken), 2 bad arguments or unusable input, 3 a payment whose outcome
+is not known yet (`sale`, `recover`: do not charge again).  Kivy is imported only by
 ``facepay run``, so the other commands start fast and need no display.
 """
 
@@ -15,8 +16,10 @@ import sys
 from pathlib import Path
 
 from .errors import FacepayError, InputError, UsageError
+from .payments.sandbox import FAULTS
 
 EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
+EXIT_UNKNOWN = 3  # a charge whose outcome is not known yet: do not charge again, `facepay recover` asks
 
 
 # --------------------------------------------------------------------------- context
@@ -211,7 +214,7 @@ def cmd_sale(ctx: Context) -> int:
     if result.get("reason"):
         text += f" ({result['reason']})"
     out(a, result, text + f"  [{result['sale_id']}]")
-    return EXIT_OK if result["status"] == "approved" else EXIT_NO
+    return {"approved": EXIT_OK, "unknown": EXIT_UNKNOWN}.get(result["status"], EXIT_NO)
 
 
 def cmd_sales(ctx: Context) -> int:
@@ -277,7 +280,7 @@ def cmd_recover(ctx: Context) -> int:
     done = ctx.terminal().recover()
     out(a, done, "\n".join(f"{d.get('sale_id') or d.get('operation')}: {d['action']} -> {d.get('status', '')}"
                            for d in done) or "nothing to recover")
-    return EXIT_OK if all(d["action"] != "still pending" for d in done) else EXIT_NO
+    return EXIT_OK if all(d["action"] != "still pending" for d in done) else EXIT_UNKNOWN
 
 
 def cmd_failpoints(ctx: Context) -> int:
@@ -413,11 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("report", cmd_report, "end-of-day totals")
     sp.add_argument("report_cmd", choices=["day"])
-    sp.add_argument("--date", help="YYYY-MM-DD (UTC; default today)")
+    sp.add_argument("--date", help="YYYY-MM-DD in [terminal] timezone (default today there)")
 
     sp = add("processor", cmd_processor, "the sandbox processor's own ledger and test switches")
     sp.add_argument("proc_cmd", choices=["charges", "fault", "block"])
-    sp.add_argument("mode", nargs="?", choices=["none", "timeout", "fail"], help="with 'fault'")
+    sp.add_argument("mode", nargs="?", choices=list(FAULTS), help="with 'fault'")
     sp.add_argument("--card-uid", help="with 'block': report this card stolen")
 
     add("recover", cmd_recover, "settle sales a crash left in flight (also run at kiosk start-up)")
@@ -454,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "processor" and args.proc_cmd == "fault" and not args.mode:
-        parser.exit(EXIT_USAGE, "facepay processor: error: 'fault' needs a mode: none, timeout or fail\n")
+        parser.exit(EXIT_USAGE, f"facepay processor: error: 'fault' needs a mode: {', '.join(FAULTS)}\n")
     if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
     if args.command == "run":

@@ -64,6 +64,7 @@ import tomllib
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
 from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
@@ -104,7 +105,18 @@ def _not_blank(text: str) -> str:
     return text
 
 
+def _iana_zone(name: str) -> str:
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError('must be an IANA time zone name such as "Europe/Berlin" (`timedatectl list-timezones` '
+                             "lists them; leave the key out for the system's zone)") from None
+    return name
+
+
 Currency = Annotated[Text, AfterValidator(_iso4217)]
+Zone = Annotated[Text, AfterValidator(_iana_zone)]
 NotBlank = Annotated[Text, AfterValidator(_not_blank)]
 
 _RULES = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -206,6 +218,12 @@ class RetentionConfig:
 
 
 @section
+class TerminalConfig:
+    # IANA name ("Europe/Berlin"): report days run midnight to midnight here. Empty: the system's zone.
+    timezone: Zone = ""
+
+
+@section
 class Config:
     terminal_id: NotBlank = "demo-terminal"
     face_pay: Flag = True
@@ -219,6 +237,7 @@ class Config:
     payment: PaymentConfig = field(default_factory=PaymentConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    terminal: TerminalConfig = field(default_factory=TerminalConfig)
     source: Text = "<built-in defaults>"   # where it was read from; not a key of the file
 
 

@@ -29,9 +29,21 @@ from . import checkout as co
 from .camera import Camera
 from .face.matcher import Gallery
 from .leds import LedBoard
+from .payments.journal import SaleNotRecorded
+from .payments.processor import IdempotencyKeyReused
 from .service import Terminal
 
 _log = logging.getLogger(__name__)
+
+# ChargeReport.status -> the machine's outcome; anything else is "unknown"
+_OUTCOME = {"approved": "approved", "declined": "declined", "cancelled": "not_charged"}
+
+
+def _result(report) -> co.ChargeResult:
+    outcome = _OUTCOME.get(report.status, "unknown")
+    # a key closed at the processor (`facepay recover` ran meanwhile): the shopper sees "not sent"
+    return co.ChargeResult(report.sale_id, outcome, "not_sent" if outcome == "not_charged" else report.reason)
+
 
 NO_MATCH_FRAMES = 2      # embedded frames without a match before "no match"
 MAX_FRAMES = 200         # frames per scan before giving up (the timer usually ends it first)
@@ -82,6 +94,7 @@ class Runner:
         self.on_timer = on_timer
         self.last_timer: co.StartTimer | None = None
         self.last_charge = None
+        self.charge_error: Exception | None = None   # why the last charge ended unknown or not charged
         self.enrol_embeddings: list[np.ndarray] = []
         self.scans = ScanGate()
         self.lock = threading.RLock()
@@ -142,13 +155,17 @@ class Runner:
             t.ledger.append(eff.kind, eff.subject, terminal_id=t.cfg.terminal_id, **eff.details)
             return []
         if isinstance(eff, co.Charge):
-            report = t.charge(eff.sale.sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
-                              eff.token, eff.shopper_id, eff.sale.training)
+            return [self._charge(eff)]
+        if isinstance(eff, co.ResolveCharge):
+            try:
+                report = t.resolve(eff.sale_id)
+            except Exception as exc:  # the processor cannot be asked yet: still unknown, asked again later
+                _log.warning("sale %s: the processor cannot be asked yet: %s", eff.sale_id, exc)
+                return []
+            if report is None or report.status not in _OUTCOME:
+                return []
             self.last_charge = report
-            approved = report.status == "approved"
-            reason = report.reason or ("status unknown: staff will check; do not pay again"
-                                       if report.status == "pending" else "")
-            return [co.ChargeResult(eff.sale.sale_id, approved, reason)]
+            return [_result(report)]
         if isinstance(eff, co.VerifyPhone):
             shopper = t.store.get(eff.shopper_id)
             return [co.PhoneChecked(shopper is not None and t.store.check_phone(shopper, eff.digits))]
@@ -168,6 +185,27 @@ class Runner:
             t.drop_gallery()
             return []
         raise TypeError(f"unknown effect {eff!r}")
+
+    def _charge(self, eff: co.Charge) -> co.ChargeResult:
+        """Perform a charge; anything but the processor's clear answer is "unknown", never "declined"."""
+        sale_id = eff.sale.sale_id
+        self.charge_error = None
+        try:
+            report = self.term.charge(sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
+                                      eff.token, eff.shopper_id, eff.sale.training)
+        except SaleNotRecorded as exc:
+            self.charge_error = exc
+            return co.ChargeResult(sale_id, "not_charged", "not_recorded")
+        except IdempotencyKeyReused as exc:
+            self.charge_error = exc
+            _log.error("sale %s was refused: %s", sale_id, exc)
+            return co.ChargeResult(sale_id, "not_charged", "key_reused")
+        except Exception as exc:  # the journal, the shopper store or the gateway failed mid-charge
+            self.charge_error = exc
+            _log.exception("sale %s: the outcome is unknown", sale_id)
+            return co.ChargeResult(sale_id, "unknown", f"{type(exc).__name__}: {exc}")
+        self.last_charge = report
+        return _result(report)
 
     def _close_camera(self) -> None:
         if self.camera is not None:

@@ -28,7 +28,8 @@ from ..staff import PinGate
 
 _log = logging.getLogger(__name__)
 
-SLOW = {co.Charge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.LookupCard, co.OpenCamera, co.CloseCamera}
+SLOW = {co.Charge, co.ResolveCharge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.LookupCard,
+        co.OpenCamera, co.CloseCamera}
 STAFF_IDLE_LOCK_S = 300
 
 MESSAGES = {
@@ -41,6 +42,9 @@ MESSAGES = {
     "timed out": "Timed out. Nothing was charged.",
     "shopper opted out": "Cancelled. Nothing was charged.",
     "phone digits did not match": "The phone digits did not match. Nothing was charged.",
+    "not_recorded": "This terminal cannot record payments right now. Nothing was charged. Please ask staff.",
+    "key_reused": "The payment service refused this payment before making it. Nothing was charged. Please ask staff.",
+    "not_sent": "This payment was not sent. Nothing was charged.",
 }
 
 
@@ -48,7 +52,8 @@ def screen_for(state: co.State) -> str:
     return {
         co.State.IDLE: "attract", co.State.AMOUNT_DUE: "pay", co.State.FACE_SCAN: "scan",
         co.State.CONSENT: "consent", co.State.CHARGING: "processing", co.State.APPROVED: "result",
-        co.State.DECLINED: "result", co.State.CANCELLED: "result", co.State.ENROL_CONSENT: "enrol_consent",
+        co.State.DECLINED: "result", co.State.UNKNOWN: "result", co.State.CANCELLED: "result",
+        co.State.ENROL_CONSENT: "enrol_consent",
         co.State.ENROL_DETAILS: "enrol_details", co.State.ENROL_CAPTURE: "enrol_capture",
         co.State.ENROL_CARD: "enrol_card", co.State.ENROL_SAVING: "enrol_card", co.State.ENROL_DONE: "enrol_done",
         co.State.MYDATA_TAP: "mydata_tap", co.State.MYDATA_LOOKUP: "mydata_tap", co.State.MYDATA_SHOW: "mydata_show",
@@ -161,10 +166,9 @@ class KioskController(EventDispatcher):
                 self.hw.leds.set_fault(True)  # a missing camera keeps the fault LED blinking
                 self._post(co.CameraFault(str(exc)))
             elif isinstance(eff, co.Charge):
-                from ..errors import FacepayError
-
-                why = exc.what if isinstance(exc, FacepayError) else "the terminal could not complete the payment"
-                self._post(co.ChargeResult(eff.sale.sale_id, False, why))
+                # The runner turns every charge failure into an outcome; should anything still escape,
+                # the outcome is unknown (never "declined": a shopper told so would pay again).
+                self._post(co.ChargeResult(eff.sale.sale_id, "unknown", f"{type(exc).__name__}: {exc}"))
             elif isinstance(eff, co.StoreEnrolment):
                 self._post(co.EnrolFailed(str(exc)))
 
