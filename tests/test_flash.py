@@ -107,7 +107,7 @@ def test_flash_img_xz(pi_image, config, release, tmp_path):
     xz.write_bytes(lzma.compress(pi_image.read_bytes(), format=lzma.FORMAT_XZ))
     assert xz_uncompressed_size(xz) == pi_image.stat().st_size
     target = tmp_path / "sd.bin"
-    result = flash(xz, target, config, yes=True, view=EMPTY, out=None)
+    result = flash(xz, target, config, yes=True, release=release, view=EMPTY, out=None)
     assert result["verified"] and target.read_bytes()[ROOT_OFFSET:] == pi_image.read_bytes()[ROOT_OFFSET:]
 
 
