@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .fleet import FleetConfig
+from .fleet import validate as validate_fleet
 
 CAMERA_BACKENDS = ("replay", "opencv", "picamera2")
 LED_BACKENDS = ("mock", "gpio")
@@ -135,6 +137,8 @@ class Config:
     payment: PaymentConfig = field(default_factory=PaymentConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    # [fleet]: absent (no nats_url) = the terminal works alone (terminal/fleet/)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     source: str = "<built-in defaults>"
 
 
@@ -227,6 +231,7 @@ def _validate(cfg: Config) -> None:
     for pin in pins:
         if not 0 <= pin <= 27:
             raise ConfigError(f"LED pin {pin} is not a Raspberry Pi GPIO number (0-27)", src)
+    validate_fleet(cfg.fleet, cfg.terminal_id, src)
 
 
 def parse_config(text: str, source: str) -> Config:
