@@ -154,7 +154,7 @@ class Agent:
                     sub = await self.js.pull_subscribe_bind(durable=f"rev_{self.tid}", stream=REVOCATION_STREAM)
                 try:
                     msgs = await sub.fetch(batch=50, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
                     # Nothing left to read: caught up, if the server really answered (not a silent partition).
                     if self.nc.is_connected:
                         await self.nc.flush(timeout=1)
@@ -172,7 +172,7 @@ class Agent:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.info("revocations not read: %s", exc)
+                _log.info("revocations not read: %r", exc)
                 await asyncio.sleep(0.5)
 
     # -- mode -------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class Agent:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.info("mode watch: %s", exc)
+                _log.info("mode watch: %r", exc)
                 watcher = None
                 await asyncio.sleep(1.0)
 
