@@ -79,6 +79,7 @@ class Bus:
         self.js = None
         self.kick = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
 
     async def start(self) -> None:
         async def error_cb(exc):
@@ -99,9 +100,11 @@ class Bus:
         self._tasks.append(asyncio.create_task(self._publish_revocations()))
 
     async def stop(self) -> None:
+        self._stopping = True  # loops end even where the client turns a cancellation into a timeout
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         if self.nc is not None:
             try:
                 await asyncio.wait_for(self.nc.close(), 3)
@@ -111,7 +114,7 @@ class Bus:
     async def _ingest(self, stream: str) -> None:
         conn = await db_connect(self.db_url)
         sub = None
-        while True:
+        while not self._stopping:
             try:
                 if sub is None:
                     sub = await self.js.pull_subscribe_bind(durable="backoffice", stream=stream)
@@ -155,7 +158,7 @@ class Bus:
 
     async def _publish_revocations(self) -> None:
         conn = await db_connect(self.db_url)
-        while True:
+        while not self._stopping:
             try:
                 for rid, card_hash in await db.unpublished(conn):
                     await self.js.publish("facepay.revocations",

@@ -66,6 +66,7 @@ class Agent:
         self.js = None
         self.wanted_mode: str | None = None
         self._kick = None
+        self._stopping = False
 
     # -- connection ---------------------------------------------------------------
     async def _connect(self, stop: asyncio.Event):
@@ -104,9 +105,10 @@ class Agent:
             tasks = [asyncio.create_task(c) for c in (self._outbox_loop(), self._revocation_loop(),
                                                       self._heartbeat_loop(), self._mode_loop())]
             await stop.wait()
+            self._stopping = True  # the loops end even where the client turns a cancellation into a timeout
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=5)
             try:
                 await asyncio.wait_for(self.nc.close(), 3)
             except Exception:
@@ -127,7 +129,7 @@ class Agent:
         return sent
 
     async def _outbox_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 if await self.drain_once():
                     continue
@@ -138,7 +140,7 @@ class Agent:
                 await asyncio.sleep(0.5)
                 continue
             try:
-                await asyncio.wait_for(self._kick.wait(), 0.2)
+                await asyncio.wait_for(self._kick.wait(), 0.5)
             except TimeoutError:
                 pass
             self._kick.clear()
@@ -148,7 +150,7 @@ class Agent:
         import nats.errors
 
         sub = None
-        while True:
+        while not self._stopping:
             try:
                 if sub is None:
                     sub = await self.js.pull_subscribe_bind(durable=f"rev_{self.tid}", stream=REVOCATION_STREAM)
@@ -180,7 +182,7 @@ class Agent:
         from ..config import TERMINAL_MODES
 
         watcher = None
-        while True:
+        while not self._stopping:
             try:
                 if watcher is None:
                     kv = await self.js.key_value(f"fleet_{self.tid}")
@@ -224,7 +226,7 @@ class Agent:
                 **doctor_state(self.data_dir)}
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.js.publish(subject(self.tid, "hb"), json.dumps(self.heartbeat()).encode(), timeout=2)
             except asyncio.CancelledError:

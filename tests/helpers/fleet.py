@@ -62,7 +62,7 @@ class Fleet:
         self.agents: dict[str, subprocess.Popen] = {}
 
     # -- terminals ----------------------------------------------------------------------------
-    def provision(self, tid: str, *, max_staleness_s: float = 300.0, heartbeat_s: float = 0.5) -> Path:
+    def provision(self, tid: str, *, max_staleness_s: float = 300.0, heartbeat_s: float = 1.0) -> Path:
         out = self.workdir.parent / f"{tid}.toml"
         r = subprocess.run([sys.executable, "-m", "backoffice.cli", "--workdir", str(self.workdir), "provision",
                             "--terminal-id", tid, "--out", str(out), "--max-staleness-s", str(max_staleness_s)],
@@ -87,7 +87,12 @@ class Fleet:
         proc = self.agents.pop(tid)
         if proc.poll() is None:
             proc.send_signal(sig)
-        return proc.wait(15)
+        try:
+            return proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"agent {tid} did not stop within 15 s of {sig!r}") from None
 
     def nats_pid(self) -> int:
         return int((self.workdir / "nats.pid").read_text().split()[0])
@@ -113,6 +118,9 @@ class Fleet:
         return json.loads((self.workdir / "staff.json").read_text())
 
     def close(self) -> None:
+        for proc in self.agents.values():  # all at once: each takes a moment to close its connection
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for tid in list(self.agents):
             self.stop_agent(tid)
         if self.proc.poll() is None:
@@ -151,3 +159,34 @@ def shopper_count(cfg_path: Path, data_dir: Path) -> int:
 
     with sqlite3.connect(data_dir / "facepay.db") as c:
         return c.execute("SELECT COUNT(*) FROM shoppers").fetchone()[0]
+
+
+def provision_many(fleet: Fleet, tids: list[str], **kw) -> dict[str, Path]:
+    """Provision in parallel (each is its own process, as an installer would run it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        return dict(zip(tids, pool.map(lambda t: fleet.provision(t, **kw), tids)))
+
+
+def admin_nats(fleet: Fleet):
+    """An async NATS connection as the back office's own user (for stream counts)."""
+    import nats
+
+    state = json.loads((fleet.workdir / "fleet.json").read_text())
+    return nats.connect(f"nats://127.0.0.1:{state['nats_port']}", user=state["admin_user"],
+                        password=state["admin_password"])
+
+
+def stream_count(fleet: Fleet, stream: str, subject: str) -> int:
+    import asyncio
+
+    async def go():
+        nc = await admin_nats(fleet)
+        try:
+            info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
