@@ -1,5 +1,7 @@
 """Issue 14: an opt-out made at the back office reaches every terminal's agent; each deletes and answers."""
 
+import urllib.error
+
 import pytest
 
 from tests.helpers.fleet import Fleet, enrol_direct, shopper_count, wait_for
@@ -49,3 +51,142 @@ def test_optout_code_reaches_every_agent(fleet):
     assert set(fleet.http("GET", f"/api/revocations/{rid2}")[1]["terminals"].values()) == {"none-held"}
     assert fleet.http("GET", "/api/revocations/rev_nosuch")[0] == 404
     assert fleet.http("POST", "/api/optout", {"nocode": 1})[0] == 400
+
+
+def test_partitioned_terminal_deletes_before_it_serves_a_face_payment(fleet, pipeline, embeddings):
+    from terminal import consent
+    from terminal.config import load_config
+    from terminal.sale import run_sale
+    from terminal.service import Terminal
+    from tests.conftest import OBAMA_ENROL, OBAMA_PROBES
+
+    tid = "part-1"
+    cfg = fleet.provision(tid, max_staleness_s=2)
+    term = Terminal(load_config(cfg), fleet.data_dir(tid))
+    term._pipeline = pipeline
+    try:
+        shopper = term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04B0B0B0"),
+                             embeddings=[embeddings[p.name] for p in OBAMA_ENROL], consent_text=consent.load("en"),
+                             phone_last4="1234")
+        code = term.optout_codes[shopper.id]
+        assert term.fleet_paused()  # never caught up yet: fail closed
+        fleet.start_agent(tid)
+        wait_for(lambda: not term.fleet_paused() and term.fleet.backlog() == 0, 30, "the agent caught up")
+        face = dict(amount="1.00", face=str(OBAMA_PROBES[0]), confirm=True, phone_last4="1234")
+        assert run_sale(term, **face)["status"] == "approved"
+
+        fleet.stop_agent(tid)  # partitioned: nothing reaches this terminal from now on
+        status, body = fleet.http("POST", "/api/optout", {"code": code})
+        assert status == 202
+        rid = body["revocation_id"]
+        wait_for(lambda: fleet.sql("SELECT published_at FROM revocations WHERE id = %s", rid)[0][0], 20,
+                 "the revocation on the stream")
+        wait_for(term.fleet_paused, 10, "face pay paused after max_staleness_s")
+        assert term.store.get(shopper.id) is not None  # not deleted yet: it has not heard
+        paused = run_sale(term, **face)
+        assert paused["status"] == "face_pay_paused" and "Face pay paused: this terminal is offline" in paused["reason"]
+        assert term.gallery().ids == []  # no template is matched while paused
+        assert run_sale(term, amount="1.00", card_uid=bytes.fromhex("04B0B0B0"))["status"] == "approved"
+
+        fleet.start_agent(tid)  # reconnects
+        while term.fleet_paused():  # face pay comes back only after the deletion
+            assert fleet.agents[tid].poll() is None
+        assert term.store.get(shopper.id) is None
+        assert run_sale(term, **face)["status"] == "no_match"
+        wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 20,
+                 "the receipt of the partitioned terminal")
+    finally:
+        term.close()
+
+
+def test_offline_past_max_staleness_refuses_face_pay(fleet, tmp_path):
+    """`facepay sale --face` on a terminal that has not heard from the back office: card only."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import OBAMA_PROBES
+
+    cfg = fleet.provision("stale-1", max_staleness_s=1)
+    r = subprocess.run([sys.executable, "-m", "terminal", "--config", str(cfg), "--data-dir", str(tmp_path / "d"),
+                        "sale", "--amount", "2.00", "--face", str(OBAMA_PROBES[0]), "--confirm", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "face_pay_paused"
+    assert out["reason"].startswith("Face pay paused: this terminal is offline")
+    r = subprocess.run([sys.executable, "-m", "terminal", "--config", str(cfg), "--data-dir", str(tmp_path / "d"),
+                        "sale", "--amount", "2.00", "--card-uid", "04A1B2C3", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert json.loads(r.stdout)["status"] == "approved"  # the card is always offered
+
+
+def test_a_terminal_cannot_publish_on_another_terminals_subjects(fleet):
+    import asyncio
+    import tomllib
+
+    import nats
+
+    cfg_a = tomllib.loads(fleet.provision("perm-a").read_text())["fleet"]
+    fleet.provision("perm-b")
+
+    async def go():
+        errors = []
+
+        async def error_cb(exc):
+            errors.append(str(exc))
+
+        nc = await nats.connect(cfg_a["nats_url"], user=cfg_a["user"], password=cfg_a["password"],
+                                inbox_prefix="_INBOX_perm-a", error_cb=error_cb, allow_reconnect=False)
+        js = nc.jetstream(timeout=2)
+        try:
+            ack = await js.publish("facepay.t.perm-a.sale", b'{"sale_id": "own"}', headers={"Nats-Msg-Id": "perm-a:x"})
+            assert ack.stream == "SALES"  # its own subject: accepted
+            with pytest.raises(nats.errors.TimeoutError):  # the server drops it: no ack ever comes
+                await js.publish("facepay.t.perm-b.sale", b'{"sale_id": "forged"}')
+            with pytest.raises(nats.errors.TimeoutError):  # nor may it inject revocations
+                await js.publish("facepay.revocations", b'{"revocation_id": "x", "card_hash": "y"}')
+            await nc.flush()
+            await asyncio.sleep(0.3)
+        finally:
+            await nc.close()
+        return errors
+
+    errors = asyncio.run(go())
+    assert any("permissions violation for publish to \"facepay.t.perm-b.sale\"" in e.lower() for e in errors), errors
+    assert any("permissions violation for publish to \"facepay.revocations\"" in e.lower() for e in errors), errors
+
+
+def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    from terminal.config import load_config
+    from terminal.service import Terminal
+
+    tid = "mode-1"
+    cfg = fleet.provision(tid)
+    fleet.start_agent(tid)
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def post(path, **form):
+        return opener.open(fleet.web + path, data=urllib.parse.urlencode(form).encode(), timeout=10)
+
+    assert opener.open(fleet.web + "/dashboard", timeout=10).url.endswith("/login")  # staff only
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        post("/login", username="manager", password="wrong password")
+    assert bad.value.code == 401
+    staff = fleet.staff()
+    assert post("/login", username=staff["username"], password=staff["password"]).url.endswith("/dashboard")
+    post(f"/terminals/{tid}/mode", mode="card_only")
+    wait_for(lambda: fleet.sql("SELECT mode FROM terminals WHERE id = %s", tid)[0][0] == "card_only", 30,
+             "the terminal's heartbeat with the new mode")
+    term = Terminal(load_config(cfg), fleet.data_dir(tid))
+    try:
+        assert term.mode() == "card_only"
+        changes = term.ledger.events(kind="mode_changed")
+        assert changes[-1].details["to"] == "card_only" and changes[-1].details["by"] == "back office"
+    finally:
+        term.close()
+    assert "card_only" in opener.open(fleet.web + "/dashboard", timeout=10).read().decode()
