@@ -1,7 +1,5 @@
 """Issue 14: an opt-out made at the back office reaches every terminal's agent; each deletes and answers."""
 
-import urllib.error
-
 import pytest
 
 from tests.helpers.fleet import Fleet, enrol_direct, shopper_count, wait_for
@@ -159,6 +157,7 @@ def test_a_terminal_cannot_publish_on_another_terminals_subjects(fleet):
 
 def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
     import http.cookiejar
+    import urllib.error
     import urllib.parse
     import urllib.request
 

@@ -147,8 +147,6 @@ class Agent:
 
     # -- revocations ----------------------------------------------------------------
     async def _revocation_loop(self) -> None:
-        import nats.errors
-
         sub = None
         while not self._stopping:
             try:
