@@ -189,3 +189,27 @@ def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
     finally:
         term.close()
     assert "card_only" in opener.open(fleet.web + "/dashboard", timeout=10).read().decode()
+
+
+def test_browser_shopper_opts_out_with_a_code_and_sees_the_receipts(fleet):
+    from tests.helpers.fleet import chromium
+
+    tids = ["web-a", "web-b"]
+    cfgs = {t: fleet.provision(t) for t in tids}
+    code = enrol_direct(cfgs["web-a"], fleet.data_dir("web-a"), bytes.fromhex("04C0FFEE"), seed=7)
+    for t in tids:
+        fleet.start_agent(t)
+    wait_for(lambda: fleet.sql("SELECT count(*) FROM optout_codes WHERE terminal_id = 'web-a'")[0][0] == 1, 30,
+             "the enrolment link")
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(fleet.web + "/")
+        page.get_by_label("Opt-out code").fill(code)
+        page.get_by_role("button", name="Opt out").click()
+        page.wait_for_url("**/optout/rev_*")
+        assert page.get_by_role("heading").inner_text() == "Received"
+        row = page.locator('tr[data-terminal="web-a"] .state')
+        row.filter(has_text="deleted").wait_for(timeout=20000)
+        page.locator('tr[data-terminal="web-b"] .state').filter(has_text="none-held").wait_for(timeout=20000)
+        page.screenshot(path=str(fleet.workdir.parent / "optout-page.png"))
+    assert shopper_count(cfgs["web-a"], fleet.data_dir("web-a")) == 0

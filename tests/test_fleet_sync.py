@@ -88,3 +88,35 @@ def test_agent_killed_between_publish_and_marking_sent_makes_no_duplicate(fleet2
         term.close()
     assert stream_count(f, "SALES", f"facepay.t.{tid}.sale") == before + 1
     assert f.sql("SELECT count(*) FROM events WHERE id = %s", f"{tid}:sale:{sale['sale_id']}")[0][0] == 1
+
+
+def test_browser_manager_sees_the_20_terminals_and_changes_a_mode(fleet20):
+    from tests.helpers.fleet import chromium
+
+    f = fleet20
+    wait_for(lambda: f.sql("SELECT count(*) FROM terminals WHERE last_heartbeat IS NOT NULL")[0][0] == 20, 60,
+             "heartbeats from the 20 terminals")
+    staff = f.staff()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f.web + "/dashboard")
+        page.wait_for_url("**/login")
+        page.get_by_label("Name").fill(staff["username"])
+        page.get_by_label("Password").fill(staff["password"])
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url("**/dashboard")
+        rows = page.locator("#terminals tbody tr")
+        assert rows.count() == 20
+        assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.terminal)")) == TIDS
+        row = page.locator('tr[data-terminal="till-07"]')
+        row.get_by_label("mode for till-07").select_option("training")
+        row.get_by_role("button", name="Set").click()
+        page.wait_for_url("**/dashboard")
+        for _ in range(60):  # the terminal follows when idle and reports it in its next heartbeat
+            mode = page.locator('tr[data-terminal="till-07"] .mode').inner_text()
+            if mode.strip() == "training":
+                break
+            page.wait_for_timeout(500)
+            page.reload()
+        assert mode.strip() == "training"
+        page.screenshot(path=str(f.workdir.parent / "dashboard.png"), full_page=True)

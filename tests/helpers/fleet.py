@@ -190,3 +190,31 @@ def stream_count(fleet: Fleet, stream: str, subject: str) -> int:
             await nc.close()
 
     return asyncio.run(go())
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+def chromium():
+    """Debian's chromium driven by Playwright (no browser download); installed when missing, like Xvfb."""
+    import contextlib
+
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        from backoffice.servers import _apt_install
+
+        _apt_install("chromium")
+
+    @contextlib.contextmanager
+    def launch():
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+    return launch()
