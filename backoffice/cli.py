@@ -105,7 +105,8 @@ def toml_config(tid: str, state: dict, password: str, max_staleness_s: float) ->
     q = json.dumps  # a JSON string is a valid TOML basic string for these values
     return (f"terminal_id = {q(tid)}\n\n[fleet]\nnats_url = {q(public_nats_url(state))}\n"
             f"user = {q('t-' + tid)}\npassword = {q(password)}\ncard_key = {q(state['card_key'])}\n"
-            f"max_staleness_s = {max_staleness_s!r}\n")
+            f"max_staleness_s = {max_staleness_s!r}\n"
+            + (f"optout_url = {q(state['web_url'] + '/')}\n" if state.get("web_url") else ""))
 
 
 async def _wait_terminal_login(url: str, user: str, password: str, timeout: float = 10.0) -> None:
@@ -267,6 +268,7 @@ def cmd_dev(args) -> int:
         with locked(workdir):
             fresh = load_state(workdir)
             fresh["db_url"] = state["db_url"]
+            fresh["web_url"] = f"http://{host}:{port}"
             save_state(workdir, fresh)
         db.migrate(state["db_url"])
         from .web import hash_password

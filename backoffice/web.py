@@ -26,11 +26,13 @@ from starlette.templating import Jinja2Templates
 
 from terminal.config import TERMINAL_MODES
 from terminal.fleet.link import code_hash
+from terminal.money import format_amount
 from terminal.staff import verify_pin
 
 from . import db
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.filters["money"] = lambda minor, currency: format_amount(int(minor), currency)
 ONLINE_S = 60  # a terminal whose last heartbeat is older is shown as offline
 
 

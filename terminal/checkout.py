@@ -242,6 +242,11 @@ class ReaderStatus:
 
 
 @dataclass(frozen=True)
+class FleetStatus:
+    paused: bool  # in a fleet and not caught up with its revocations within [fleet] max_staleness_s: card only
+
+
+@dataclass(frozen=True)
 class CameraFault:
     reason: str
 
@@ -343,6 +348,7 @@ class Context:
     reader_ok: bool = True
     camera_ok: bool = True
     camera_open: bool = False
+    fleet_paused: bool = False
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
 
@@ -363,7 +369,8 @@ class CheckoutMachine:
 
     @property
     def face_pay_on(self) -> bool:
-        return self.ctx.face_pay_config and self.ctx.mode not in ("card_only", "out_of_service")
+        return (self.ctx.face_pay_config and not self.ctx.fleet_paused
+                and self.ctx.mode not in ("card_only", "out_of_service"))
 
     def startup_effects(self) -> list:
         eff = [LoadGallery()] if self.face_pay_on else [DropGallery()]
@@ -702,6 +709,15 @@ class CheckoutMachine:
         elif self.face_pay_on and not was_on:
             eff.append(LoadGallery())
         return eff + self._to_idle()
+
+    def _on_FleetStatus(self, e: FleetStatus) -> list:
+        was_on = self.face_pay_on
+        self.ctx.fleet_paused = e.paused
+        if was_on and not self.face_pay_on:
+            return [DropGallery()]
+        if self.face_pay_on and not was_on:
+            return [LoadGallery()]
+        return []
 
     def _on_ReaderStatus(self, e: ReaderStatus) -> list:
         self.ctx.reader_ok = e.ok

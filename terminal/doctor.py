@@ -229,6 +229,10 @@ def run_doctor(ctx) -> int:
         if "display" not in skip:
             results.append(check_display())
     ok = all(c.ok for c in results)
+    if cfg is not None and cfg.fleet.enabled:  # fleet hook: the agent reports reader/camera in its heartbeats
+        from .fleet.agent import save_doctor_state
+
+        save_doctor_state(ctx.data_dir, [asdict(c) for c in results])
     if a.json:
         print(json.dumps({"ok": ok, "checks": [asdict(c) for c in results]}))
     else:

@@ -213,3 +213,127 @@ def test_browser_shopper_opts_out_with_a_code_and_sees_the_receipts(fleet):
         page.locator('tr[data-terminal="web-b"] .state').filter(has_text="none-held").wait_for(timeout=20000)
         page.screenshot(path=str(fleet.workdir.parent / "optout-page.png"))
     assert shopper_count(cfgs["web-a"], fleet.data_dir("web-a")) == 0
+
+
+KIOSK_ENROL = """
+name = "fleet kiosk: the enrolment-done screen shows the opt-out code as text and QR code"
+[[steps]]
+do = "wait"
+screen = "attract"
+[[steps]]
+do = "see"
+target = "facepay_state"
+text = "Face pay ON"
+[[steps]]
+do = "press"
+target = "enrol"
+[[steps]]
+do = "wait"
+screen = "enrol_consent"
+[[steps]]
+do = "press"
+target = "agree"
+[[steps]]
+do = "wait"
+screen = "enrol_details"
+[[steps]]
+do = "type"
+target = "name"
+text = "Kit Harington"
+[[steps]]
+do = "type"
+target = "phone"
+text = "4321"
+[[steps]]
+do = "camera"
+source = "newcomer"
+[[steps]]
+do = "press"
+target = "next"
+[[steps]]
+do = "wait"
+screen = "enrol_card"
+[[steps]]
+do = "tap_card"
+card = "other"
+[[steps]]
+do = "wait"
+screen = "enrol_done"
+[[steps]]
+do = "see"
+target = "optout"
+text = "Your opt-out code: "
+[[steps]]
+do = "screenshot"
+label = "enrol_done-optout"
+[[steps]]
+do = "press"
+target = "done"
+[[steps]]
+do = "wait"
+screen = "attract"
+"""
+
+KIOSK_PAUSED = """
+name = "fleet kiosk out of touch: face pay paused, card only"
+[[steps]]
+do = "wait"
+screen = "attract"
+[[steps]]
+do = "see"
+target = "consent_state"
+text = "Face pay paused: this terminal is offline. Please pay by card."
+[[steps]]
+do = "see"
+target = "facepay_state"
+text = "Face pay paused: this terminal is offline"
+[[steps]]
+do = "screenshot"
+label = "attract-paused"
+"""
+
+
+def _kiosk(cfg, data, script, shots, tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "scenario.toml").write_text(script)
+    cmd = [sys.executable, "-m", "terminal", "--config", str(cfg), "--data-dir", str(data), "run", "--demo",
+           "--script", str(tmp_path / "scenario.toml"), "--screenshots", str(shots)]
+    if not os.environ.get("DISPLAY"):
+        cmd = [shutil.which("xvfb-run") or "xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *cmd]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPAY_")} | {"KIVY_NO_ARGS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    result = json.loads((shots / "result.json").read_text()) if (shots / "result.json").exists() else None
+    assert r.returncode == 0 and result and result["passed"], (result, r.stdout[-2000:], r.stderr[-3000:])
+
+
+@pytest.mark.ui
+def test_kiosk_shows_the_optout_code_and_its_agent_links_the_enrolment(fleet, tmp_path):
+    import tomllib
+
+    from terminal.ui.qr import qr_matrix
+
+    cfg = fleet.provision("kiosk-1")
+    shots = tmp_path / "shots"
+    _kiosk(cfg, fleet.data_dir("kiosk-1"), KIOSK_ENROL, shots, tmp_path)
+    assert list(shots.glob("*enrol_done-optout*.png"))
+    # the kiosk's in-process agent sent both enrolment links (the demo shopper's and Kit's)
+    wait_for(lambda: fleet.sql("SELECT count(*) FROM optout_codes WHERE terminal_id = 'kiosk-1'")[0][0] == 2, 30,
+             "the kiosk's enrolment links")
+    url = tomllib.loads(cfg.read_text())["fleet"]["optout_url"]
+    assert url == fleet.web + "/" and len(qr_matrix(url + "?code=ABCD-EFGH-JKLM-NPQR")) > 21
+    assert not [p for p in fleet.data_dir("kiosk-1").rglob("*") if p.suffix.lower() in (".png", ".jpg")]
+
+
+@pytest.mark.ui
+def test_kiosk_out_of_touch_shows_face_pay_paused(fleet, tmp_path):
+    from tests.helpers.fleet import free_port
+
+    cfg = fleet.provision("kiosk-2", max_staleness_s=1)
+    text = cfg.read_text().replace(fleet.nats, f"nats://127.0.0.1:{free_port()}")  # nothing listens there
+    cfg.write_text(text)
+    _kiosk(cfg, tmp_path / "data", KIOSK_PAUSED, tmp_path / "shots", tmp_path)

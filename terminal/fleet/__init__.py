@@ -24,6 +24,8 @@ class FleetConfig:
     # the fleet's key for the card hash that links one shopper's enrolments across terminals (hex, 32 bytes)
     card_key: str = ""
     # face pay pauses when the terminal has not caught up with the revocation stream for this long
+    # the back office's public opt-out page (the enrolment-done screen's QR code points there)
+    optout_url: str = ""
     max_staleness_s: float = 300.0
     heartbeat_s: float = 10.0
 

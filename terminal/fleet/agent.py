@@ -37,6 +37,15 @@ def subject(terminal_id: str, kind: str) -> str:
     return f"facepay.t.{terminal_id}.{kind}"
 
 
+def save_doctor_state(data_dir: Path, checks: list[dict]) -> None:
+    """`facepay doctor` leaves its findings for the agent's heartbeat (written whole, then renamed)."""
+    if not data_dir.is_dir():
+        return
+    tmp = data_dir / "doctor-last.json.tmp"
+    tmp.write_text(json.dumps({"at": time.time(), "checks": checks}))
+    tmp.replace(data_dir / "doctor-last.json")
+
+
 def doctor_state(data_dir: Path) -> dict:
     """Reader and camera as the last `facepay doctor` found them (the agent never opens either itself)."""
     try:
@@ -264,13 +273,19 @@ class AgentThread:
             self._stop = asyncio.Event()
             await self.agent.run(self._stop)
 
-        asyncio.run(main())
+        try:
+            asyncio.run(main())
+        except Exception:
+            _log.exception("the fleet agent stopped")
 
     def start(self) -> "AgentThread":
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # the loop ended meanwhile
+                pass
         self._thread.join(timeout)
