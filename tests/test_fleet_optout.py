@@ -51,6 +51,32 @@ def test_optout_code_reaches_every_agent(fleet):
     assert fleet.http("POST", "/api/optout", {"nocode": 1})[0] == 400
 
 
+
+def test_optout_at_one_terminals_my_data_goes_fleet_wide(fleet):
+    """`facepay revoke --card-uid` (the till's version of "my data" with the card) at one terminal: every
+    other terminal holding that card's enrolment deletes it too, and the enrolment's code is gone with it."""
+    import subprocess
+    import sys
+
+    tids = ["md-a", "md-b"]
+    cfgs = {t: fleet.provision(t) for t in tids}
+    uid = bytes.fromhex("04ABCDEF")
+    for i, t in enumerate(tids):
+        enrol_direct(cfgs[t], fleet.data_dir(t), uid, seed=20 + i)
+        fleet.start_agent(t)
+    r = subprocess.run([sys.executable, "-m", "terminal", "--config", str(cfgs["md-a"]), "--data-dir",
+                        str(fleet.data_dir("md-a")), "revoke", "--card-uid", uid.hex(), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert shopper_count(cfgs["md-a"], fleet.data_dir("md-a")) == 0
+    wait_for(lambda: shopper_count(cfgs["md-b"], fleet.data_dir("md-b")) == 0, 30, "md-b deleting the same card")
+    rid, source = fleet.sql("SELECT id, source FROM revocations WHERE source = 'terminal md-a'")[0]
+    states = fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]
+    assert states["md-a"] == "deleted"
+    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]["md-b"] == "deleted", 20,
+             "md-b's receipt")
+
+
 def test_partitioned_terminal_deletes_before_it_serves_a_face_payment(fleet, pipeline, embeddings):
     from terminal import consent
     from terminal.config import load_config
