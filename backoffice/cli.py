@@ -109,6 +109,19 @@ def toml_config(tid: str, state: dict, password: str, max_staleness_s: float) ->
             + (f"optout_url = {q(state['web_url'] + '/')}\n" if state.get("web_url") else ""))
 
 
+def network_dropin(nats_url: str) -> str:
+    """A systemd drop-in for facepay-kiosk.service and facepay-agent.service: the NATS server's address only."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(nats_url)
+    addrs = sorted({ai[4][0] for ai in socket.getaddrinfo(u.hostname, u.port or 4222, type=socket.SOCK_STREAM)})
+    return ("# Install as /etc/systemd/system/facepay-kiosk.service.d/fleet.conf (and facepay-agent.service.d/):\n"
+            f"# the terminal may reach exactly its fleet's NATS server ({nats_url}) and nothing else.\n"
+            "[Service]\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nIPAddressDeny=any\n"
+            f"IPAddressAllow={' '.join(addrs)}\n")
+
+
 async def _wait_terminal_login(url: str, user: str, password: str, timeout: float = 10.0) -> None:
     import nats
 
@@ -158,7 +171,10 @@ def cmd_provision(args) -> int:
     with os.fdopen(fd, "w") as f:
         f.write(toml_config(tid, state, password, args.max_staleness_s))
     os.replace(tmp, out)
-    print(json.dumps({"terminal_id": tid, "config": str(out)}) if args.json else f"wrote {out} for {tid}")
+    dropin = out.with_name(out.stem + ".network.conf")
+    dropin.write_text(network_dropin(public_nats_url(state)))
+    print(json.dumps({"terminal_id": tid, "config": str(out), "systemd_dropin": str(dropin)}) if args.json
+          else f"wrote {out} for {tid}, and {dropin} for its systemd units")
     return EXIT_OK
 
 
