@@ -151,6 +151,7 @@ def cmd_provision(args) -> int:
     if not out.parent.is_dir():
         raise CliError(f"--out: folder {out.parent} does not exist")
     workdir = args.workdir
+    load_state(workdir)  # a clear error before anything is written
     with locked(workdir):
         state = load_state(workdir)
         password = secrets.token_urlsafe(24)
