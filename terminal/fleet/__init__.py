@@ -7,27 +7,34 @@ runs, no outbox row is written, no network connection is opened.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, Strict
+from pydantic.dataclasses import dataclass
 
 from ..errors import ConfigError
 
 TERMINAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-@dataclass(frozen=True)
+Text = Annotated[str, Strict()]
+Seconds = Annotated[float, Strict(), Field(gt=0, le=86400, allow_inf_nan=False)]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class FleetConfig:
     # nats://host:port of the fleet's NATS server; empty means this terminal works alone.
-    nats_url: str = ""
+    nats_url: Text = ""
     # this terminal's own NATS credentials, written by `facepay-backoffice provision`
-    user: str = ""
-    password: str = ""
+    user: Text = ""
+    password: Text = ""
     # the fleet's key for the card hash that links one shopper's enrolments across terminals (hex, 32 bytes)
-    card_key: str = ""
-    # face pay pauses when the terminal has not caught up with the revocation stream for this long
+    card_key: Text = ""
     # the back office's public opt-out page (the enrolment-done screen's QR code points there)
-    optout_url: str = ""
-    max_staleness_s: float = 300.0
-    heartbeat_s: float = 10.0
+    optout_url: Text = ""
+    # face pay pauses when the terminal has not caught up with the revocation stream for this long
+    max_staleness_s: Seconds = 300.0
+    heartbeat_s: Seconds = 10.0
 
     @property
     def enabled(self) -> bool:
@@ -55,6 +62,3 @@ def validate(fleet: FleetConfig, terminal_id: str, source: str) -> None:
     if not TERMINAL_ID_RE.match(terminal_id):
         raise ConfigError(f"'terminal_id' {terminal_id!r} cannot be used in a fleet: use letters, digits, - and _",
                           source)
-    for key in ("max_staleness_s", "heartbeat_s"):
-        if getattr(fleet, key) <= 0:
-            raise ConfigError(f"'fleet.{key}' must be greater than 0", source)
