@@ -363,3 +363,65 @@ def test_kiosk_out_of_touch_shows_face_pay_paused(fleet, tmp_path):
     text = cfg.read_text().replace(fleet.nats, f"nats://127.0.0.1:{free_port()}")  # nothing listens there
     cfg.write_text(text)
     _kiosk(cfg, tmp_path / "data", KIOSK_PAUSED, tmp_path / "shots", tmp_path)
+
+
+def test_a_ledger_head_that_goes_backwards_is_flagged(fleet):
+    """The back office anchors each terminal's ledger head: restoring an old copy of facepay.db shows."""
+    import shutil
+
+    tid = "rb-1"
+    cfg = fleet.provision(tid)
+    data = fleet.data_dir(tid)
+    enrol_direct(cfg, data, bytes.fromhex("04010101"), seed=31)  # ledger entry 1
+    backup = data.parent / f"{tid}-backup"
+    shutil.copytree(data, backup)
+    enrol_direct(cfg, data, bytes.fromhex("04020202"), seed=32)  # 2
+    enrol_direct(cfg, data, bytes.fromhex("04030303"), seed=33)  # 3
+    fleet.start_agent(tid)
+    wait_for(lambda: fleet.sql("SELECT ledger_seq FROM terminals WHERE id = %s", tid)[0][0] == 3, 30, "head 3")
+    assert fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0] is None
+    fleet.stop_agent(tid)
+    shutil.rmtree(data)
+    shutil.copytree(backup, data)  # the old copy, whose own chain verifies
+    fleet.start_agent(tid)
+    flag = wait_for(lambda: fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0], 30, "the flag")
+    assert flag == "ledger head went back from 3 to 1"
+
+
+def test_serve_rate_limits_the_public_optout(fleet):
+    """A second back office (`facepay-backoffice serve`) on the same PostgreSQL and NATS, with a low limit:
+    the public opt-out answers 429 past it, and "received" the same way for any code before it."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers.fleet import free_port
+
+    state = json.loads((fleet.workdir / "fleet.json").read_text())
+    nats = f"nats://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "backoffice.cli", "serve", "--db", fleet.db, "--nats", nats,
+                             "--listen", f"127.0.0.1:{port}", "--optout-rate", "2/60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("back office on http://127.0.0.1:")
+        web = f"http://127.0.0.1:{port}"
+
+        def post(code):
+            req = urllib.request.Request(web + "/api/optout", data=json.dumps({"code": code}).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        a, b, c = post("AAAA-AAAA-AAAA-AAAA"), post("BBBB-BBBB-BBBB-BBBB"), post("CCCC-CCCC-CCCC-CCCC")
+        assert a[0] == b[0] == 202 and set(a[1]) == set(b[1]) == {"status", "revocation_id"}
+        assert a[1]["status"] == b[1]["status"] == "received"
+        assert c[0] == 429
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

@@ -11,6 +11,7 @@ import hmac
 import secrets
 import time
 
+from ..payments.journal import with_tx
 from . import outbox
 
 PAUSED_MESSAGE = "Face pay paused: this terminal is offline"
@@ -69,16 +70,11 @@ class FleetLink:
             return None
         code = new_optout_code()
         ch = code_hash(code)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.execute("INSERT INTO fleet_links (shopper_id, card_hash, code_hash) VALUES (?,?,?)",
-                            (shopper.id, fleet_hash, ch))
-            self.db.execute(*outbox.row(f"enrol:{shopper.id}", "enrol",
-                                        {"shopper_id": shopper.id, "card_hash": fleet_hash, "code_hash": ch}))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        with_tx(self.db, [
+            ("INSERT INTO fleet_links (shopper_id, card_hash, code_hash) VALUES (?,?,?)", (shopper.id, fleet_hash, ch)),
+            outbox.row(f"enrol:{shopper.id}", "enrol", {"shopper_id": shopper.id, "card_hash": fleet_hash,
+                                                        "code_hash": ch}),
+        ])
         return code
 
     def card_hash_of(self, shopper_id: str) -> str | None:
@@ -107,15 +103,9 @@ class FleetLink:
             if self.term.store.get(sid) is not None:
                 receipts.append(self.term.revoke(sid, cause="fleet opt-out").id)
         state = "deleted" if sids else "none-held"
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany("DELETE FROM fleet_links WHERE shopper_id = ?", [(s,) for s in sids])
-            self.db.execute(*outbox.row(f"receipt:{revocation_id}", "receipt",
-                                        {"revocation_id": revocation_id, "state": state, "receipt_ids": receipts}))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        with_tx(self.db, [("DELETE FROM fleet_links WHERE shopper_id = ?", (s,)) for s in sids] + [
+            outbox.row(f"receipt:{revocation_id}", "receipt",
+                       {"revocation_id": revocation_id, "state": state, "receipt_ids": receipts})])
         return state
 
     # -- staleness -------------------------------------------------------------------
