@@ -23,6 +23,12 @@ def main(argv=None) -> int:
     run.mkdir(parents=True)
     py = sys.executable
     procs: list[subprocess.Popen] = []
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)  # also when started in the background, where SIGINT is ignored
     try:
         dev = subprocess.Popen([py, "-m", "backoffice.cli", "--workdir", str(run / "backoffice"), "dev",
                                 "--listen", args.listen], stdout=subprocess.PIPE, text=True)
