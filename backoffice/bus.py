@@ -20,6 +20,7 @@ import json
 import logging
 
 import nats
+import psycopg
 from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -125,7 +126,11 @@ class Bus:
                 new_revocation = False
                 async with conn.transaction():
                     for m in msgs:
-                        new_revocation |= await self._handle(conn, m)
+                        try:
+                            async with conn.transaction():  # a savepoint: one malformed event cannot block the rest
+                                new_revocation |= await self._handle(conn, m)
+                        except (KeyError, TypeError, ValueError, psycopg.errors.DataError) as exc:
+                            _log.warning("malformed event on %s dropped: %r", m.subject, exc)
                 for m in msgs:
                     await m.ack()
                 if new_revocation:
