@@ -253,6 +253,11 @@ class ReaderStatus:
 
 
 @dataclass(frozen=True)
+class FleetStatus:
+    paused: bool  # in a fleet and not caught up with its revocations within [fleet] max_staleness_s: card only
+
+
+@dataclass(frozen=True)
 class CameraFault:
     reason: str
 
@@ -362,6 +367,7 @@ class Context:
     reader_ok: bool = True
     camera_ok: bool = True
     camera_open: bool = False
+    fleet_paused: bool = False
     scan: int = 0
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
@@ -383,7 +389,8 @@ class CheckoutMachine:
 
     @property
     def face_pay_on(self) -> bool:
-        return self.ctx.face_pay_config and self.ctx.mode not in ("card_only", "out_of_service")
+        return (self.ctx.face_pay_config and not self.ctx.fleet_paused
+                and self.ctx.mode not in ("card_only", "out_of_service"))
 
     def startup_effects(self) -> list:
         eff = [LoadGallery()] if self.face_pay_on else [DropGallery()]
@@ -737,6 +744,15 @@ class CheckoutMachine:
         elif self.face_pay_on and not was_on:
             eff.append(LoadGallery())
         return eff + self._to_idle()
+
+    def _on_FleetStatus(self, e: FleetStatus) -> list:
+        was_on = self.face_pay_on
+        self.ctx.fleet_paused = e.paused
+        if was_on and not self.face_pay_on:
+            return [DropGallery()]
+        if self.face_pay_on and not was_on:
+            return [LoadGallery()]
+        return []
 
     def _on_ReaderStatus(self, e: ReaderStatus) -> list:
         self.ctx.reader_ok = e.ok

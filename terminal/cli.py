@@ -122,8 +122,10 @@ def cmd_enroll(ctx: Context) -> int:
                          "enrol one person from photos of that person only")
     shopper = term.enrol(name=a.name, card_uid=uid, embeddings=embeddings, consent_text=text,
                          phone_last4=a.phone_last4)
-    out(a, {"shopper_id": shopper.id, "name": shopper.name},
-        f"enrolled {shopper.name} as {shopper.id} (card {shopper.card_mask}, consent {text.version})")
+    code = term.optout_codes.get(shopper.id)  # only in a fleet: the back office honours it
+    out(a, {"shopper_id": shopper.id, "name": shopper.name, "optout_code": code},
+        f"enrolled {shopper.name} as {shopper.id} (card {shopper.card_mask}, consent {text.version})"
+        + (f"\nopt-out code (give it to the shopper): {code}" if code else ""))
     return EXIT_OK
 
 
@@ -335,6 +337,12 @@ def cmd_flash(ctx: Context) -> int:
     return run_flash(ctx)
 
 
+def cmd_agent(ctx: Context) -> int:
+    from .fleet.agent import run_headless
+
+    return run_headless(ctx.cfg, ctx.data_dir)
+
+
 def cmd_config(ctx: Context) -> int:
     from .config import to_dict, to_toml
 
@@ -429,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("mode", cmd_mode, "show or set the terminal mode")
     sp.add_argument("mode", nargs="?", choices=["normal", "card_only", "enrolment", "training", "out_of_service"])
 
+    add("agent", cmd_agent, "sync with the fleet's back office (needs [fleet] in the config): outbox, "
+                            "revocations, mode, heartbeats; runs until stopped")
+
     sp = add("staff-pin", cmd_staff_pin, "hash a new staff PIN for [staff] pin_hash")
     sp.add_argument("--pin", help="the PIN (prompted for if left out)")
 
@@ -460,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"facepay processor: error: 'fault' needs a mode: {', '.join(FAULTS)}\n")
     if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
-    if args.command == "run":
+    if args.command in ("run", "agent"):
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

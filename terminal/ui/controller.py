@@ -91,6 +91,9 @@ class KioskController(EventDispatcher):
     receipt_text = StringProperty("")
     mydata_text = StringProperty("")
     enrolled_text = StringProperty("")
+    optout_code = StringProperty("")    # fleet only: shown once on the enrolment-done screen (text + QR)
+    optout_qr = StringProperty("")      # what the QR code holds: the opt-out page's address with the code
+    fleet_notice = StringProperty("")   # "Face pay paused: this terminal is offline" while failing closed
     staff_unlocked = BooleanProperty(False)
     staff_message = StringProperty("")
     keypad = StringProperty("")
@@ -107,6 +110,13 @@ class KioskController(EventDispatcher):
         self.demo = demo
         self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
         self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
+        self.agent = None
+        if term.fleet is not None:  # fleet hook: the same agent as `facepay agent`, in a thread
+            from ..fleet.agent import AgentThread
+
+            self.machine.ctx.fleet_paused = term.fleet_paused()
+            self.agent = AgentThread(term.cfg, term.data_dir,
+                                     is_idle=lambda: self.state in ("idle", "out_of_service")).start()
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
         self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
                             save=lambda state: term.store.set_setting("staff_pin", state))
@@ -229,6 +239,13 @@ class KioskController(EventDispatcher):
         mode = self.term.mode()
         if mode != self.machine.ctx.mode and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
             self.send(co.SetMode(mode, record=False))
+        if self.term.fleet is not None:  # fail closed while out of touch with the fleet's revocations
+            from ..fleet.link import PAUSED_MESSAGE
+
+            paused = self.term.fleet_paused()
+            self.fleet_notice = PAUSED_MESSAGE if paused else ""
+            if paused != self.machine.ctx.fleet_paused:
+                self.send(co.FleetStatus(paused))
 
     def card_tapped(self, uid: bytes) -> None:
         s = self.machine.state
@@ -262,6 +279,9 @@ class KioskController(EventDispatcher):
         elif self.state == "mydata_show":
             self.mydata_text = "No face is enrolled for this card. Nothing about you is stored for face pay."
         en = snap["enrolled"]
+        self.optout_code = self.term.optout_codes.get(en["shopper_id"], "") if en else ""
+        url = self.term.cfg.fleet.optout_url
+        self.optout_qr = (f"{url}?code={self.optout_code}" if url else self.optout_code) if self.optout_code else ""
         if en:
             self.enrolled_text = (f"Stored: one encrypted face template (no photo), linked to card {en['masked_card']}"
                                   f"{', with a phone-digits check' if en['has_phone'] else ''}.\n"
@@ -453,6 +473,8 @@ class KioskController(EventDispatcher):
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
+        if self.agent is not None:
+            self.agent.stop()
         self.runner.scans.drop()
         self.worker.shutdown(wait=True, cancel_futures=True)
         self.runner.perform(co.CloseCamera())
