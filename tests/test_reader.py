@@ -124,9 +124,63 @@ def test_driver_reads_cards_of_every_uid_size(sim, reader):
     assert any(d == "rx" and frames.ACK in b for d, b in sim.log)
 
 
-def test_no_wake_up_no_ack(sim, reader):
+def test_a_command_without_preamble_wakes_the_chip_but_is_lost(sim, reader):
+    """UM0701: in LowVbat any byte wakes the chip; what arrives while it wakes is lost."""
+    assert sim.power == "lowvbat"
+    reader.retries = 0
+    with pytest.raises(PN532Error, match="no ACK"):
+        reader.firmware_version()       # its first bytes woke the chip and were lost with the rest
+    assert sim.power == "awake"
+    lost = b"".join(b for d, b in sim.log if d == "lost")
+    assert lost and frames.encode(bytes([0x02])).startswith(lost)
+    assert reader.firmware_version() == (0x32, 1, 6, 7)   # awake now: the same command is answered
+
+
+def acked(reader, data: bytes) -> bool:
+    """Write ``data`` in one go, as a driver does; did the chip ACK and answer the GetFirmwareVersion in it?"""
+    reader._buf = b""
+    reader.port.reset_input_buffer()
+    reader._write(data)
+    f = reader._next_frame(time.monotonic() + 0.1)
+    if f is None or f.kind != "ack":
+        return False
+    answer = reader._next_frame(time.monotonic() + 0.2)
+    return answer is not None and answer.data[:1] == b"\x03"
+
+
+@pytest.mark.parametrize("preamble,answered", [
+    (b"\x00" * 10, True),                   # nfcpy: ten zero bytes, no 55
+    (b"\x55\x55" + b"\x00" * 15, True),      # Adafruit: 55 55 and fifteen zeros
+    (b"\x13", False),                       # one byte of anything wakes it, but the frame follows too soon
+    (b"\x55\x55\x00\x00\x00", False),         # libnfc's old short preamble, reported to fail on real chips
+])
+def test_wake_up_from_lowvbat_and_from_powerdown(sim, reader, preamble, answered):
+    """Any byte wakes the chip; bytes inside the wake-up delay are lost, the same after PowerDown."""
+    get_firmware_version = frames.encode(bytes([0x02]))
+    for state in ("lowvbat", "powerdown"):
+        assert sim.power == state
+        assert acked(reader, preamble + get_firmware_version) is answered
+        assert sim.power == "awake"
+        assert reader.firmware_version() == (0x32, 1, 6, 7)       # awake now, whatever was lost
+        reader.command(0x16, bytes([0x10]), timeout=0.2)          # PowerDown, the HSU may wake it
+        time.sleep(0.02)
+
+
+def test_powerdown_without_hsu_wake_up_stays_asleep(sim, reader):
+    reader.wake_up()
+    reader.command(0x16, bytes([0x20]), timeout=0.2)      # PowerDown, only SPI may wake it
+    reader.retries = 0
+    reader._write(b"\x55\x55" + b"\x00" * 15)
     with pytest.raises(PN532Error, match="no ACK"):
         reader.firmware_version()
+    assert sim.power == "powerdown"
+    sim.replug()                                          # a power cycle: LowVbat, and any byte wakes it
+    r = PN532.open(str(sim.link))
+    try:
+        r.wake_up()
+        assert r.firmware_version() == (0x32, 1, 6, 7)
+    finally:
+        r.close()
 
 
 @pytest.mark.parametrize("fault", ["drop", "garbage"])
