@@ -124,6 +124,7 @@ class PN532Simulator:
         self._finite_retries = False
         self._card_selected = False
         self._registers: dict[int, int] = {}
+        self._auto_rats = True      # SetParameters fAutomaticRATS, on after power-up
 
     @property
     def asleep(self) -> bool:
@@ -390,7 +391,9 @@ class PN532Simulator:
             for i in range(0, len(p) - 2, 3):
                 self._registers[(p[i] << 8) | p[i + 1]] = p[i + 2]
             self._answer(bytes([reply]))
-        elif code == 0x12:                                 # SetParameters
+        elif code == 0x12:                                 # SetParameters: Flags
+            if p:
+                self._auto_rats = bool(p[0] & 0x10)       # fAutomaticRATS: fetch the ATS of a -4 card
             self._answer(bytes([reply]))
         elif code == 0x04:                                 # GetGeneralStatus
             self._answer(bytes([reply, 0x00, 0x01 if self.card else 0x00, 0x00, 0x80]))
@@ -415,7 +418,9 @@ class PN532Simulator:
         if self.card == RANDOM:
             uid = random_uid(self.rng)
             self.activations.append(uid)
-            return target_bytes(uid, PHONE_ATS)
+            if self._auto_rats:
+                return target_bytes(uid, PHONE_ATS)
+            return bytes([0x01, 0x00, 0x04, 0x20, len(uid)]) + uid      # SAK 20, no RATS sent
         self.activations.append(self.card)
         return target_bytes(self.card)
 
