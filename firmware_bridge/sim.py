@@ -401,10 +401,10 @@ class PN532Simulator:
             if not p:
                 self._send(frames.ERROR_FRAME)
                 return
-            self._answer(bytes([reply, 0x00]))
-            self.power = "powerdown"
+            self.power = "powerdown"                       # asleep once the answer is out
             self._hsu_wakes = bool(p[0] & PD_WAKE_HSU)
             self._pending_list = None
+            self._answer(bytes([reply, 0x00]))
         elif code == 0x00:                                 # Diagnose: echo back the test data
             self._answer(bytes([reply]) + p)
         elif code == 0x40:                                 # InDataExchange
