@@ -5,6 +5,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -296,6 +297,11 @@ def test_sim_command_line_control_channel(tmp_path):
         p.stdin.flush()
         assert p.stdout.readline().strip() == "ok present"
         assert r.list_passive_target(0.3).uid == UID4
+        p.stdin.write("present random\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok present"
+        uids = {r.list_passive_target(0.3).uid for _ in range(3)}
+        assert len(uids) == 3 and all(u[0] == 0x08 and len(u) == 4 for u in uids)
         p.stdin.write("unplug\n")
         p.stdin.flush()
         assert p.stdout.readline().strip() == "ok unplug"
@@ -310,6 +316,51 @@ def test_sim_command_line_control_channel(tmp_path):
         r.wake_up()
         assert r.firmware_version()[0] == 0x32
         r.close()
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        assert p.wait(5) == 0
+    finally:
+        p.kill()
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
+def test_sim_keeps_serving_when_its_stdin_closes(tmp_path, stop_with):
+    """`python -m firmware_bridge.sim --link /tmp/x &` from a script or a unit file: stdin is at EOF."""
+    link = tmp_path / "pn"
+    p = subprocess.Popen([sys.executable, "-m", "firmware_bridge.sim", "--link", str(link), "--card", "04A1B2C3"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in p.stdout.readline()
+        time.sleep(1.0)
+        assert p.poll() is None, "the simulator quit when its standard input closed"
+        r = PN532.open(str(link))
+        try:
+            r.wake_up()
+            assert r.list_passive_target(0.3).uid == UID4
+        finally:
+            r.close()
+        p.send_signal(stop_with)
+        assert p.wait(5) == 0
+        assert not link.exists()
+        assert "standard input closed" in p.stderr.read()
+    finally:
+        p.kill()
+
+
+def test_sim_card_random_from_the_command_line(tmp_path):
+    link = tmp_path / "pn"
+    p = subprocess.Popen([sys.executable, "-m", "firmware_bridge.sim", "--link", str(link), "--card", "random"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in p.stdout.readline()
+        r = PN532.open(str(link))
+        try:
+            r.wake_up()
+            first, second = r.list_passive_target(0.3), r.list_passive_target(0.3)
+        finally:
+            r.close()
+        assert first.uid[0] == second.uid[0] == 0x08 and len(first.uid) == 4 and first.uid != second.uid
+        assert first.sel_res == 0x20 and first.ats        # ISO 14443-4, as a phone
         p.stdin.write("quit\n")
         p.stdin.flush()
         assert p.wait(5) == 0
