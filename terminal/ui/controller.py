@@ -41,6 +41,7 @@ MESSAGES = {
     "timed out": "Timed out. Nothing was charged.",
     "shopper opted out": "Cancelled. Nothing was charged.",
     "phone digits did not match": "The phone digits did not match. Nothing was charged.",
+    "random_uid": co.RANDOM_UID_SENTENCE,
 }
 
 
@@ -233,7 +234,7 @@ class KioskController(EventDispatcher):
     def card_tapped(self, uid: bytes) -> None:
         s = self.machine.state
         if s in (co.State.AMOUNT_DUE, co.State.FACE_SCAN, co.State.ENROL_CARD, co.State.MYDATA_TAP):
-            self.send(co.CardTapped(*self.term.card(uid)))
+            self.send(self.term.tap(uid))
 
     def _refresh(self) -> None:
         snap = self.machine.snapshot()
