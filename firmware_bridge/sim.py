@@ -404,6 +404,7 @@ class PN532Simulator:
             self.power = "powerdown"                       # asleep once the answer is out
             self._hsu_wakes = bool(p[0] & PD_WAKE_HSU)
             self._pending_list = None
+            self._rx = b""                                 # what follows is heard only after a wake-up
             self._answer(bytes([reply, 0x00]))
         elif code == 0x00:                                 # Diagnose: echo back the test data
             self._answer(bytes([reply]) + p)

@@ -443,12 +443,12 @@ class KioskController(EventDispatcher):
 
     # -- demo helpers: simulated hardware only ------------------------------------------------
     def demo_tap(self, which: str = "shopper"):
-        """Put a card on the simulated reader for a moment (demo only)."""
+        """Put a card (or a phone, showing a random UID) on the simulated reader for a moment (demo only)."""
         if self.hw.sim is None:
             return
         from ..hardware import DEMO_CARD, DEMO_OTHER_CARD
 
-        self.hw.sim.present(DEMO_CARD if which == "shopper" else DEMO_OTHER_CARD)
+        self.hw.sim.present({"shopper": DEMO_CARD, "other": DEMO_OTHER_CARD, "phone": "random"}[which])
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
