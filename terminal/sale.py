@@ -45,7 +45,7 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
     try:
         runner.dispatch(co.StartSale(sale_id, minor, currency))
         if card_uid is not None:
-            runner.dispatch(co.CardTapped(*term.card(card_uid)))
+            runner.dispatch(term.tap(card_uid))
         else:
             runner.dispatch(co.ChooseFace())
             guidance = []

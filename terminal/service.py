@@ -16,8 +16,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from firmware_bridge.pn532 import is_random_uid
+
 from . import consent, crypto, failpoints
-from .checkout import ShopperView
+from .checkout import RANDOM_UID_SENTENCE, CardTapped, ShopperView
 from .config import Config
 from .datadir import ensure_data_dir, load_or_create_master_key
 from .errors import InputError, NotFoundError
@@ -156,8 +158,14 @@ class Terminal:
             self.fleet.card_seen(uid, h)
         return h, crypto.mask_uid(uid), self.processor.tokenize(h)
 
+    def tap(self, uid: bytes) -> CardTapped:
+        """A card tapped at the reader, as the state machine takes it: a random UID is flagged."""
+        return CardTapped(*self.card(uid), random_uid=is_random_uid(uid))
+
     def enrol(self, *, name: str, card_uid: bytes, embeddings: list[np.ndarray], consent_text: consent.ConsentText,
               phone_last4: str | None = None) -> Shopper:
+        if is_random_uid(card_uid):
+            raise InputError(RANDOM_UID_SENTENCE, "--card-uid")
         h, mask, token = self.card(card_uid)
         return self.enrol_hashed(name=name, card_hash=h, masked_card=mask, token=token, embeddings=embeddings,
                                  consent_text=consent_text, phone_last4=phone_last4)

@@ -42,6 +42,7 @@ MESSAGES = {
     "timed out": "Timed out. Nothing was charged.",
     "shopper opted out": "Cancelled. Nothing was charged.",
     "phone digits did not match": "The phone digits did not match. Nothing was charged.",
+    "random_uid": co.RANDOM_UID_SENTENCE,
     "not_recorded": "This terminal cannot record payments right now. Nothing was charged. Please ask staff.",
     "key_reused": "The payment service refused this payment before making it. Nothing was charged. Please ask staff.",
     "not_sent": "This payment was not sent. Nothing was charged.",
@@ -250,7 +251,7 @@ class KioskController(EventDispatcher):
     def card_tapped(self, uid: bytes) -> None:
         s = self.machine.state
         if s in (co.State.AMOUNT_DUE, co.State.FACE_SCAN, co.State.ENROL_CARD, co.State.MYDATA_TAP):
-            self.send(co.CardTapped(*self.term.card(uid)))
+            self.send(self.term.tap(uid))
 
     def _refresh(self) -> None:
         snap = self.machine.snapshot()
@@ -464,12 +465,12 @@ class KioskController(EventDispatcher):
 
     # -- demo helpers: simulated hardware only ------------------------------------------------
     def demo_tap(self, which: str = "shopper"):
-        """Put a card on the simulated reader for a moment (demo only)."""
+        """Put a card (or a phone, showing a random UID) on the simulated reader for a moment (demo only)."""
         if self.hw.sim is None:
             return
         from ..hardware import DEMO_CARD, DEMO_OTHER_CARD
 
-        self.hw.sim.present(DEMO_CARD if which == "shopper" else DEMO_OTHER_CARD)
+        self.hw.sim.present({"shopper": DEMO_CARD, "other": DEMO_OTHER_CARD, "phone": "random"}[which])
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
