@@ -10,9 +10,11 @@ TEST_LOCK := requirements-test.lock
 # Trixie with Python 3.13, where glib is the 64-bit-time package):
 CODENAME := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
 GLIB     := $(if $(filter trixie,$(CODENAME)),libglib2.0-0t64,libglib2.0-0)
-APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 libmtdev1 xz-utils libnfc-bin xsel
+APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 libmtdev1 xz-utils libnfc-bin xsel \
+                postgresql chromium
 
-.PHONY: demo test lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check debian-clean
+.PHONY: demo test lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check debian-clean \
+        fleet-demo bench-fleet
 
 # The venv: dependencies exactly as locked (hashes checked), then the project itself, editable.
 $(STAMP): setup.py pyproject.toml $(TEST_LOCK)
@@ -32,12 +34,15 @@ lock: $(STAMP)
 	  --custom-compile-command "make lock" -c $(LOCK) -o $(TEST_LOCK)
 	$(MAKE) lock-check
 
+# The Pi's lock installs from wheels alone; the test lock may build a pure-Python sdist (pyDes, for nfcpy).
 lock-check: $(STAMP)
-	@for plat in x86_64-manylinux_2_28 aarch64-manylinux_2_28; do for py in 3.11 3.13; do for lock in $(LOCK) $(TEST_LOCK); do \
-	  echo "$$lock on $$plat, Python $$py"; \
+	@for plat in x86_64-manylinux_2_28 aarch64-manylinux_2_28; do for py in 3.11 3.13; do \
+	  echo "$(LOCK) and $(TEST_LOCK) on $$plat, Python $$py"; \
 	  $(BIN)/uv pip install --dry-run --quiet --require-hashes --only-binary :all: --python-platform $$plat \
-	    --python-version $$py --target build/lock-check -r $$lock || exit 1; \
-	done; done; done
+	    --python-version $$py --target build/lock-check -r $(LOCK) || exit 1; \
+	  $(BIN)/uv pip install --dry-run --quiet --require-hashes --python-platform $$plat \
+	    --python-version $$py --target build/lock-check -r $(TEST_LOCK) || exit 1; \
+	done; done
 
 # The release folder `facepay flash` puts on the card and deploy/install.sh installs from: the wheel,
 # the lock file, the installer, the units, the docs they point to, and SHA256SUMS.
@@ -77,7 +82,7 @@ demo: $(STAMP)
 	$(BIN)/facepay --data-dir demo-data run --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check terminal firmware_bridge tests benchmarks setup.py
+	$(BIN)/ruff check terminal firmware_bridge backoffice tests benchmarks setup.py
 
 test: system-deps $(STAMP) lint
 	@if [ -n "$$DISPLAY" ]; then $(BIN)/python -m pytest $(PYTEST_ARGS); \
@@ -98,6 +103,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/calibrate.py
 	$(BIN)/python benchmarks/compare.py
 	$(BIN)/facepay bench --frames tests/fixtures/faces
+
+# The fleet on one machine: nats-server, a throwaway PostgreSQL cluster, the back office, one kiosk window and
+# two headless agents (docs/fleet.md).  Ctrl-C or closing the kiosk window stops everything.
+fleet-demo: system-deps $(STAMP)
+	$(BIN)/python -m backoffice.demo --workdir fleet-demo
+
+# 20 terminals (agents as separate processes): time from an opt-out request to the last deletion receipt.
+bench-fleet: system-deps $(STAMP)
+	$(BIN)/python benchmarks/fleet_optout.py --terminals 20 --rounds 10
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
