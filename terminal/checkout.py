@@ -68,6 +68,7 @@ class ShopperView:
     token: str
     has_phone: bool = False
     enrolled_at: str = ""
+    suspended: bool = False   # face pay suspended after too many wrong phone digits (unlock at "my data")
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,19 @@ class PhoneDigits:
 
 @dataclass(frozen=True)
 class PhoneChecked:
+    ok: bool
+    suspended: bool = False   # this wrong entry reached the per-shopper limit: face pay suspended
+
+
+@dataclass(frozen=True)
+class UnlockFacePay:
+    """At "my data": the digits a shopper whose face pay is suspended typed to switch it back on."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class UnlockChecked:
     ok: bool
 
 
@@ -286,6 +300,12 @@ class VerifyPhone:
 
 
 @dataclass(frozen=True)
+class VerifyUnlock:
+    shopper_id: str
+    digits: str
+
+
+@dataclass(frozen=True)
 class StoreEnrolment:
     name: str
     phone_last4: str | None
@@ -339,6 +359,7 @@ class Context:
     enrol_captures: int = 0
     enrolled: ShopperView | None = None
     mydata: ShopperView | None = None
+    unlock_tries: int = 0
     receipt_id: str | None = None
     reader_ok: bool = True
     camera_ok: bool = True
@@ -403,7 +424,7 @@ class CheckoutMachine:
         c = self.ctx
         c.sale = c.candidate = c.mydata = c.enrolled = None
         c.enrol_consent = c.enrol_details = None
-        c.enrol_captures = 0
+        c.enrol_captures = c.unlock_tries = 0
         c.message = c.receipt_id = None
         self._go(State.OUT_OF_SERVICE if c.mode == "out_of_service" else State.IDLE)
         c.timer += 1  # any pending timer is now stale
@@ -495,6 +516,11 @@ class CheckoutMachine:
             self._go(State.AMOUNT_DUE)
             c.message = "no_match"
             return eff + [Leds("amount_due")]
+        if e.shopper.suspended:
+            # Too many wrong phone digits: no consent screen, no name; card, or unlock at "my data".
+            self._go(State.AMOUNT_DUE)
+            c.message = "face_pay_suspended"
+            return eff + [Leds("amount_due")]
         stepup = self.policy.needs_stepup(e.margin, e.gallery_size)
         if stepup and not e.shopper.has_phone:
             # Not sure enough, and no second factor to ask for: treat as no match, offer the card.
@@ -533,6 +559,8 @@ class CheckoutMachine:
             c.guidance = None
             return []
         c.phone_tries += 1
+        if e.suspended:
+            return self._cancel_sale("face_pay_suspended")
         if c.phone_tries >= MAX_PHONE_TRIES:
             return self._cancel_sale("phone digits did not match")
         c.guidance = "phone_mismatch"
@@ -658,6 +686,30 @@ class CheckoutMachine:
         self._go(State.MYDATA_SHOW)
         self.ctx.mydata = shopper
         return [self._timer(self.policy.consent_timeout_s)]
+
+    def _on_UnlockFacePay(self, e: UnlockFacePay) -> list:
+        self._need(State.MYDATA_SHOW)
+        c = self.ctx
+        if c.mydata is None or not c.mydata.suspended:
+            raise Rejected("face pay is not suspended for this card")
+        if not (len(e.digits) == 4 and e.digits.isdigit()):
+            raise Rejected("enter exactly four digits")
+        return [VerifyUnlock(c.mydata.shopper_id, e.digits)]
+
+    def _on_UnlockChecked(self, e: UnlockChecked) -> list:
+        self._need(State.MYDATA_SHOW)
+        c = self.ctx
+        if c.mydata is None or not c.mydata.suspended:
+            raise Rejected("face pay is not suspended for this card")
+        if e.ok:
+            c.mydata = replace(c.mydata, suspended=False)
+            c.guidance, c.message = None, "face_pay_unlocked"
+            return [Leds("approved")]
+        c.unlock_tries += 1
+        if c.unlock_tries >= MAX_PHONE_TRIES:
+            return self._to_idle()
+        c.guidance = "phone_mismatch"
+        return []
 
     def _on_DeleteMyData(self, e: DeleteMyData) -> list:
         self._need(State.MYDATA_SHOW)

@@ -122,6 +122,7 @@ def cmd_enroll(ctx: Context) -> int:
 
 
 def cmd_identify(ctx: Context) -> int:
+    """An operator's 1:N search: refused with face pay off, recorded in the ledger, name only with --show-name."""
     a = ctx.args
     result = {"match": None, "distance": None, "margin": None, "reason": None}
     try:
@@ -129,25 +130,23 @@ def cmd_identify(ctx: Context) -> int:
 
         rgb = load_rgb(a.image)
         term = ctx.terminal()
-        if not term.cfg.face_pay or term.mode() == "card_only":
-            raise UsageError("face pay is off at this terminal", "identify")
+        term.check_identify_allowed()
         analysis = term.pipeline.analyse(rgb)
         if not analysis.gate.ok:
             raise InputError(f"unusable photo: {analysis.gate.reason} ({analysis.gate.guidance})", a.image)
+        m, shopper = term.identify(analysis.embedding)
     except FacepayError as exc:
         if a.json:
             result["reason"] = exc.one_line()
             out(a, result)
             return EXIT_USAGE
         raise
-    m = term.match(analysis.embedding)
-    shopper = term.store.get(m.shopper_id) if m.matched else None
     result.update(distance=None if m.distance is None else round(m.distance, 4),
                   margin=None if m.margin is None else round(m.margin, 4), reason=m.reason)
     if shopper:
-        result["match"] = {"shopper_id": shopper.id, "name": shopper.name}
-    text = (f"match: {shopper.name} ({shopper.id}), distance {m.distance:.3f}" if shopper
-            else f"no match: {m.reason}")
+        result["match"] = {"shopper_id": shopper.id} | ({"name": shopper.name} if a.show_name else {})
+    who = f"{shopper.name} ({shopper.id})" if shopper and a.show_name else shopper.id if shopper else ""
+    text = f"match: {who}, distance {m.distance:.3f}" if shopper else f"no match: {m.reason}"
     out(a, result, text)
     return EXIT_OK if shopper else EXIT_NO
 
@@ -373,8 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the consent text shown")
     sp.add_argument("images", nargs="+", metavar="IMAGE", help="3 or more photos of the shopper")
 
-    sp = add("identify", cmd_identify, "who is in this photo? (exit 0 match, 1 no match, 2 unusable)")
+    sp = add("identify", cmd_identify, "operator tool: which enrolled shopper is in this photo? Recorded in the "
+                                       "consent ledger; refused with face pay off (exit 0 match, 1 no match, "
+                                       "2 unusable or refused)")
     sp.add_argument("image", metavar="IMAGE")
+    sp.add_argument("--show-name", action="store_true", help="print the shopper's name (default: only their id)")
 
     sp = add("shoppers", cmd_shoppers, "list enrolled shoppers (no biometric data)")
     sp.add_argument("shoppers_cmd", choices=["list"], nargs="?", default="list")

@@ -217,6 +217,7 @@ class TestLedgerTamper:
 
         conn = connect(tmp_path / "l.db")
         led = ConsentLedger(conn, b"k" * 32)
+        led.adopt("t")  # entry 1: the genesis entry
         for i in range(5):
             led.append("charge_confirmed", f"shp_{i}", amount_minor=100 + i)
         assert led.verify().ok
@@ -236,7 +237,7 @@ class TestLedgerTamper:
 
     def test_delete_last_detected(self, ledger):
         led, conn = ledger
-        conn.execute("DELETE FROM consent_ledger WHERE seq = 5")
+        conn.execute("DELETE FROM consent_ledger WHERE seq = 6")
         r = led.verify()
         assert not r.ok and "removed" in r.reason
 
