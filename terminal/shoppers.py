@@ -124,8 +124,11 @@ class ShopperStore:
         self._wrap_key = crypto.derive(master_key, "data-key-wrap")
         # Keys: the rollback journal stays in memory, never a copy of a key page in a file (docs/privacy.md).
         self.keys = connect(data_dir / "keystore.db", secure_delete=True, journal="MEMORY")
-        self.keys_migration = migrate(self.keys, data_dir / "keystore.db", KEYSTORE_MIGRATIONS)
-        self._check_keystore(data_dir / "keystore.db")
+        try:
+            self._check_keystore(data_dir / "keystore.db")
+            self.keys_migration = migrate(self.keys, data_dir / "keystore.db", KEYSTORE_MIGRATIONS)
+        except sqlite3.DatabaseError as exc:
+            self._damaged(data_dir / "keystore.db", str(exc))
         self.db = connect(data_dir / "facepay.db", wal=True, secure_delete=True)
         self.migration = migrate(self.db, data_dir / "facepay.db", FACEPAY_MIGRATIONS, on_create=on_create)
         if self.settings().get("scrub_pending"):
@@ -135,10 +138,15 @@ class ShopperStore:
         """Without an on-disk journal a power cut during a key write can damage the file: say so plainly."""
         result = self.keys.execute("PRAGMA quick_check").fetchone()[0]
         if result != "ok":
-            raise StorageError(
-                f"keystore.db is damaged ({result}): no face template can be decrypted", str(path),
-                "delete keystore.db; at the next start every enrolment is closed with a deletion receipt "
-                "and shoppers enrol again (docs/privacy.md)")
+            self._damaged(path, result)
+
+    @staticmethod
+    def _damaged(path: Path, why: str):
+        why = " ".join(why.replace("*** in database main ***", "").split())
+        raise StorageError(
+            f"keystore.db is damaged ({why}): no face template can be decrypted", str(path),
+            "delete keystore.db; at the next start every enrolment is closed with a deletion receipt "
+            "and shoppers enrol again (docs/privacy.md)") from None
 
     def close(self) -> None:
         self.db.close()

@@ -125,6 +125,20 @@ def test_scrub_waits_for_a_reader_and_finishes_at_next_start(term, embeddings):
         again.close()
 
 
+def test_a_damaged_key_store_is_refused(cli):
+    """Without an on-disk journal a power cut can damage keystore.db: the terminal says so and starts no further."""
+    enrol_cli(cli)
+    path = cli.data_dir / "keystore.db"
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    raw[page + 8: page + 200] = b"\xff" * 192  # a torn write in the first table page
+    path.write_bytes(bytes(raw))
+    r = cli("shoppers", "list")
+    assert r.returncode == 2
+    [line] = r.stderr.strip().splitlines()
+    assert "keystore.db is damaged" in line and "delete keystore.db" in line
+
+
 # --------------------------------------------------------------------------- item 8: identify
 def test_identify_is_recorded_without_a_name_and_shows_the_name_only_on_request(cli):
     sid = enrol_cli(cli)
