@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    p = Parser(prog="facepay", description="Face-payment point-of-sale terminal: opt-in only, off means deleted.")
+    p = Parser(prog="facepay", description="Face-payment point-of-sale terminal: opt-in only, off means deleted. "
+               "Shoppers use the kiosk (`facepay run`); the other commands are operator tools for tests and "
+               "support, and what they record in the consent ledger is marked channel \"cli\".")
     p.add_argument("--data-dir", help="data folder (else $FACEPAY_DATA_DIR, else the config's data_dir, "
                                       "else ~/.local/share/facepay)")
     p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else built-in demo defaults)")
@@ -367,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("enroll", cmd_enroll, "enrol a shopper from photos (they must have agreed to the consent text)")
     sp.add_argument("--name", required=True)
     sp.add_argument("--card-uid", required=True, help="the card to link, in hex")
-    sp.add_argument("--consent", action="store_true", help="the shopper read the consent text and agreed")
+    sp.add_argument("--consent", action="store_true", help="the shopper read the consent text and agreed "
+                                                           "(the operator's statement: recorded as channel cli)")
     sp.add_argument("--phone-last4", help="last 4 phone digits for the step-up check")
     sp.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the consent text shown")
     sp.add_argument("images", nargs="+", metavar="IMAGE", help="3 or more photos of the shopper")
@@ -397,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sp.add_mutually_exclusive_group(required=True)
     g.add_argument("--card-uid", help="pay by this card (hex UID)")
     g.add_argument("--face", metavar="IMAGE", help="pay by face: the photo stands in for the camera")
-    sp.add_argument("--confirm", action="store_true", help="the shopper pressed Confirm on the consent screen")
+    sp.add_argument("--confirm", action="store_true", help="the shopper agreed to the amount (the operator's "
+                                                           "statement: recorded as channel cli, not a kiosk press)")
     sp.add_argument("--phone-last4", help="digits typed at the phone step-up")
 
     sp = add("sales", cmd_sales, "the sales journal: list, void, refund")

@@ -81,6 +81,10 @@ def migrate(conn: sqlite3.Connection, path: Path, steps: Sequence[Step],
                         on_create(conn)
                 conn.execute(f"PRAGMA user_version = {v + 1}")
             conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            raise StorageError(f"cannot bring {path.name} to schema version {v + 1}: {exc}", str(path),
+                               "check free space and the data folder's owner (`facepay doctor`)") from None
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -271,7 +271,7 @@ class Terminal:
             raise NotFoundError(what, hint="`facepay shoppers list` shows who is enrolled")
         return shopper
 
-    def revoke(self, shopper_id: str, cause: str = "opt-out") -> DeletionReceipt:
+    def revoke(self, shopper_id: str, cause: str = "opt-out", scrub: bool = True) -> DeletionReceipt:
         """Opt a shopper out: record it, drop them from memory, crypto-shred their data, return the receipt.
 
         The ledger entry comes first, so a power cut at any later point leaves a record that
@@ -287,14 +287,24 @@ class Terminal:
         if self._gallery is not None:
             self._gallery = self._gallery.without(shopper_id)
         failpoints.hit("after_revoke_ledger_write")
-        return self._delete(shopper, cause, receipt_id)
+        return self._delete(shopper, cause, receipt_id, scrub)
 
-    def _delete(self, shopper: Shopper, cause: str, receipt_id: str) -> DeletionReceipt:
+    def _delete(self, shopper: Shopper, cause: str, receipt_id: str, scrub: bool = True) -> DeletionReceipt:
         """Sales keep a tombstone instead of the shopper and their card token; then crypto-shred and scrub."""
-        if self.journal.tombstone(shopper.id, shopper.token, "deleted:" + receipt_id):
-            if not scrub_wal_database(self.journal.db, vacuum=False):
-                _log.warning("journal.db is busy: its write-ahead log is emptied at the next checkpoint")
-        return self.store.delete(shopper.id, cause, receipt_id)
+        self.journal.tombstone(shopper.id, shopper.token, "deleted:" + receipt_id)
+        receipt = self.store.delete(shopper.id, cause, receipt_id, scrub=scrub)
+        if scrub:
+            self._scrub_journal()
+        return receipt
+
+    def _scrub_journal(self) -> None:
+        if not scrub_wal_database(self.journal.db, vacuum=False):
+            _log.warning("journal.db is busy: its write-ahead log is emptied at the next opt-out or start")
+
+    def scrub(self) -> None:
+        """After a batch of deletions: scrub both databases and the journal once."""
+        self.store.scrub()
+        self._scrub_journal()
 
     def _deletion_events(self) -> dict:
         """shopper id -> the ledger's opt-out or purge event for them."""
@@ -319,14 +329,18 @@ class Terminal:
                 cause = "interrupted deletion"
             else:
                 receipt_id, cause = event.details["receipt_id"], event.details.get("cause", "opt-out")
-            done.append(self._delete(shopper, cause, receipt_id))
+            done.append(self._delete(shopper, cause, receipt_id, scrub=False))
             _log.warning("finished an interrupted deletion of %s (receipt %s)", shopper.id, receipt_id)
-        self.store.drop_orphan_keys()
+        if self.store.drop_orphan_keys() or done:
+            self.scrub()
         return done
 
     def purge(self, now: datetime | None = None) -> list[DeletionReceipt]:
-        return [self.revoke(s.id, cause="retention")
-                for s in self.store.unused_since(self.cfg.retention.template_days, now)]
+        receipts = [self.revoke(s.id, cause="retention", scrub=False)
+                    for s in self.store.unused_since(self.cfg.retention.template_days, now)]
+        if receipts:
+            self.scrub()  # one checkpoint and VACUUM for the whole batch
+        return receipts
 
     # -- payments --------------------------------------------------------------------
     def charge(self, sale_id: str, amount_minor: int, currency: str, method: str, token: str,

@@ -259,10 +259,11 @@ class ShopperStore:
     def has_key(self, shopper_id: str) -> bool:
         return self.keys.execute("SELECT 1 FROM data_keys WHERE shopper_id = ?", (shopper_id,)).fetchone() is not None
 
-    def delete(self, shopper_id: str, cause: str, receipt_id: str | None = None) -> DeletionReceipt:
+    def delete(self, shopper_id: str, cause: str, receipt_id: str | None = None, scrub: bool = True) -> DeletionReceipt:
         """Crypto-shred: destroy the data key first, then the row and write the receipt (one transaction).
 
         Safe to run again after a crash at any point: a row whose key is gone is finished off.
+        ``scrub=False`` leaves the scrub to the caller (a purge of many shoppers scrubs once, at the end).
         """
         from . import failpoints
 
@@ -279,11 +280,15 @@ class ShopperStore:
             self.db.execute("DELETE FROM shoppers WHERE id = ?", (shopper_id,))
             self.db.execute("INSERT INTO deletion_receipts (id, shopper_id, at, cause, deleted) VALUES (?,?,?,?,?)",
                             (receipt.id, shopper_id, receipt.at, cause, json.dumps(deleted)))
+            # until the scrub has run, a crash or power cut leaves this mark for the next start to finish it
+            self.db.execute("INSERT INTO settings (key, value) VALUES ('scrub_pending', 'true') "
+                            "ON CONFLICT(key) DO UPDATE SET value=excluded.value")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.scrub()
+        if scrub:
+            self.scrub()
         return receipt
 
     def scrub(self) -> bool:

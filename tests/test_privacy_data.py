@@ -87,6 +87,19 @@ def test_opt_out_leaves_no_shopper_bytes_in_any_file(term, embeddings):
     assert term.ledger.verify().ok
 
 
+def test_a_retention_purge_scrubs_once_for_the_batch(term, embeddings):
+    from datetime import datetime, timedelta, timezone
+
+    old = [enrol(term, embeddings, name=f"Old Shopper{i}", card=bytes([4, 0, 0, i])) for i in range(2)]
+    long_ago = (datetime.now(timezone.utc) - timedelta(days=2000)).isoformat(timespec="seconds")
+    term.store.db.execute("UPDATE shoppers SET last_used_at = ?", (long_ago,))
+    assert len(term.purge()) == 2
+    assert "scrub_pending" not in term.store.settings()
+    for fname, data in every_file(term.data_dir).items():
+        for s in old:
+            assert s.name.encode() not in data and s.phone_hash.encode() not in data, fname
+
+
 def test_key_store_writes_no_journal_copy_of_a_key(term, embeddings):
     """While a key deletion is in flight, no journal file in the data folder holds the wrapped key."""
     shopper = enrol(term, embeddings)

@@ -291,6 +291,8 @@ def test_power_cut_during_opt_out_still_deletes(cli, failpoint):
     keys = sqlite3.connect(cli.data_dir / "keystore.db").execute("SELECT COUNT(*) FROM data_keys").fetchone()[0]
     assert keys == 0
     assert cli("audit", "verify").returncode == 0
+    for p in cli.data_dir.iterdir():  # the finished deletion was scrubbed too
+        assert not p.is_file() or b"Barack Obama" not in p.read_bytes(), p.name
 
 
 def test_mid_deletion_shopper_is_never_matched(term, embeddings):
