@@ -12,7 +12,11 @@ The promises it enforces:
 - a face match never charges: only ``Confirm`` with the exact amount and
   shopper shown (and the phone digits when a step-up was asked) does;
 - a revoked shopper is never shown again, whatever the matcher says;
-- with face pay off (config or staff mode) no face step can start.
+- with face pay off (config or staff mode) no face step can start;
+- a charge has one of three outcomes: approved, declined (the processor said
+  no) or unknown.  Unknown is never shown as declined: the screen says
+  :data:`UNKNOWN_MESSAGE`, the fault LED blinks, and the processor is asked by
+  the idempotency key (:class:`ResolveCharge`) until it answers.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class State(enum.StrEnum):
     CHARGING = "charging"
     APPROVED = "approved"
     DECLINED = "declined"
+    UNKNOWN = "unknown"
     CANCELLED = "cancelled"
     ENROL_CONSENT = "enrol_consent"
     ENROL_DETAILS = "enrol_details"
@@ -47,10 +52,15 @@ class State(enum.StrEnum):
 
 
 CAMERA_STATES = frozenset({State.FACE_SCAN, State.ENROL_CAPTURE})
-RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.CANCELLED, State.ENROL_DONE,
+RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.UNKNOWN, State.CANCELLED, State.ENROL_DONE,
                            State.MYDATA_DELETED})
 MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
 MAX_PHONE_TRIES = 3
+
+# What a Charge can come to.  "not_charged": the request was certainly never made (the journal could
+# not record the sale, or the processor refused a reused idempotency key), so the sale ends cancelled.
+OUTCOMES = ("approved", "declined", "unknown", "not_charged")
+UNKNOWN_MESSAGE = "Payment not confirmed - do not pay again; staff will check sale {sale_id}"
 
 
 class Rejected(Exception):
@@ -89,6 +99,7 @@ class Policy:
     scan_timeout_s: float = 15.0
     consent_timeout_s: float = 20.0
     result_timeout_s: float = 6.0
+    resolve_interval_s: float = 5.0   # how often an unknown outcome is asked about again
 
     def needs_stepup(self, margin: float | None, gallery_size: int) -> bool:
         """Ask for the phone digits: the margin is small, or 1-(1-f)^N for this gallery passes the bound."""
@@ -182,7 +193,7 @@ class Timeout:
 @dataclass(frozen=True)
 class ChargeResult:
     sale_id: str
-    approved: bool
+    outcome: str      # one of OUTCOMES
     reason: str = ""
 
 
@@ -264,11 +275,12 @@ class CameraFault:
 @dataclass(frozen=True)
 class OpenCamera:
     purpose: str  # "payment" or "enrolment"
+    scan: int = 0  # this opening's token: the runner opens the device only while it is the scan wanted
 
 
 @dataclass(frozen=True)
 class CloseCamera:
-    pass
+    scan: int = 0  # the token of the scan it ends
 
 
 @dataclass(frozen=True)
@@ -284,6 +296,13 @@ class Charge:
     token: str
     shopper_id: str | None
     card_hash: str | None
+
+
+@dataclass(frozen=True)
+class ResolveCharge:
+    """Ask the processor by the sale's idempotency key what became of it; never charges."""
+
+    sale_id: str
 
 
 @dataclass(frozen=True)
@@ -364,6 +383,7 @@ class Context:
     reader_ok: bool = True
     camera_ok: bool = True
     camera_open: bool = False
+    scan: int = 0
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
 
@@ -403,18 +423,19 @@ class CheckoutMachine:
     def _close_camera(self) -> list:
         if self.ctx.camera_open:
             self.ctx.camera_open = False
-            return [CloseCamera()]
+            return [CloseCamera(self.ctx.scan)]
         return []
 
     def _open_camera(self, purpose: str) -> list:
         self.ctx.camera_open = True
-        return [OpenCamera(purpose)]
+        self.ctx.scan += 1
+        return [OpenCamera(purpose, self.ctx.scan)]
 
     def _go(self, state: State) -> None:
         self.ctx.state = state
         self.ctx.guidance = None
         if state not in (State.CONSENT,):
-            if state not in (State.CHARGING, State.APPROVED, State.DECLINED):
+            if state not in (State.CHARGING, State.APPROVED, State.DECLINED, State.UNKNOWN):
                 self.ctx.candidate = None
             self.ctx.stepup_required = self.ctx.stepup_ok = False
             self.ctx.phone_tries = 0
@@ -606,18 +627,32 @@ class CheckoutMachine:
             return self._cancel_sale("timed out")
         if c.state == State.ENROL_CAPTURE:
             return self._to_idle()
+        if c.state == State.UNKNOWN:
+            # The screen stays until staff press Done; meanwhile the processor is asked again.
+            return [ResolveCharge(c.sale.sale_id), self._timer(self.policy.resolve_interval_s)]
         if c.state in RESULT_STATES:
             return self._to_idle()
         raise Rejected(f"no timer runs in state {c.state.value}")
 
     def _on_ChargeResult(self, e: ChargeResult) -> list:
-        self._need(State.CHARGING)
+        self._need(State.CHARGING, State.UNKNOWN)
         c = self.ctx
         if c.sale is None or e.sale_id != c.sale.sale_id:
             raise Rejected("a result for another sale")
-        if e.approved:
+        if e.outcome not in OUTCOMES:
+            raise Rejected(f"unknown charge outcome {e.outcome!r}")
+        if c.state == State.UNKNOWN and e.outcome == "unknown":
+            raise Rejected("the outcome is still unknown")
+        if e.outcome == "approved":
             return self._result(State.APPROVED, None, "approved")
-        return self._result(State.DECLINED, e.reason or "declined", "declined")
+        if e.outcome == "declined":
+            return self._result(State.DECLINED, e.reason or "declined", "declined")
+        if e.outcome == "not_charged":
+            return self._result(State.CANCELLED, e.reason or "not_charged", "fault")
+        eff = self._close_camera()
+        self._go(State.UNKNOWN)
+        c.message = UNKNOWN_MESSAGE.format(sale_id=c.sale.sale_id)
+        return eff + [Leds("fault"), self._timer(self.policy.resolve_interval_s)]
 
     def _on_Done(self, e: Done) -> list:
         self._need(*RESULT_STATES, State.MYDATA_SHOW)

@@ -11,6 +11,7 @@ from ..config import DetectorConfig
 from . import gates
 from .detector import FaceDetector
 from .embedder import FaceEmbedder
+from .landmarks import FaceLandmarker
 
 
 @dataclass
@@ -21,12 +22,13 @@ class Analysis:
 
 
 class FacePipeline:
-    """Owns the detector and the embedder; both load lazily on first use (about a second)."""
+    """Owns the detector, the embedder and the landmark model; each loads lazily on first use (about a second)."""
 
     def __init__(self, cfg: DetectorConfig):
         self.cfg = cfg
         self._detector: FaceDetector | None = None
         self._embedder: FaceEmbedder | None = None
+        self._landmarker: FaceLandmarker | None = None
 
     @property
     def detector(self) -> FaceDetector:
@@ -39,6 +41,13 @@ class FacePipeline:
         if self._embedder is None:
             self._embedder = FaceEmbedder()
         return self._embedder
+
+    @property
+    def landmarker(self) -> FaceLandmarker:
+        """The 468-point face mesh (for the liveness check); loaded only when first asked for."""
+        if self._landmarker is None:
+            self._landmarker = FaceLandmarker()
+        return self._landmarker
 
     def warm_up(self) -> None:
         self.detector, self.embedder  # noqa: B018 - loads the models
