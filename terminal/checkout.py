@@ -388,6 +388,12 @@ class Context:
     revoked: frozenset = field(default_factory=frozenset)
 
 
+def _four_digits(digits: str) -> str:
+    if not (len(digits) == 4 and digits.isdigit()):
+        raise Rejected("enter exactly four digits")
+    return digits
+
+
 class CheckoutMachine:
     def __init__(self, policy: Policy | None = None, *, face_pay: bool = True, mode: str = "normal"):
         if mode not in MODES:
@@ -566,9 +572,7 @@ class CheckoutMachine:
         c = self.ctx
         if not c.stepup_required:
             raise Rejected("no phone check was asked for")
-        if not (len(e.digits) == 4 and e.digits.isdigit()):
-            raise Rejected("enter exactly four digits")
-        return [VerifyPhone(c.candidate.shopper_id, e.digits)]
+        return [VerifyPhone(c.candidate.shopper_id, _four_digits(e.digits))]
 
     def _on_PhoneChecked(self, e: PhoneChecked) -> list:
         self._need(State.CONSENT)
@@ -722,20 +726,18 @@ class CheckoutMachine:
         self.ctx.mydata = shopper
         return [self._timer(self.policy.consent_timeout_s)]
 
-    def _on_UnlockFacePay(self, e: UnlockFacePay) -> list:
+    def _suspended_mydata(self) -> ShopperView:
         self._need(State.MYDATA_SHOW)
-        c = self.ctx
-        if c.mydata is None or not c.mydata.suspended:
+        if self.ctx.mydata is None or not self.ctx.mydata.suspended:
             raise Rejected("face pay is not suspended for this card")
-        if not (len(e.digits) == 4 and e.digits.isdigit()):
-            raise Rejected("enter exactly four digits")
-        return [VerifyUnlock(c.mydata.shopper_id, e.digits)]
+        return self.ctx.mydata
+
+    def _on_UnlockFacePay(self, e: UnlockFacePay) -> list:
+        return [VerifyUnlock(self._suspended_mydata().shopper_id, _four_digits(e.digits))]
 
     def _on_UnlockChecked(self, e: UnlockChecked) -> list:
-        self._need(State.MYDATA_SHOW)
         c = self.ctx
-        if c.mydata is None or not c.mydata.suspended:
-            raise Rejected("face pay is not suspended for this card")
+        self._suspended_mydata()
         if e.ok:
             c.mydata = replace(c.mydata, suspended=False)
             c.guidance, c.message = None, "face_pay_unlocked"
