@@ -160,6 +160,8 @@ def write_genesis(conn: sqlite3.Connection, master_key: bytes, terminal_id: str,
 class ConsentLedger:
     """The ledger in ``conn`` (facepay.db); ``anchor`` is the key store's connection, when there is one."""
 
+    outbox = False  # set by terminal.fleet.link.FleetLink when the terminal is in a fleet
+
     def __init__(self, conn: sqlite3.Connection, master_key: bytes, anchor: sqlite3.Connection | None = None,
                  channel: str = "cli"):
         self._conn = conn
@@ -181,6 +183,12 @@ class ConsentLedger:
         conn.execute("BEGIN IMMEDIATE")
         try:
             event = _insert(conn, self._key, kind, subject, details)
+            if self.outbox:  # fleet hook: the same transaction queues the event for the back office
+                from .fleet import outbox
+
+                conn.execute(*outbox.row(f"ledger:{event.seq}:{event.mac[:16]}", "ledger", {
+                    "seq": event.seq, "at": event.at, "kind": kind, "subject": subject, "details": event.details,
+                    "mac": event.mac}))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

@@ -27,6 +27,12 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
     except ValueError as exc:
         raise UsageError(str(exc), "--amount") from None
     camera = None
+    if face is not None and term.fleet_paused():
+        from .fleet.link import PAUSED_MESSAGE
+
+        return {"sale_id": None, "amount": to_decimal_str(minor, currency), "amount_minor": minor,
+                "currency": currency, "method": "face", "status": "face_pay_paused",
+                "reason": PAUSED_MESSAGE + ": pay by card"}
     if face is not None:
         from .camera.replay import single_image
 
@@ -42,7 +48,7 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
     try:
         runner.dispatch(co.StartSale(sale_id, minor, currency))
         if card_uid is not None:
-            runner.dispatch(co.CardTapped(*term.card(card_uid)))
+            runner.dispatch(term.tap(card_uid))
         else:
             runner.dispatch(co.ChooseFace())
             guidance = []
