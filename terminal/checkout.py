@@ -82,6 +82,7 @@ class ShopperView:
     token: str
     has_phone: bool = False
     enrolled_at: str = ""
+    suspended: bool = False   # face pay suspended after too many wrong phone digits (unlock at "my data")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,19 @@ class PhoneDigits:
 
 @dataclass(frozen=True)
 class PhoneChecked:
+    ok: bool
+    suspended: bool = False   # this wrong entry reached the per-shopper limit: face pay suspended
+
+
+@dataclass(frozen=True)
+class UnlockFacePay:
+    """At "my data": the digits a shopper whose face pay is suspended typed to switch it back on."""
+
+    digits: str
+
+
+@dataclass(frozen=True)
+class UnlockChecked:
     ok: bool
 
 
@@ -315,6 +329,12 @@ class VerifyPhone:
 
 
 @dataclass(frozen=True)
+class VerifyUnlock:
+    shopper_id: str
+    digits: str
+
+
+@dataclass(frozen=True)
 class StoreEnrolment:
     name: str
     phone_last4: str | None
@@ -368,6 +388,7 @@ class Context:
     enrol_captures: int = 0
     enrolled: ShopperView | None = None
     mydata: ShopperView | None = None
+    unlock_tries: int = 0
     receipt_id: str | None = None
     reader_ok: bool = True
     camera_ok: bool = True
@@ -376,6 +397,12 @@ class Context:
     scan: int = 0
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
+
+
+def _four_digits(digits: str) -> str:
+    if not (len(digits) == 4 and digits.isdigit()):
+        raise Rejected("enter exactly four digits")
+    return digits
 
 
 class CheckoutMachine:
@@ -436,7 +463,7 @@ class CheckoutMachine:
         c = self.ctx
         c.sale = c.candidate = c.mydata = c.enrolled = None
         c.enrol_consent = c.enrol_details = None
-        c.enrol_captures = 0
+        c.enrol_captures = c.unlock_tries = 0
         c.message = c.receipt_id = None
         self._go(State.OUT_OF_SERVICE if c.mode == "out_of_service" else State.IDLE)
         c.timer += 1  # any pending timer is now stale
@@ -535,6 +562,11 @@ class CheckoutMachine:
             self._go(State.AMOUNT_DUE)
             c.message = "no_match"
             return eff + [Leds("amount_due")]
+        if e.shopper.suspended:
+            # Too many wrong phone digits: no consent screen, no name; card, or unlock at "my data".
+            self._go(State.AMOUNT_DUE)
+            c.message = "face_pay_suspended"
+            return eff + [Leds("amount_due")]
         stepup = self.policy.needs_stepup(e.margin, e.gallery_size)
         if stepup and not e.shopper.has_phone:
             # Not sure enough, and no second factor to ask for: treat as no match, offer the card.
@@ -559,9 +591,7 @@ class CheckoutMachine:
         c = self.ctx
         if not c.stepup_required:
             raise Rejected("no phone check was asked for")
-        if not (len(e.digits) == 4 and e.digits.isdigit()):
-            raise Rejected("enter exactly four digits")
-        return [VerifyPhone(c.candidate.shopper_id, e.digits)]
+        return [VerifyPhone(c.candidate.shopper_id, _four_digits(e.digits))]
 
     def _on_PhoneChecked(self, e: PhoneChecked) -> list:
         self._need(State.CONSENT)
@@ -573,6 +603,8 @@ class CheckoutMachine:
             c.guidance = None
             return []
         c.phone_tries += 1
+        if e.suspended:
+            return self._cancel_sale("face_pay_suspended")
         if c.phone_tries >= MAX_PHONE_TRIES:
             return self._cancel_sale("phone digits did not match")
         c.guidance = "phone_mismatch"
@@ -712,6 +744,28 @@ class CheckoutMachine:
         self._go(State.MYDATA_SHOW)
         self.ctx.mydata = shopper
         return [self._timer(self.policy.consent_timeout_s)]
+
+    def _suspended_mydata(self) -> ShopperView:
+        self._need(State.MYDATA_SHOW)
+        if self.ctx.mydata is None or not self.ctx.mydata.suspended:
+            raise Rejected("face pay is not suspended for this card")
+        return self.ctx.mydata
+
+    def _on_UnlockFacePay(self, e: UnlockFacePay) -> list:
+        return [VerifyUnlock(self._suspended_mydata().shopper_id, _four_digits(e.digits))]
+
+    def _on_UnlockChecked(self, e: UnlockChecked) -> list:
+        c = self.ctx
+        self._suspended_mydata()
+        if e.ok:
+            c.mydata = replace(c.mydata, suspended=False)
+            c.guidance, c.message = None, "face_pay_unlocked"
+            return [Leds("approved")]
+        c.unlock_tries += 1
+        if c.unlock_tries >= MAX_PHONE_TRIES:
+            return self._to_idle()
+        c.guidance = "phone_mismatch"
+        return []
 
     def _on_DeleteMyData(self, e: DeleteMyData) -> list:
         self._need(State.MYDATA_SHOW)

@@ -140,6 +140,7 @@ def cmd_enroll(ctx: Context) -> int:
 
 
 def cmd_identify(ctx: Context) -> int:
+    """An operator's 1:N search: refused with face pay off, recorded in the ledger, name only with --show-name."""
     a = ctx.args
     result = {"match": None, "distance": None, "margin": None, "reason": None}
     try:
@@ -147,25 +148,23 @@ def cmd_identify(ctx: Context) -> int:
 
         rgb = load_rgb(a.image)
         term = ctx.terminal()
-        if not term.cfg.face_pay or term.mode() == "card_only":
-            raise UsageError("face pay is off at this terminal", "identify")
+        term.check_identify_allowed()
         analysis = term.pipeline.analyse(rgb)
         if not analysis.gate.ok:
             raise InputError(f"unusable photo: {analysis.gate.reason} ({analysis.gate.guidance})", a.image)
+        m, shopper = term.identify(analysis.embedding)
     except FacepayError as exc:
         if a.json:
             result["reason"] = exc.one_line()
             out(a, result)
             return EXIT_USAGE
         raise
-    m = term.match(analysis.embedding)
-    shopper = term.store.get(m.shopper_id) if m.matched else None
     result.update(distance=None if m.distance is None else round(m.distance, 4),
                   margin=None if m.margin is None else round(m.margin, 4), reason=m.reason)
     if shopper:
-        result["match"] = {"shopper_id": shopper.id, "name": shopper.name}
-    text = (f"match: {shopper.name} ({shopper.id}), distance {m.distance:.3f}" if shopper
-            else f"no match: {m.reason}")
+        result["match"] = {"shopper_id": shopper.id} | ({"name": shopper.name} if a.show_name else {})
+    who = f"{shopper.name} ({shopper.id})" if shopper and a.show_name else shopper.id if shopper else ""
+    text = f"match: {who}, distance {m.distance:.3f}" if shopper else f"no match: {m.reason}"
     out(a, result, text)
     return EXIT_OK if shopper else EXIT_NO
 
@@ -374,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON for machines")
 
-    p = Parser(prog="facepay", description="Face-payment point-of-sale terminal: opt-in only, off means deleted.")
+    p = Parser(prog="facepay", description="Face-payment point-of-sale terminal: opt-in only, off means deleted. "
+               "Shoppers use the kiosk (`facepay run`); the other commands are operator tools for tests and "
+               "support, and what they record in the consent ledger is marked channel \"cli\".")
     p.add_argument("--data-dir", help="data folder (else $FACEPAY_DATA_DIR, else the config's data_dir, "
                                       "else ~/.local/share/facepay)")
     p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else the built-in defaults: the real "
@@ -400,13 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("enroll", cmd_enroll, "enrol a shopper from photos (they must have agreed to the consent text)")
     sp.add_argument("--name", required=True)
     sp.add_argument("--card-uid", required=True, help="the card to link, in hex")
-    sp.add_argument("--consent", action="store_true", help="the shopper read the consent text and agreed")
+    sp.add_argument("--consent", action="store_true", help="the shopper read the consent text and agreed "
+                                                           "(the operator's statement: recorded as channel cli)")
     sp.add_argument("--phone-last4", help="last 4 phone digits for the step-up check")
     sp.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the consent text shown")
     sp.add_argument("images", nargs="+", metavar="IMAGE", help="3 or more photos of the shopper")
 
-    sp = add("identify", cmd_identify, "who is in this photo? (exit 0 match, 1 no match, 2 unusable)")
+    sp = add("identify", cmd_identify, "operator tool: which enrolled shopper is in this photo? Recorded in the "
+                                       "consent ledger; refused with face pay off (exit 0 match, 1 no match, "
+                                       "2 unusable or refused)")
     sp.add_argument("image", metavar="IMAGE")
+    sp.add_argument("--show-name", action="store_true", help="print the shopper's name (default: only their id)")
 
     sp = add("shoppers", cmd_shoppers, "list enrolled shoppers (no biometric data)")
     sp.add_argument("shoppers_cmd", choices=["list"], nargs="?", default="list")
@@ -427,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sp.add_mutually_exclusive_group(required=True)
     g.add_argument("--card-uid", help="pay by this card (hex UID)")
     g.add_argument("--face", metavar="IMAGE", help="pay by face: the photo stands in for the camera")
-    sp.add_argument("--confirm", action="store_true", help="the shopper pressed Confirm on the consent screen")
+    sp.add_argument("--confirm", action="store_true", help="the shopper agreed to the amount (the operator's "
+                                                           "statement: recorded as channel cli, not a kiosk press)")
     sp.add_argument("--phone-last4", help="digits typed at the phone step-up")
 
     sp = add("sales", cmd_sales, "the sales journal: list, void, refund")

@@ -68,3 +68,8 @@ def parse_uid(text: str) -> bytes:
 def mask_uid(uid: bytes) -> str:
     """What a screen may show of a card: ``•••• B2C3``."""
     return "•••• " + uid[-2:].hex().upper()
+
+
+def key_id(master: bytes) -> str:
+    """A short public name for the master key (it reveals nothing of it), for the ledger's genesis entry."""
+    return derive(master, "key-id")[:8].hex()

@@ -83,17 +83,27 @@ def load_or_create_master_key(data_dir: Path) -> bytes:
     return key
 
 
-def connect(path: Path, *, wal: bool = False, secure_delete: bool = False) -> sqlite3.Connection:
-    """Open a SQLite database with the terminal's settings; errors name the file."""
+def connect(path: Path, *, wal: bool = False, secure_delete: bool = False,
+            journal: str | None = None) -> sqlite3.Connection:
+    """Open a SQLite database with the terminal's settings; errors name the file.
+
+    ``secure_delete`` also keeps SQLite's temporary files (VACUUM's copy of the
+    database) in memory, so no copy of a database holding personal data is
+    written outside it.  ``journal`` sets another rollback-journal mode
+    (the key store uses ``MEMORY``: see docs/privacy.md).
+    """
     try:
         conn = sqlite3.connect(str(path), timeout=10, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA schema_version").fetchone()  # fails here, not later, on a file that is not a database
         conn.execute("PRAGMA foreign_keys=ON")
         if wal:
             conn.execute("PRAGMA journal_mode=WAL")
+        elif journal:
+            conn.execute(f"PRAGMA journal_mode={journal}")
         conn.execute("PRAGMA synchronous=FULL")
         if secure_delete:
             conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA temp_store=MEMORY")
     except sqlite3.OperationalError as exc:
         raise StorageError(f"database cannot be opened: {exc}", str(path),
                            "check the data folder's owner, mode and free space (`facepay doctor`)") from None

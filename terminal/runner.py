@@ -167,8 +167,11 @@ class Runner:
             self.last_charge = report
             return [_result(report)]
         if isinstance(eff, co.VerifyPhone):
-            shopper = t.store.get(eff.shopper_id)
-            return [co.PhoneChecked(shopper is not None and t.store.check_phone(shopper, eff.digits))]
+            sale = self.machine.ctx.sale
+            ok, suspended = t.check_phone(eff.shopper_id, eff.digits, sale.sale_id if sale else None)
+            return [co.PhoneChecked(ok, suspended)]
+        if isinstance(eff, co.VerifyUnlock):
+            return [co.UnlockChecked(t.unlock_face_pay(eff.shopper_id, eff.digits))]
         if isinstance(eff, co.StoreEnrolment):
             return [self._store_enrolment(eff)]
         if isinstance(eff, co.LookupCard):

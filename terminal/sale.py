@@ -15,6 +15,9 @@ from .payments.journal import new_sale_id
 from .runner import Runner
 from .service import Terminal
 
+SUSPENDED = ("face pay is suspended for this shopper after too many wrong phone digits: pay by card; "
+             "the shopper switches it back on at the kiosk (My data, tap the card, enter the digits)")
+
 
 def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face: str | None = None,
              confirm: bool = False, phone_last4: str | None = None) -> dict:
@@ -54,6 +57,8 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
             if machine.state == co.State.AMOUNT_DUE:
                 if guidance and runner.last_match is None:
                     raise InputError(f"unusable photo: {guidance[-1]} ({GUIDANCE.get(guidance[-1], '')})", face)
+                if machine.ctx.message == "face_pay_suspended":
+                    return result | {"status": "no_match", "reason": SUSPENDED}
                 if machine.ctx.message == "stepup_unavailable":
                     return result | {"status": "no_match", "reason": "the match is not certain enough and no phone "
                                      "check is on file for it: pay by card"}
@@ -64,6 +69,8 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
             result["step_up"] = machine.ctx.stepup_required
             if machine.ctx.stepup_required and phone_last4 is not None:
                 runner.dispatch(co.PhoneDigits(phone_last4))
+                if machine.ctx.message == "face_pay_suspended":
+                    return result | {"status": "cancelled", "reason": "phone digits did not match: " + SUSPENDED}
             if not confirm:
                 runner.dispatch(co.Timeout(runner.last_timer.token))
                 return result | {"status": "cancelled", "reason": "not confirmed by the shopper: nothing charged"}

@@ -25,15 +25,18 @@ from .datadir import ensure_data_dir, load_or_create_master_key
 from .errors import InputError, NotFoundError
 from .face.images import load_rgb
 from .face.matcher import Gallery, MatchResult
-from .ledger import ConsentLedger
+from .ledger import ConsentLedger, write_genesis
 from .payments.journal import Journal, SaleRecord
 from .payments.processor import IdempotencyKeyReused, Outcome, Processor, ProcessorError
 from .payments.sandbox import SandboxProcessor
-from .shoppers import DeletionReceipt, Shopper, ShopperStore
+from .shoppers import DeletionReceipt, Shopper, ShopperStore, scrub_wal_database
 
 _log = logging.getLogger(__name__)
 
 CHARGE_RETRIES = 2
+PHONE_FAILURE_LIMIT = 5                  # wrong phone digits per shopper ...
+PHONE_FAILURE_WINDOW = timedelta(hours=24)  # ... within this long suspend their face pay
+CHANNELS = ("kiosk", "cli", "demo")      # where a consent or confirmation came from (recorded with it)
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,22 @@ class ChargeReport:
 
 
 class Terminal:
-    def __init__(self, cfg: Config, data_dir: Path):
+    def __init__(self, cfg: Config, data_dir: Path, channel: str = "cli"):
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
         self.cfg = cfg
         self.data_dir = ensure_data_dir(data_dir)
         self.master_key = load_or_create_master_key(self.data_dir)
-        self.store = ShopperStore(self.data_dir, self.master_key)
-        self.ledger = ConsentLedger(self.store.db, self.master_key)
-        self.complete_deletions()
+        self.store = ShopperStore(self.data_dir, self.master_key, on_create=lambda conn: write_genesis(
+            conn, self.master_key, cfg.terminal_id, channel))
+        self.ledger = ConsentLedger(self.store.db, self.master_key, anchor=self.store.keys, channel=channel)
+        if self.store.migration.found == 0 and not self.store.migration.created:
+            self.ledger.adopt(cfg.terminal_id)  # a data folder from before genesis entries
+        keys = self.store.keys_migration
+        self.ledger.settle_anchor(may_start=(keys.created and self.store.migration.created)
+                                  or (keys.found == 0 and not keys.created))
         self.journal = Journal(self.data_dir / "journal.db")
+        self.complete_deletions()
         self.processor: Processor = SandboxProcessor(self.data_dir / "sandbox-processor.db",
                                                      crypto.derive(self.master_key, "sandbox-token"))
         self._pipeline = None
@@ -65,6 +76,17 @@ class Terminal:
             from .fleet.link import FleetLink
 
             self.fleet = FleetLink(self)
+
+    @property
+    def channel(self) -> str:
+        """Where this process's consents and confirmations come from: ``kiosk`` or ``cli``."""
+        return self.ledger.channel
+
+    @channel.setter
+    def channel(self, value: str) -> None:
+        if value not in CHANNELS:
+            raise ValueError(f"unknown channel {value!r}")
+        self.ledger.channel = value
 
     def close(self) -> None:
         self.drop_gallery()
@@ -149,7 +171,75 @@ class Terminal:
     # -- shoppers ------------------------------------------------------------------
     def view(self, shopper: Shopper) -> ShopperView:
         return ShopperView(shopper.id, shopper.masked_name, shopper.card_mask, shopper.token,
-                           shopper.phone_hash is not None, shopper.enrolled_at)
+                           shopper.phone_hash is not None, shopper.enrolled_at,
+                           suspended=self.face_pay_suspended(shopper.id))
+
+    # -- the phone-digits guessing limit -------------------------------------------------
+    def face_pay_suspended(self, shopper_id: str) -> bool:
+        """Suspended after too many wrong phone digits, and not unlocked at "my data" since."""
+        last = self.ledger.events(subject=shopper_id, kinds=("face_pay_suspended", "face_pay_unlocked"))
+        return bool(last) and last[-1].kind == "face_pay_suspended"
+
+    def _recent_phone_failures(self, shopper_id: str, now: datetime) -> int:
+        cutoff = (now - PHONE_FAILURE_WINDOW).isoformat(timespec="microseconds")
+        events = self.ledger.events(subject=shopper_id, kinds=("phone_check_failed", "face_pay_unlocked"))
+        count = 0
+        for e in reversed(events):
+            if e.kind == "face_pay_unlocked" or e.at < cutoff:
+                break
+            count += 1
+        return count
+
+    def check_phone(self, shopper_id: str, digits: str, sale_id: str | None = None) -> tuple[bool, bool]:
+        """The phone step-up: (digits right, face pay now suspended).  A wrong entry goes into the ledger;
+        the ``PHONE_FAILURE_LIMIT``-th within ``PHONE_FAILURE_WINDOW`` (across sales) suspends face pay."""
+        shopper = self.store.get(shopper_id)
+        if shopper is None:
+            return False, False
+        if self.store.check_phone(shopper, digits):
+            return True, self.face_pay_suspended(shopper_id)
+        details = {"sale_id": sale_id} if sale_id else {}
+        self.ledger.append("phone_check_failed", shopper_id, terminal_id=self.cfg.terminal_id, **details)
+        if self.face_pay_suspended(shopper_id):
+            return False, True
+        failures = self._recent_phone_failures(shopper_id, datetime.now(timezone.utc))
+        if failures >= PHONE_FAILURE_LIMIT:
+            self.ledger.append("face_pay_suspended", shopper_id, failures=failures,
+                               window_hours=int(PHONE_FAILURE_WINDOW.total_seconds() // 3600),
+                               terminal_id=self.cfg.terminal_id)
+            self.drop_gallery()
+            return False, True
+        return False, False
+
+    def unlock_face_pay(self, shopper_id: str, digits: str) -> bool:
+        """At "my data", after the shopper tapped their enrolled card: the right digits switch face pay back on."""
+        shopper = self.store.get(shopper_id)
+        if shopper is None or not self.face_pay_suspended(shopper_id):
+            return False
+        if not self.store.check_phone(shopper, digits):
+            self.ledger.append("phone_check_failed", shopper_id, where="my data", terminal_id=self.cfg.terminal_id)
+            return False
+        self.ledger.append("face_pay_unlocked", shopper_id, terminal_id=self.cfg.terminal_id)
+        return True
+
+    # -- identification outside a payment ------------------------------------------------
+    def check_identify_allowed(self) -> None:
+        """Identification outside a payment is refused out of service and with face pay off."""
+        from .errors import UsageError
+
+        if not self.face_pay_on():
+            why = ("the terminal is out of service" if self.mode() == "out_of_service"
+                   else "face pay is off at this terminal")
+            raise UsageError(f"identification refused: {why}", "identify")
+
+    def identify(self, embedding: np.ndarray) -> tuple[MatchResult, Shopper | None]:
+        """A 1:N search for `facepay identify`; every search is recorded (when, channel, matched or not; no name)."""
+        self.check_identify_allowed()
+        m = self.match(embedding)
+        shopper = self.store.get(m.shopper_id) if m.matched else None
+        self.ledger.append("identification", shopper.id if shopper else "", matched=shopper is not None,
+                           reason=m.reason, terminal_id=self.cfg.terminal_id)
+        return m, shopper
 
     def card(self, uid: bytes) -> tuple[str, str, str]:
         """A tapped card as the terminal may keep it: (keyed hash, masked form, processor token)."""
@@ -209,7 +299,7 @@ class Terminal:
             raise NotFoundError(what, hint="`facepay shoppers list` shows who is enrolled")
         return shopper
 
-    def revoke(self, shopper_id: str, cause: str = "opt-out") -> DeletionReceipt:
+    def revoke(self, shopper_id: str, cause: str = "opt-out", scrub: bool = True) -> DeletionReceipt:
         """Opt a shopper out: record it, drop them from memory, crypto-shred their data, return the receipt.
 
         The ledger entry comes first, so a power cut at any later point leaves a record that
@@ -227,10 +317,29 @@ class Terminal:
         if self._gallery is not None:
             self._gallery = self._gallery.without(shopper_id)
         failpoints.hit("after_revoke_ledger_write")
-        receipt = self.store.delete(shopper_id, cause, receipt_id)
+        receipt = self._delete(shopper, cause, receipt_id, scrub=False)
         if self.fleet is not None and cause != "fleet opt-out":
-            self.fleet.forget(shopper_id)
+            self.fleet.forget(shopper_id)  # before the scrub: the fleet's link row holds the card hash
+        if scrub:
+            self.scrub()
         return receipt
+
+    def _delete(self, shopper: Shopper, cause: str, receipt_id: str, scrub: bool = True) -> DeletionReceipt:
+        """Sales keep a tombstone instead of the shopper and their card token; then crypto-shred and scrub."""
+        self.journal.tombstone(shopper.id, shopper.token, "deleted:" + receipt_id)
+        receipt = self.store.delete(shopper.id, cause, receipt_id, scrub=scrub)
+        if scrub:
+            self._scrub_journal()
+        return receipt
+
+    def _scrub_journal(self) -> None:
+        if not scrub_wal_database(self.journal.db, vacuum=False):
+            _log.warning("journal.db is busy: its write-ahead log is emptied at the next opt-out or start")
+
+    def scrub(self) -> None:
+        """After a batch of deletions: scrub both databases and the journal once."""
+        self.store.scrub()
+        self._scrub_journal()
 
     def _deletion_events(self) -> dict:
         """shopper id -> the ledger's opt-out or purge event for them."""
@@ -255,14 +364,18 @@ class Terminal:
                 cause = "interrupted deletion"
             else:
                 receipt_id, cause = event.details["receipt_id"], event.details.get("cause", "opt-out")
-            done.append(self.store.delete(shopper.id, cause, receipt_id))
+            done.append(self._delete(shopper, cause, receipt_id, scrub=False))
             _log.warning("finished an interrupted deletion of %s (receipt %s)", shopper.id, receipt_id)
-        self.store.drop_orphan_keys()
+        if self.store.drop_orphan_keys() or done:
+            self.scrub()
         return done
 
     def purge(self, now: datetime | None = None) -> list[DeletionReceipt]:
-        return [self.revoke(s.id, cause="retention")
-                for s in self.store.unused_since(self.cfg.retention.template_days, now)]
+        receipts = [self.revoke(s.id, cause="retention", scrub=False)
+                    for s in self.store.unused_since(self.cfg.retention.template_days, now)]
+        if receipts:
+            self.scrub()  # one checkpoint and VACUUM for the whole batch
+        return receipts
 
     # -- payments --------------------------------------------------------------------
     def idempotency_key(self, sale_id: str) -> str:

@@ -4,9 +4,13 @@
 hash and masked form, the processor token, a salted keyed hash of the phone's
 last four digits, and the template sealed with AES-GCM under the shopper's own
 data key.  The data key lives wrapped in ``keystore.db``.  Deleting a shopper
-deletes the row and the data key (both databases run with secure_delete, so
-the bytes are overwritten): the template cannot be recovered from any copy of
-``facepay.db``, old or new.
+deletes the data key and the row, then scrubs both files: ``secure_delete``
+overwrites the deleted cells, ``facepay.db``'s write-ahead log is checkpointed
+and truncated, and both databases are rebuilt with VACUUM, so no file in the
+data folder still holds the shopper's name, card, token, phone hash, sealed
+template or wrapped key.  The key store keeps its rollback journal in memory,
+so a key is never copied to a journal file.  The template cannot be recovered
+from any copy of ``facepay.db``, old or new, once the key is gone.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import crypto
+from . import crypto, ledger
 from .datadir import connect
+from .errors import StorageError
 from .face.matcher import Gallery
+from .schema import migrate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shoppers (
@@ -48,9 +54,14 @@ CREATE TABLE IF NOT EXISTS deletion_receipts (
     cause TEXT NOT NULL,
     deleted TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-KEYSTORE_SCHEMA = "CREATE TABLE IF NOT EXISTS data_keys (shopper_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL)"
+KEYSTORE_SCHEMA = "CREATE TABLE IF NOT EXISTS data_keys (shopper_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL);"
+
+# PRAGMA user_version steps (terminal/schema.py): index i moves version i to i + 1.
+FACEPAY_MIGRATIONS = [SCHEMA + ledger.SCHEMA]
+KEYSTORE_MIGRATIONS = [KEYSTORE_SCHEMA + ledger.ANCHOR_SCHEMA]
 
 
 def _now() -> datetime:
@@ -106,13 +117,36 @@ _COLS = ("id, name, card_hash, card_mask, token, phone_salt, phone_hash, capture
 
 
 class ShopperStore:
-    def __init__(self, data_dir: Path, master_key: bytes):
+    def __init__(self, data_dir: Path, master_key: bytes, on_create=None):
+        """Open (and create or migrate) both databases; ``on_create(conn)`` runs in the transaction
+        that creates a new ``facepay.db`` (the ledger's genesis entry)."""
         self._master = master_key
         self._wrap_key = crypto.derive(master_key, "data-key-wrap")
+        # Keys: the rollback journal stays in memory, never a copy of a key page in a file (docs/privacy.md).
+        self.keys = connect(data_dir / "keystore.db", secure_delete=True, journal="MEMORY")
+        try:
+            self._check_keystore(data_dir / "keystore.db")
+            self.keys_migration = migrate(self.keys, data_dir / "keystore.db", KEYSTORE_MIGRATIONS)
+        except sqlite3.DatabaseError as exc:
+            self._damaged(data_dir / "keystore.db", str(exc))
         self.db = connect(data_dir / "facepay.db", wal=True, secure_delete=True)
-        self.db.executescript(SCHEMA)
-        self.keys = connect(data_dir / "keystore.db", secure_delete=True)
-        self.keys.execute(KEYSTORE_SCHEMA)
+        self.migration = migrate(self.db, data_dir / "facepay.db", FACEPAY_MIGRATIONS, on_create=on_create)
+        if self.settings().get("scrub_pending"):
+            self.scrub()  # an opt-out's scrub could not finish (another process held the database)
+
+    def _check_keystore(self, path: Path) -> None:
+        """Without an on-disk journal a power cut during a key write can damage the file: say so plainly."""
+        result = self.keys.execute("PRAGMA quick_check").fetchone()[0]
+        if result != "ok":
+            self._damaged(path, result)
+
+    @staticmethod
+    def _damaged(path: Path, why: str):
+        why = " ".join(why.replace("*** in database main ***", "").split())
+        raise StorageError(
+            f"keystore.db is damaged ({why}): no face template can be decrypted", str(path),
+            "delete keystore.db; at the next start every enrolment is closed with a deletion receipt "
+            "and shoppers enrol again (docs/privacy.md)") from None
 
     def close(self) -> None:
         self.db.close()
@@ -225,10 +259,11 @@ class ShopperStore:
     def has_key(self, shopper_id: str) -> bool:
         return self.keys.execute("SELECT 1 FROM data_keys WHERE shopper_id = ?", (shopper_id,)).fetchone() is not None
 
-    def delete(self, shopper_id: str, cause: str, receipt_id: str | None = None) -> DeletionReceipt:
+    def delete(self, shopper_id: str, cause: str, receipt_id: str | None = None, scrub: bool = True) -> DeletionReceipt:
         """Crypto-shred: destroy the data key first, then the row and write the receipt (one transaction).
 
         Safe to run again after a crash at any point: a row whose key is gone is finished off.
+        ``scrub=False`` leaves the scrub to the caller (a purge of many shoppers scrubs once, at the end).
         """
         from . import failpoints
 
@@ -245,13 +280,32 @@ class ShopperStore:
             self.db.execute("DELETE FROM shoppers WHERE id = ?", (shopper_id,))
             self.db.execute("INSERT INTO deletion_receipts (id, shopper_id, at, cause, deleted) VALUES (?,?,?,?,?)",
                             (receipt.id, shopper_id, receipt.at, cause, json.dumps(deleted)))
+            # until the scrub has run, a crash or power cut leaves this mark for the next start to finish it
+            self.db.execute("INSERT INTO settings (key, value) VALUES ('scrub_pending', 'true') "
+                            "ON CONFLICT(key) DO UPDATE SET value=excluded.value")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        # Rewrite free pages so deleted bytes do not linger in either file.
-        self.keys.execute("VACUUM")
+        if scrub:
+            self.scrub()
         return receipt
+
+    def scrub(self) -> bool:
+        """Leave no deleted bytes in either file: checkpoint and truncate the WAL, VACUUM both databases.
+
+        ``secure_delete`` zeroes deleted cells in the database file, but earlier copies of the
+        page stay in ``facepay.db-wal`` until a checkpoint, and in free space until a VACUUM.
+        Returns False (and remembers to try again at the next start) when another process kept
+        the WAL from being truncated.
+        """
+        self.keys.execute("VACUUM")
+        if self.settings().get("scrub_pending"):
+            self.db.execute("DELETE FROM settings WHERE key = 'scrub_pending'")
+        if scrub_wal_database(self.db):
+            return True
+        self.set_setting("scrub_pending", True)
+        return False
 
     def receipt(self, receipt_id: str) -> DeletionReceipt | None:
         row = self.db.execute("SELECT id, shopper_id, at, cause, deleted FROM deletion_receipts WHERE id = ?",
@@ -264,10 +318,25 @@ class ShopperStore:
             f"SELECT {_COLS} FROM shoppers WHERE last_used_at < ? ORDER BY last_used_at", (cutoff,))]
 
     def settings(self) -> dict:
-        self.db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM settings")}
 
     def set_setting(self, key: str, value) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self.db.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                         (key, json.dumps(value)))
+
+
+def scrub_wal_database(db: sqlite3.Connection, vacuum: bool = True) -> bool:
+    """Checkpoint a WAL database into its file and truncate the WAL to zero bytes (then VACUUM, and again).
+
+    False if another connection's reader kept the WAL from being emptied within the busy timeout.
+    """
+    def truncate() -> bool:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
+
+    if not truncate():
+        return False
+    if vacuum:
+        db.execute("VACUUM")  # in WAL mode the rebuilt file goes through the WAL: truncate once more
+        return truncate()
+    return True

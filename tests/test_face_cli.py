@@ -14,8 +14,8 @@ def enrolled(cli):
     return json.loads(r.stdout)
 
 
-def identify(cli, image):
-    r = cli("identify", "--json", image)
+def identify(cli, image, *flags):
+    r = cli("identify", "--json", image, *flags)
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1, r.stdout  # exactly one JSON object, whatever the outcome
     return r.returncode, json.loads(lines[0])
@@ -25,7 +25,7 @@ def test_enrol_then_identify_same_person_and_strangers(cli, enrolled):
     assert enrolled["name"] == "Barack Obama" and enrolled["shopper_id"].startswith("shp_")
     assert enrolled["optout_code"] is None  # no [fleet]: nothing would honour a code
     for probe in OBAMA_PROBES:
-        code, out = identify(cli, probe)
+        code, out = identify(cli, probe, "--show-name")
         assert code == 0, out
         assert out["match"] == {"shopper_id": enrolled["shopper_id"], "name": "Barack Obama"}
         assert out["distance"] < 0.45 and out["reason"] is None
@@ -39,7 +39,7 @@ def test_two_shoppers_no_false_match(cli, enrolled):
     r = cli("enroll", "--name", "Kit Harington", "--card-uid", "04:11:22:33:44:55:66", "--phone-last4", "5678", "--consent",
             EXTRA / "kit_harington_1.jpg", EXTRA / "kit_harington_2.jpg", EXTRA / "kit_harington_3.jpg")
     assert r.returncode == 0, r.stderr
-    code, out = identify(cli, FACES / "obama2.jpg")
+    code, out = identify(cli, FACES / "obama2.jpg", "--show-name")
     assert code == 0 and out["match"]["name"] == "Barack Obama" and out["margin"] > 0.3
     for stranger in [FACES / "biden.jpg", EXTRA / "rose_leslie_2.jpg", EXTRA / "alex_lacamoire_2.jpg"]:
         code, out = identify(cli, stranger)
@@ -128,7 +128,7 @@ def test_shared_photos_identify_right(cli, enrolled):
     photos = sorted(p for p in SHARED_FACES.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     checked = 0
     for photo in photos:
-        code, out = identify(cli, photo)
+        code, out = identify(cli, photo, "--show-name")
         if code == 2:
             continue  # fails a gate (two faces, too small): not a decision
         checked += 1

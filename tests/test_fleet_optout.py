@@ -372,20 +372,20 @@ def test_a_ledger_head_that_goes_backwards_is_flagged(fleet):
     tid = "rb-1"
     cfg = fleet.provision(tid)
     data = fleet.data_dir(tid)
-    enrol_direct(cfg, data, bytes.fromhex("04010101"), seed=31)  # ledger entry 1
+    enrol_direct(cfg, data, bytes.fromhex("04010101"), seed=31)  # ledger entry 2 (entry 1 is the genesis entry)
     backup = data.parent / f"{tid}-backup"
     shutil.copytree(data, backup)
-    enrol_direct(cfg, data, bytes.fromhex("04020202"), seed=32)  # 2
-    enrol_direct(cfg, data, bytes.fromhex("04030303"), seed=33)  # 3
+    enrol_direct(cfg, data, bytes.fromhex("04020202"), seed=32)  # 3
+    enrol_direct(cfg, data, bytes.fromhex("04030303"), seed=33)  # 4
     fleet.start_agent(tid)
-    wait_for(lambda: fleet.sql("SELECT ledger_seq FROM terminals WHERE id = %s", tid)[0][0] == 3, 30, "head 3")
+    wait_for(lambda: fleet.sql("SELECT ledger_seq FROM terminals WHERE id = %s", tid)[0][0] == 4, 30, "head 4")
     assert fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0] is None
     fleet.stop_agent(tid)
     shutil.rmtree(data)
     shutil.copytree(backup, data)  # the old copy, whose own chain verifies
     fleet.start_agent(tid)
     flag = wait_for(lambda: fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0], 30, "the flag")
-    assert flag == "ledger head went back from 3 to 1"
+    assert flag == "ledger head went back from 4 to 2"
 
 
 def test_serve_rate_limits_the_public_optout(fleet):

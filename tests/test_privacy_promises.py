@@ -217,6 +217,7 @@ class TestLedgerTamper:
 
         conn = connect(tmp_path / "l.db")
         led = ConsentLedger(conn, b"k" * 32)
+        led.adopt("t")  # entry 1: the genesis entry
         for i in range(5):
             led.append("charge_confirmed", f"shp_{i}", amount_minor=100 + i)
         assert led.verify().ok
@@ -236,7 +237,7 @@ class TestLedgerTamper:
 
     def test_delete_last_detected(self, ledger):
         led, conn = ledger
-        conn.execute("DELETE FROM consent_ledger WHERE seq = 5")
+        conn.execute("DELETE FROM consent_ledger WHERE seq = 6")
         r = led.verify()
         assert not r.ok and "removed" in r.reason
 
@@ -290,6 +291,8 @@ def test_power_cut_during_opt_out_still_deletes(cli, failpoint):
     keys = sqlite3.connect(cli.data_dir / "keystore.db").execute("SELECT COUNT(*) FROM data_keys").fetchone()[0]
     assert keys == 0
     assert cli("audit", "verify").returncode == 0
+    for p in cli.data_dir.iterdir():  # the finished deletion was scrubbed too
+        assert not p.is_file() or b"Barack Obama" not in p.read_bytes(), p.name
 
 
 def test_mid_deletion_shopper_is_never_matched(term, embeddings):

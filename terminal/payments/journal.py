@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..datadir import connect
 from ..errors import StorageError
+from ..schema import migrate
 from .processor import IdempotencyKeyReused
 
 SCHEMA = """
@@ -55,6 +56,9 @@ CREATE TABLE IF NOT EXISTS operations (
     settled_at TEXT
 );
 """
+
+# PRAGMA user_version steps (terminal/schema.py): index i moves version i to i + 1.
+MIGRATIONS = [SCHEMA]
 
 # Each sale with its approved void and refunds, read in the same query.
 _SALE_COLS = ("id, key, created_at, amount_minor, currency, method, shopper_id, token, training, status, "
@@ -106,8 +110,8 @@ class Journal:
 
     def __init__(self, path: Path):
         self.path = path
-        self.db = connect(path, wal=True)
-        self.db.executescript(SCHEMA)
+        self.db = connect(path, wal=True, secure_delete=True)
+        migrate(self.db, path, MIGRATIONS)
 
     def close(self) -> None:
         self.db.close()
@@ -168,6 +172,17 @@ class Journal:
     def steps(self, sale_id: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self.db.execute(
             "SELECT step, detail FROM steps WHERE sale_id=? ORDER BY id", (sale_id,))]
+
+    def tombstone(self, shopper_id: str, token: str, marker: str) -> int:
+        """An opt-out: the sales stay (the shop's books), their link to the shopper and card becomes ``marker``.
+
+        Returns how many sales were changed; the caller scrubs the file (checkpoint, truncate).
+        """
+        cur = self.db.execute("UPDATE sales SET shopper_id = CASE WHEN shopper_id = ? THEN ? ELSE shopper_id END, "
+                              "token = CASE WHEN token = ? THEN ? ELSE token END "
+                              "WHERE shopper_id = ? OR token = ?",
+                              (shopper_id, marker, token, marker, shopper_id, token))
+        return cur.rowcount
 
     # -- voids and refunds --------------------------------------------------
     def begin_operation(self, key: str, sale_id: str, kind: str, amount_minor: int) -> None:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..datadir import connect
 from ..money import format_amount
+from ..schema import migrate
 from .processor import IdempotencyKeyReused, Outcome, Processor, ProcessorTimeout, ProcessorUnavailable
 
 SCHEMA = """
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS blocked_tokens (token TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS sandbox_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+MIGRATIONS = [SCHEMA]  # PRAGMA user_version steps (terminal/schema.py)
+
 FAULTS = ("none", "timeout", "fail", "partition")
 _PAST = {"void": "voided", "refund": "refunded"}
 _COLS = "key, kind, status, reason, reference, amount_minor, currency, training"
@@ -65,7 +68,7 @@ class SandboxProcessor(Processor):
         self.path = path
         self._secret = secret
         self.db = connect(path, wal=True)
-        self.db.executescript(SCHEMA)
+        migrate(self.db, path, MIGRATIONS)
 
     def close(self) -> None:
         self.db.close()

@@ -72,13 +72,15 @@ def run_kiosk(ctx, demo: bool, size=None, script: str | None = None, screenshots
 
         raise UsageError("--screenshots needs --demo: screenshots may show the camera picture, so they are only "
                          "taken of the replay camera's public demo photos", "run")
-    term = Terminal(cfg, ctx.data_dir)
+    term = Terminal(cfg, ctx.data_dir, channel="kiosk")
     ctx._term = term
     recovered = term.recover()
     if recovered:
         _log.info("recovered %d sale(s) left in flight: %s", len(recovered), recovered)
     if demo:
+        term.channel = "demo"  # the demo's seeded shopper is recorded as such, not as a kiosk consent
         ensure_demo_shopper(term)
+        term.channel = "kiosk"
     hw = build_hardware(cfg, term.data_dir)
     _prepare_kivy(size, fullscreen)
     try:

@@ -28,8 +28,8 @@ from ..staff import PinGate
 
 _log = logging.getLogger(__name__)
 
-SLOW = {co.Charge, co.ResolveCharge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.LookupCard,
-        co.OpenCamera, co.CloseCamera}
+SLOW = {co.Charge, co.ResolveCharge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.VerifyUnlock,
+        co.LookupCard, co.OpenCamera, co.CloseCamera}
 STAFF_IDLE_LOCK_S = 300
 
 MESSAGES = {
@@ -42,6 +42,9 @@ MESSAGES = {
     "timed out": "Timed out. Nothing was charged.",
     "shopper opted out": "Cancelled. Nothing was charged.",
     "phone digits did not match": "The phone digits did not match. Nothing was charged.",
+    "face_pay_suspended": "Face pay is paused for this account after too many wrong phone digits. Please pay by "
+                          "card. To switch it back on: My data, tap your card, enter your digits.",
+    "face_pay_unlocked": "Face pay is on again for this card.",
     "random_uid": co.RANDOM_UID_SENTENCE,
     "not_recorded": "This terminal cannot record payments right now. Nothing was charged. Please ask staff.",
     "key_reused": "The payment service refused this payment before making it. Nothing was charged. Please ask staff.",
@@ -103,6 +106,7 @@ class KioskController(EventDispatcher):
     demo = BooleanProperty(False)
     stepup_needed = BooleanProperty(False)   # the phone digits are asked and not yet given
     has_mydata = BooleanProperty(False)
+    mydata_suspended = BooleanProperty(False)   # face pay paused for this card: the unlock keypad shows
 
     def __init__(self, term, hardware, demo: bool = False, **kw):
         super().__init__(**kw)
@@ -274,9 +278,12 @@ class KioskController(EventDispatcher):
         self.stepup_needed = bool(snap["stepup_required"] and not snap["stepup_ok"])
         md = snap["mydata"]
         self.has_mydata = bool(md)
+        self.mydata_suspended = bool(md and md["suspended"])
         if md:
             self.mydata_text = (f"A face is enrolled for card {md['masked_card']}\n"
-                                f"Name: {md['masked_name']}\nSince: {md['enrolled_at'][:10]}")
+                                f"Name: {md['masked_name']}\nSince: {md['enrolled_at'][:10]}"
+                                + ("\nFace pay is paused after too many wrong phone digits. Enter the last 4 "
+                                   "digits of your phone number to switch it back on." if md["suspended"] else ""))
         elif self.state == "mydata_show":
             self.mydata_text = "No face is enrolled for this card. Nothing about you is stored for face pay."
         en = snap["enrolled"]
@@ -339,7 +346,11 @@ class KioskController(EventDispatcher):
 
     def start_mydata(self):
         self.receipt_text = ""
+        self.keypad = ""
         return self.send(co.StartMyData())
+
+    def unlock_face_pay(self, digits: str):
+        return self.send(co.UnlockFacePay(digits))
 
     def delete_mydata(self):
         return self.send(co.DeleteMyData())

@@ -49,6 +49,7 @@ A scenario file::
     screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
     sales = {approved = 1}
     charges = 1
+    channels = {charge_confirmed = "kiosk"}   # every event of that kind came through that channel
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ _log = logging.getLogger(__name__)
 STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
               "cli", "preview"}
 EXPECT_KEYS = {"screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
-               "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode"}
+               "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode", "channels"}
 
 
 class ScriptTouch(MotionEvent):
@@ -384,6 +385,10 @@ class ScenarioPlayer:
         for kind, n in e.get("ledger", {}).items():
             if kinds.count(kind) != n:
                 fail(f"expected {n} {kind} ledger event(s), found {kinds.count(kind)}")
+        for kind, channel in e.get("channels", {}).items():  # where each recorded consent came from
+            got = {ev.details.get("channel") for ev in t.ledger.events(kind=kind)}
+            if got != {channel}:
+                fail(f"expected every {kind} ledger event to come through {channel}, found {sorted(map(str, got))}")
         if not t.ledger.verify().ok:
             fail("the consent ledger does not verify")
         if "shoppers" in e and t.store.count() != e["shoppers"]:
