@@ -29,6 +29,7 @@ from . import crypto, ledger
 from .datadir import connect
 from .errors import StorageError
 from .face.matcher import Gallery
+from .fleet import tables as fleet_tables
 from .schema import migrate
 
 SCHEMA = """
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 KEYSTORE_SCHEMA = "CREATE TABLE IF NOT EXISTS data_keys (shopper_id TEXT PRIMARY KEY, wrapped BLOB NOT NULL);"
 
 # PRAGMA user_version steps (terminal/schema.py): index i moves version i to i + 1.
-FACEPAY_MIGRATIONS = [SCHEMA + ledger.SCHEMA]
+# Version 2: the fleet's tables (empty outside a fleet).
+FACEPAY_MIGRATIONS = [SCHEMA + ledger.SCHEMA, fleet_tables.LINKS + fleet_tables.OUTBOX]
 KEYSTORE_MIGRATIONS = [KEYSTORE_SCHEMA + ledger.ANCHOR_SCHEMA]
 
 

@@ -380,8 +380,14 @@ def test_a_data_folder_from_before_versions_is_migrated(tmp_path, embeddings):
     sqlite3.connect(data / "keystore.db").executescript(KEYSTORE_SCHEMA)
     term = Terminal(Config(), data)
     try:
-        for name in ("facepay.db", "keystore.db", "journal.db"):
-            assert sqlite3.connect(data / name).execute("PRAGMA user_version").fetchone()[0] == 1
+        from terminal.payments.journal import MIGRATIONS as JOURNAL_MIGRATIONS
+        from terminal.shoppers import FACEPAY_MIGRATIONS, KEYSTORE_MIGRATIONS
+        newest = {"facepay.db": len(FACEPAY_MIGRATIONS), "keystore.db": len(KEYSTORE_MIGRATIONS),
+                  "journal.db": len(JOURNAL_MIGRATIONS)}
+        for name, version in newest.items():
+            assert sqlite3.connect(data / name).execute("PRAGMA user_version").fetchone()[0] == version
+        assert sqlite3.connect(data / "facepay.db").execute(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE name IN ('fleet_outbox', 'fleet_links')").fetchone()[0] == 2
         events = term.ledger.events()
         assert [e.kind for e in events] == ["mode_changed", "charge_cancelled", "genesis"]
         assert events[-1].details["adopted_entries"] == 2

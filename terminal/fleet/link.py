@@ -16,17 +16,6 @@ from . import outbox
 
 PAUSED_MESSAGE = "Face pay paused: this terminal is offline"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fleet_links (
-    shopper_id TEXT PRIMARY KEY,
-    card_hash TEXT NOT NULL,
-    code_hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS fleet_links_card ON fleet_links(card_hash);
-CREATE TABLE IF NOT EXISTS fleet_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
-
 def new_optout_code() -> str:
     """16 base32 characters (80 random bits) in groups of four: ``K7QM-3XPA-WD2R-9HNE``."""
     raw = base64.b32encode(secrets.token_bytes(10)).decode()
@@ -49,9 +38,6 @@ class FleetLink:
         self.term = term
         self.cfg = term.cfg.fleet
         self.db = term.store.db
-        self.db.executescript(SCHEMA)
-        outbox.ensure(self.db)
-        outbox.ensure(term.journal.db)
         term.journal.outbox = True
         term.ledger.outbox = True
         self._recent_cards: dict[str, str] = {}

@@ -10,18 +10,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fleet_outbox (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    sent_at TEXT
-);
-CREATE INDEX IF NOT EXISTS fleet_outbox_unsent ON fleet_outbox(sent_at) WHERE sent_at IS NULL;
-"""
-
 # A settled sale as the back office stores it; selected inside the settling transaction.
 SALE_EVENT_SQL = (
     "INSERT OR IGNORE INTO fleet_outbox (id, kind, payload, created_at) "
@@ -33,10 +21,6 @@ SALE_EVENT_SQL = (
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def ensure(conn) -> None:
-    conn.executescript(SCHEMA)
 
 
 def row(event_id: str, kind: str, payload: dict) -> tuple[str, tuple]:

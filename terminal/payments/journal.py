@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..datadir import connect
 from ..errors import StorageError
+from ..fleet import tables as fleet_tables
 from ..schema import migrate
 from .processor import IdempotencyKeyReused
 
@@ -58,7 +59,8 @@ CREATE TABLE IF NOT EXISTS operations (
 """
 
 # PRAGMA user_version steps (terminal/schema.py): index i moves version i to i + 1.
-MIGRATIONS = [SCHEMA]
+# Version 2: the fleet's outbox (empty outside a fleet).
+MIGRATIONS = [SCHEMA, fleet_tables.OUTBOX]
 
 # Each sale with its approved void and refunds, read in the same query.
 _SALE_COLS = ("id, key, created_at, amount_minor, currency, method, shopper_id, token, training, status, "
