@@ -122,6 +122,16 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class LivenessConfig:
+    # The head-turn challenge before any face match or enrolment capture (docs/privacy.md).
+    # false only for the demo or tests; recorded in the consent ledger at start when false.
+    required: bool = True
+    min_yaw_deg: float = 15.0      # the turn asked for, in degrees of head yaw
+    planarity_min: float = 0.03    # homography residual / eye distance a real head leaves
+    timeout_s: float = 4.0         # from the first face seen to the turn
+
+
+@dataclass(frozen=True)
 class Config:
     terminal_id: str = "demo-terminal"
     face_pay: bool = True
@@ -135,6 +145,7 @@ class Config:
     payment: PaymentConfig = field(default_factory=PaymentConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     source: str = "<built-in defaults>"
 
 
@@ -221,6 +232,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             f"'payment.currency' must be a 3-letter ISO 4217 code, not {cfg.payment.currency!r}", src
         )
+    ranges = {  # (low, high) inclusive: outside them the check is either no check or impossible
+        "liveness.min_yaw_deg": (cfg.liveness.min_yaw_deg, 8.0, 40.0),
+        "liveness.planarity_min": (cfg.liveness.planarity_min, 0.005, 0.5),
+        "liveness.timeout_s": (cfg.liveness.timeout_s, 1.0, 30.0),
+    }
+    for key, (value, low, high) in ranges.items():
+        if not low <= value <= high:
+            raise ConfigError(f"'{key}' must be between {low:g} and {high:g}, not {value!r}", src)
     pins = [cfg.leds.privacy, cfg.leds.consent, cfg.leds.approved, cfg.leds.declined, cfg.leds.fault]
     if len(set(pins)) != len(pins):
         raise ConfigError("the LED pins in [leds] must all be different", src)

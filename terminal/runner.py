@@ -25,6 +25,8 @@ from .service import Terminal
 _log = logging.getLogger(__name__)
 
 NO_MATCH_FRAMES = 2      # embedded frames without a match before "no match"
+# Gate failures worth telling the shopper during the head-turn challenge ("not frontal" is the point of it).
+CHALLENGE_GUIDANCE = ("no_face", "multiple_faces", "too_small", "partly_outside", "too_dark", "too_bright")
 MAX_FRAMES = 200         # frames per scan before giving up (the timer usually ends it first)
 
 
@@ -51,6 +53,8 @@ class Runner:
         self.lock = threading.RLock()
         self.last_match = None
         self.last_receipt = None
+        self.last_liveness = None
+        self.on_cooldown: Callable[[co.StartCooldown], None] | None = None
 
     # -- the loop -----------------------------------------------------------
     def dispatch(self, event, *, deferred: set[type] | None = None) -> list:
@@ -89,6 +93,10 @@ class Runner:
         if isinstance(eff, co.Leds):
             if self.leds:
                 self.leds.show(eff.pattern)
+            return []
+        if isinstance(eff, co.StartCooldown):
+            if self.on_cooldown:
+                self.on_cooldown(eff)
             return []
         if isinstance(eff, co.StartTimer):
             self.last_timer = eff
@@ -158,13 +166,88 @@ class Runner:
                 on_frame(frame, analysis)
             yield analysis
 
+    def liveness_challenge(self, emit: Callable, challenge: str, on_frame: Callable | None = None):
+        """Run the head-turn challenge on the open camera; the start frame's descriptor when it was passed.
+
+        Emits guidance while it runs, then ``LivenessPassed`` or ``LivenessFailed(reason)``.  Only the
+        frames the decision rests on (start and end of the turn) are embedded: they must be the same
+        person.  Returns None when the check failed or the scan was stopped.
+        """
+        from .face.liveness import LivenessCheck, LivenessParams
+
+        t = self.term
+        lc = t.cfg.liveness
+        check = LivenessCheck(challenge, LivenessParams(lc.min_yaw_deg, lc.planarity_min, lc.timeout_s))
+        pipeline = t.pipeline
+        kept: dict[int, tuple] = {}   # frame index -> (image, detection) for the check's current start and peak
+        recent: list[tuple] = []
+        last_reason, result = None, None
+        for _ in range(MAX_FRAMES):
+            if self.scan_stop.is_set() or not self.camera.is_open:
+                return None
+            frame = self.camera.read()
+            if frame is None:
+                break
+            rgb = frame.image
+            analysis = pipeline.analyse(rgb, embed=False)
+            landmarks = pipeline.landmarks(rgb, analysis)
+            if on_frame:
+                on_frame(frame, analysis)
+            reason = analysis.gate.reason if analysis.gate.reason in CHALLENGE_GUIDANCE else None
+            if reason != last_reason:
+                last_reason = reason
+                if reason:
+                    emit(co.FaceGuidance(reason))
+            box = analysis.gate.face.box if landmarks is not None else None
+            index = check.frames
+            recent = (recent + [(index, rgb, analysis.gate.face)])[-4:]
+            result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))
+            for want in (check.start_index, check.peak_index):
+                if want is not None and want not in kept:
+                    kept.update({i: (img, det) for i, img, det in recent if i == want})
+            kept = {i: v for i, v in kept.items() if i in (check.start_index, check.peak_index)}
+            if result is not None:
+                break
+        if self.scan_stop.is_set():
+            return None
+        if result is None:
+            result = check.finish()
+        self.last_liveness = result
+        if not result.live:
+            emit(co.LivenessFailed(result.reason))
+            return None
+        start_img, start_det = kept[result.start_frame]
+        end_img, end_det = kept[result.end_frame]
+        start = pipeline.embedder.embed(start_img, start_det)
+        end = pipeline.embedder.embed(end_img, end_det)
+        if float(np.linalg.norm(start - end)) >= t.cfg.match.threshold:
+            emit(co.LivenessFailed("different_person"))
+            return None
+        emit(co.LivenessPassed())
+        return start
+
     def scan_payment(self, emit: Callable, on_frame: Callable | None = None) -> None:
         """Read frames until a decision, passing guidance and then the decision to ``emit``.
 
-        Stops early when the camera is closed (cancel, timeout): ``scan_stop`` is set.
+        With liveness required, the head-turn challenge comes first and the descriptor matched is the
+        one from the challenge's start frame.  Stops early when the camera is closed (cancel, timeout):
+        ``scan_stop`` is set.
         """
         t = self.term
         gallery: Gallery = t.gallery()
+        challenge = self.machine.ctx.challenge
+        if challenge is not None:
+            probe = self.liveness_challenge(emit, challenge, on_frame)
+            if probe is None:
+                return
+            m = gallery.match(probe, t.cfg.match.threshold, t.cfg.match.margin)
+            self.last_match = m
+            shopper = t.store.get(m.shopper_id) if m.matched else None
+            if shopper is not None:
+                emit(co.FaceMatched(t.view(shopper), m.distance, m.margin, len(gallery)))
+            else:
+                emit(co.FaceNoMatch(m.reason or "no match"))
+            return
         misses, last_reason = 0, None
         for analysis in self._analysed_frames(on_frame):
             if not analysis.gate.ok:
@@ -190,6 +273,14 @@ class Runner:
         t = self.term
         needed = t.cfg.match.enrol_captures
         last_reason = None
+        live = None
+        challenge = self.machine.ctx.challenge
+        if challenge is not None:
+            # the challenge first: no capture is kept before it is passed, and every capture after it
+            # must be the person who passed it
+            live = self.liveness_challenge(emit, challenge, on_frame)
+            if live is None:
+                return
         for analysis in self._analysed_frames(on_frame):
             if len(self.enrol_embeddings) >= needed:
                 break
@@ -198,8 +289,8 @@ class Runner:
             if emb is not None:
                 if any(float(np.linalg.norm(emb - e)) < 1e-4 for e in self.enrol_embeddings):
                     continue  # the very same frame again: not a new capture
-                if self.enrol_embeddings and \
-                        float(np.linalg.norm(emb - self.enrol_embeddings[0])) >= t.cfg.match.threshold:
+                first = self.enrol_embeddings[0] if self.enrol_embeddings else live
+                if first is not None and float(np.linalg.norm(emb - first)) >= t.cfg.match.threshold:
                     reason = "multiple_faces"  # a different person stepped in
             if reason is not None:
                 if reason != last_reason:

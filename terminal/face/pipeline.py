@@ -27,6 +27,7 @@ class FacePipeline:
         self.cfg = cfg
         self._detector: FaceDetector | None = None
         self._embedder: FaceEmbedder | None = None
+        self._landmarker = None
 
     @property
     def detector(self) -> FaceDetector:
@@ -39,6 +40,25 @@ class FacePipeline:
         if self._embedder is None:
             self._embedder = FaceEmbedder()
         return self._embedder
+
+    @property
+    def landmarker(self):
+        """The 468-point face mesh, loaded on first use: it runs only on frames of an open scan."""
+        if self._landmarker is None:
+            from .landmarks import FaceLandmarker
+
+            self._landmarker = FaceLandmarker()
+        return self._landmarker
+
+    def landmarks(self, rgb: np.ndarray, analysis: Analysis) -> np.ndarray | None:
+        """The face mesh of the one face ``analysis`` found (None without exactly one face), timed."""
+        gate = analysis.gate
+        if gate.face is None or gate.reason in ("no_face", "multiple_faces", "partly_outside"):
+            return None
+        t0 = time.perf_counter()
+        lm = self.landmarker.landmarks(rgb, gate.face)
+        analysis.timings_ms["landmarks"] = (time.perf_counter() - t0) * 1000
+        return lm
 
     def warm_up(self) -> None:
         self.detector, self.embedder  # noqa: B018 - loads the models
