@@ -30,6 +30,9 @@ EVENT_KINDS = (
     "charge_cancelled",     # the shopper cancelled, or the consent step timed out
     "mode_changed",         # staff switched terminal mode
     "face_pay_switched",    # face pay on/off for this terminal
+    "liveness_failed",      # a head-turn challenge failed: reason, challenge, purpose (no biometric data)
+    "liveness_cooldown",    # three failures in a row: face pay paused for a while
+    "liveness_off",         # a face step ran with [liveness] required = false (demo, tests)
 )
 
 SCHEMA = """

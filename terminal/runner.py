@@ -169,59 +169,17 @@ class Runner:
     def liveness_challenge(self, emit: Callable, challenge: str, on_frame: Callable | None = None):
         """Run the head-turn challenge on the open camera; the start frame's descriptor when it was passed.
 
-        Emits guidance while it runs, then ``LivenessPassed`` or ``LivenessFailed(reason)``.  Only the
-        frames the decision rests on (start and end of the turn) are embedded: they must be the same
-        person.  Returns None when the check failed or the scan was stopped.
+        Emits guidance while it runs, then ``LivenessPassed`` or ``LivenessFailed(reason)``; returns None
+        when the check failed or the scan was stopped.
         """
-        from .face.liveness import LivenessCheck, LivenessParams
-
         t = self.term
-        lc = t.cfg.liveness
-        check = LivenessCheck(challenge, LivenessParams(lc.min_yaw_deg, lc.planarity_min, lc.timeout_s))
-        pipeline = t.pipeline
-        kept: dict[int, tuple] = {}   # frame index -> (image, detection) for the check's current start and peak
-        recent: list[tuple] = []
-        last_reason, result = None, None
-        for _ in range(MAX_FRAMES):
-            if self.scan_stop.is_set() or not self.camera.is_open:
-                return None
-            frame = self.camera.read()
-            if frame is None:
-                break
-            rgb = frame.image
-            analysis = pipeline.analyse(rgb, embed=False)
-            landmarks = pipeline.landmarks(rgb, analysis)
-            if on_frame:
-                on_frame(frame, analysis)
-            reason = analysis.gate.reason if analysis.gate.reason in CHALLENGE_GUIDANCE else None
-            if reason != last_reason:
-                last_reason = reason
-                if reason:
-                    emit(co.FaceGuidance(reason))
-            box = analysis.gate.face.box if landmarks is not None else None
-            index = check.frames
-            recent = (recent + [(index, rgb, analysis.gate.face)])[-4:]
-            result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))
-            for want in (check.start_index, check.peak_index):
-                if want is not None and want not in kept:
-                    kept.update({i: (img, det) for i, img, det in recent if i == want})
-            kept = {i: v for i, v in kept.items() if i in (check.start_index, check.peak_index)}
-            if result is not None:
-                break
-        if self.scan_stop.is_set():
+        result, start = run_challenge(t.pipeline, self.camera, challenge, t.cfg.liveness, t.cfg.match.threshold,
+                                      stop=self.scan_stop, on_frame=on_frame, emit=emit)
+        if result is None:  # stopped: cancel or timeout closed the camera
             return None
-        if result is None:
-            result = check.finish()
         self.last_liveness = result
         if not result.live:
             emit(co.LivenessFailed(result.reason))
-            return None
-        start_img, start_det = kept[result.start_frame]
-        end_img, end_det = kept[result.end_frame]
-        start = pipeline.embedder.embed(start_img, start_det)
-        end = pipeline.embedder.embed(end_img, end_det)
-        if float(np.linalg.norm(start - end)) >= t.cfg.match.threshold:
-            emit(co.LivenessFailed("different_person"))
             return None
         emit(co.LivenessPassed())
         return start
@@ -300,3 +258,59 @@ class Runner:
             last_reason = None
             self.enrol_embeddings.append(emb)
             emit(co.CaptureAccepted(len(self.enrol_embeddings)))
+
+
+def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: float, *,
+                  stop: threading.Event | None = None, on_frame: Callable | None = None,
+                  emit: Callable | None = None):
+    """The liveness check the kiosk, ``facepay sale`` and ``facepay liveness`` all run on an open camera.
+
+    Per frame: detect, gates (for guidance only: the turn is not frontal), landmarks, the check.  Only
+    the two frames the decision rests on, the start and the end of the turn, are embedded, and they must
+    be the same person (descriptor distance under ``threshold``).  Returns (result, start descriptor), the
+    descriptor only when live; (None, None) when ``stop`` was set before a decision.
+    """
+    from dataclasses import replace
+
+    from .face.liveness import LivenessCheck, LivenessParams
+
+    check = LivenessCheck(challenge, LivenessParams(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s))
+    kept: dict[int, tuple] = {}   # frame index -> (image, detection) of the check's current start and peak
+    recent: list[tuple] = []
+    last_reason, result = None, None
+    for _ in range(MAX_FRAMES * 5):
+        if (stop is not None and stop.is_set()) or not camera.is_open:
+            return None, None
+        frame = camera.read()
+        if frame is None:
+            break
+        rgb = frame.image
+        analysis = pipeline.analyse(rgb, embed=False)
+        landmarks = pipeline.landmarks(rgb, analysis)
+        if on_frame:
+            on_frame(frame, analysis)
+        reason = analysis.gate.reason if analysis.gate.reason in CHALLENGE_GUIDANCE else None
+        if reason != last_reason:
+            last_reason = reason
+            if reason and emit:
+                emit(co.FaceGuidance(reason))
+        box = analysis.gate.face.box if landmarks is not None else None
+        recent = (recent + [(check.frames, rgb, analysis.gate.face)])[-4:]
+        result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))
+        for want in (check.start_index, check.peak_index):
+            if want is not None and want not in kept:
+                kept.update({i: (img, det) for i, img, det in recent if i == want})
+        kept = {i: v for i, v in kept.items() if i in (check.start_index, check.peak_index)}
+        if result is not None:
+            break
+    if stop is not None and stop.is_set():
+        return None, None
+    if result is None:
+        result = check.finish()
+    if not result.live:
+        return result, None
+    start = pipeline.embedder.embed(*kept[result.start_frame])
+    end = pipeline.embedder.embed(*kept[result.end_frame])
+    if float(np.linalg.norm(start - end)) >= threshold:
+        return replace(result, live=False, reason="different_person"), None
+    return result, start

@@ -17,9 +17,12 @@ HASH = "a" * 64
 class CheckoutRules(RuleBasedStateMachine):
     @initialize(face_pay=st.sampled_from([True, True, False]),
                 mode=st.sampled_from(["normal", "normal", "training", "card_only", "enrolment", "out_of_service"]),
-                f=st.sampled_from([0.0, 0.00001, 0.033]))
-    def setup(self, face_pay, mode, f):
-        self.m = co.CheckoutMachine(co.Policy(false_match_rate=f), face_pay=face_pay, mode=mode)
+                f=st.sampled_from([0.0, 0.00001, 0.033]), live=st.sampled_from([True, True, False]))
+    def setup(self, face_pay, mode, f, live):
+        self.m = co.CheckoutMachine(co.Policy(false_match_rate=f, liveness_required=live), face_pay=face_pay,
+                                    mode=mode)
+        self.passed_in_scan = False   # LivenessPassed was accepted since the camera last opened
+        self.failures_in_row = 0
         self.camera_open = False
         self.sale_counter = 0
         self.charges = {}
@@ -33,11 +36,24 @@ class CheckoutRules(RuleBasedStateMachine):
         except co.Rejected:
             assert self.m.ctx == before, f"{event} was rejected but changed the state"
             return None
+        if isinstance(event, co.LivenessPassed):
+            self.passed_in_scan = True
+            self.failures_in_row = 0
+        if isinstance(event, co.LivenessFailed):
+            self.failures_in_row += 1
+        if isinstance(event, (co.FaceMatched, co.CaptureAccepted)) and self.m.policy.liveness_required:
+            assert self.passed_in_scan, "no liveness, no match: a face was used without the challenge passed"
         for eff in effects:
             if isinstance(eff, co.OpenCamera):
                 assert not self.camera_open
                 assert self.m.face_pay_on, "camera opened while face pay is off"
+                assert not self.m.ctx.cooldown, "camera opened during the liveness cool-down"
+                assert (eff.challenge in ("left", "right")) == self.m.policy.liveness_required
                 self.camera_open = True
+                self.passed_in_scan = False
+            elif isinstance(eff, co.StartCooldown):
+                assert self.failures_in_row == co.LIVENESS_STRIKES
+                self.failures_in_row = 0
             elif isinstance(eff, co.CloseCamera):
                 self.camera_open = False
             elif isinstance(eff, co.Charge):
@@ -86,6 +102,32 @@ class CheckoutRules(RuleBasedStateMachine):
     def no_match(self):
         self.send(co.FaceNoMatch("no match"))
 
+    @precondition(lambda self: self.m.state in co.CAMERA_STATES)
+    @rule()
+    def liveness_passed(self):
+        self.send(co.LivenessPassed())
+
+    @precondition(lambda self: self.m.state in co.CAMERA_STATES)
+    @rule(reason=st.sampled_from(["flat", "timeout", "wrong_direction"]))
+    def liveness_failed(self, reason):
+        self.send(co.LivenessFailed(reason))
+
+    @rule(stale=st.booleans())
+    def cooldown_over(self, stale):
+        if self.send(co.CooldownOver(self.m.ctx.cooldown - (1 if stale else 0))) is not None:
+            assert not self.m.ctx.cooldown
+
+    @precondition(lambda self: self.m.state == co.State.AMOUNT_DUE)
+    @rule()
+    def fail_three_times(self):
+        """Three failed challenges in a row: face pay cools down, and no face step starts until it is over."""
+        for _ in range(3):
+            self.send(co.ChooseFace())
+            self.send(co.LivenessFailed("flat"))
+        if self.m.policy.liveness_required and self.m.face_pay_on and self.m.ctx.camera_ok:
+            assert self.m.ctx.cooldown
+            assert self.send(co.ChooseFace()) is None
+
     @rule(digits=st.sampled_from(["1234", "12", "abcd"]))
     def phone(self, digits):
         self.send(co.PhoneDigits(digits))
@@ -111,13 +153,14 @@ class CheckoutRules(RuleBasedStateMachine):
         """A shortcut through the common path, so later random events hit the consent screen often."""
         self.start_sale(amount)
         self.send(co.ChooseFace())
+        self.send(co.LivenessPassed())
         self.send(co.FaceMatched(shopper, 0.3, margin, n))
 
     @precondition(lambda self: self.m.state == co.State.IDLE)
     @rule()
     def walk_to_enrol_card(self):
         for ev in (co.StartEnrolment(), co.AgreeConsent("v1", HASH), co.EnrolDetails("Ann Lee", "4321"),
-                   co.CaptureAccepted(3)):
+                   co.LivenessPassed(), co.CaptureAccepted(3)):
             self.send(ev)
 
     @rule()
@@ -201,7 +244,8 @@ class CheckoutRules(RuleBasedStateMachine):
     @rule(event=st.sampled_from([co.ChooseFace(), co.Confirm(100, "shp_0"), co.FaceNoMatch("x"), co.Done(),
                                  co.CaptureAccepted(3), co.EnrolStored(SHOPPERS[0]), co.LookupResult(SHOPPERS[1]),
                                  co.DeleteMyData(), co.PhoneChecked(True), co.ChargeResult("s1", True),
-                                 co.FaceMatched(SHOPPERS[2], 0.3, None, 1)]))
+                                 co.FaceMatched(SHOPPERS[2], 0.3, None, 1), co.LivenessPassed(),
+                                 co.LivenessFailed("flat"), co.CooldownOver(1), co.ChooseFace("up")]))
     def any_event_any_state(self, event):
         """Events out of turn must be rejected without changing anything."""
         self.send(event)
