@@ -272,7 +272,7 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
     """
     from dataclasses import replace
 
-    from .face.liveness import LivenessCheck, LivenessParams
+    from .face.liveness import LivenessCheck, LivenessParams, mesh_box
 
     check = LivenessCheck(challenge, LivenessParams(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s))
     kept: dict[int, tuple] = {}   # frame index -> (image, detection) of the check's current start and peak
@@ -294,7 +294,7 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
             last_reason = reason
             if reason and emit:
                 emit(co.FaceGuidance(reason))
-        box = analysis.gate.face.box if landmarks is not None else None
+        box = mesh_box(landmarks) if landmarks is not None else None
         recent = (recent + [(check.frames, rgb, analysis.gate.face)])[-4:]
         result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))
         for want in (check.start_index, check.peak_index):

@@ -43,6 +43,8 @@ SMOOTH = 3                 # frames in the yaw median
 MAX_JUMP = 0.35            # face-box centre moves between two frames, in box widths
 MAX_SCALE = 1.35           # face-box size ratio between two frames
 MAX_GAP_S = 0.5            # longest stretch without a face before the check starts over
+WRONG_WAY = 2 / 3          # a turn of this share of min_yaw_deg to the other side fails the challenge
+END_SIDE = 0.5             # the end pose must be this share of min_yaw_deg beyond frontal, on the asked side
 SETTLE_DEG = 3.0           # after the turn passes min_yaw: the peak is over when yaw falls back this far...
 SETTLE_S = 0.6             # ...or this long after the threshold was passed
 
@@ -136,6 +138,12 @@ def head_yaw_deg(landmarks: np.ndarray, width: int, height: int) -> float | None
     return math.degrees(math.atan2(forward[0], -forward[2]))
 
 
+def mesh_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """The face box (x, y, w, h) the mesh spans: steadier from frame to frame than the detector's."""
+    x0, y0 = landmarks[:, 0].min(), landmarks[:, 1].min()
+    return float(x0), float(y0), float(landmarks[:, 0].max() - x0), float(landmarks[:, 1].max() - y0)
+
+
 def eye_distance(landmarks: np.ndarray) -> float:
     right = landmarks[[R_EYE_OUTER, R_EYE_INNER], :2].mean(axis=0)
     left = landmarks[[L_EYE_INNER, L_EYE_OUTER], :2].mean(axis=0)
@@ -194,7 +202,7 @@ class LivenessCheck:
         self._window: deque[float] = deque(maxlen=SMOOTH)
         self._recent: deque[_Frame] = deque(maxlen=SMOOTH)
         self._start: _Frame | None = None        # the frontal frame the turn is measured from
-        self._toward: float | None = None
+        self._initial: float | None = None
         self._peak: _Frame | None = None         # the frame of the largest turn since the threshold
         self._peak_change = 0.0
         self._passed_at: float | None = None
@@ -249,14 +257,15 @@ class LivenessCheck:
             # the start: the frontal frame furthest to the side opposite the challenge
             if self._start is None or self.sign * smooth < self.sign * self._start.smooth:
                 self._start = _Frame(centre.index, centre.t, centre.landmarks, centre.yaw, smooth)
-            # the frontal pose furthest toward the asked side: a turn away from it is a wrong turn
-            self._toward = smooth if self._toward is None else self.sign * max(self.sign * self._toward,
-                                                                                self.sign * smooth)
+            if self._initial is None:
+                self._initial = smooth   # the first frontal pose: a turn away from it to the other side fails
         if self._start is None:
             return None
-        if self.sign * (smooth - self._toward) <= -self.params.min_yaw_deg:
-            return self._decide(False, "wrong_direction", self.sign * (smooth - self._toward), 0.0, None)
+        if self.sign * (smooth - self._initial) <= -WRONG_WAY * self.params.min_yaw_deg:
+            return self._decide(False, "wrong_direction", self.sign * (smooth - self._initial), 0.0, None)
         change = self.sign * (smooth - self._start.smooth)
+        if self.sign * smooth < END_SIDE * self.params.min_yaw_deg:
+            change = min(change, self.params.min_yaw_deg - 1e-6)  # not yet on the asked side of frontal
         self.best_change = max(self.best_change, change)
         if change >= self.params.min_yaw_deg:
             if self._passed_at is None:
