@@ -44,7 +44,7 @@ dlib-blas: $(STAMP)
 	$(BIN)/python -c 'import dlib; print("dlib", dlib.__version__, "BLAS" if dlib.DLIB_USE_BLAS else "no BLAS")'
 
 bench: $(STAMP)
-	$(BIN)/pip install -q --no-deps face_recognition==1.3.0
+	$(BIN)/pip install -q --no-deps face_recognition==1.3.0 face_recognition_models==0.3.0
 	$(BIN)/python benchmarks/calibrate.py
 	$(BIN)/python benchmarks/compare.py
 	$(BIN)/facepay bench --frames tests/fixtures/faces

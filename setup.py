@@ -5,19 +5,19 @@ setup(
     version="0.1.0",
     description="Open face-payment point-of-sale terminal for Raspberry Pi: opt-in only, off means deleted",
     license="MIT",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     packages=find_packages(include=["terminal", "terminal.*", "firmware_bridge", "firmware_bridge.*"]),
     # Everything read at run time (kv layouts, consent texts, fonts, demo photos, models) is package data.
     package_data={"terminal": ["assets/**/*", "models/*"]},
     include_package_data=True,
     install_requires=[
-        # The last mediapipe line whose wheel ships the face detection model; needs numpy<2, protobuf<5.
-        "mediapipe==0.10.18",
-        "numpy<2",
-        "protobuf<5",
-        # Prebuilt dlib (make dlib-blas swaps in a BLAS build, ~6x faster per descriptor).
-        "dlib-bin",
-        "face_recognition_models==0.3.0",
+        # MediaPipe Tasks API (vision.FaceDetector); the model files are vendored in terminal/models/.
+        "mediapipe==1.2.3",
+        # Imported directly (images, gates, the landmark model through cv2.dnn.readNetFromTFLite).
+        "opencv-contrib-python==5.1.0.95",
+        "numpy>=1.26",
+        # Prebuilt dlib, the version the Pi's BLAS build uses (make dlib-blas swaps that one in).
+        "dlib-bin==20.0.1.post1",
         "kivy==2.3.1",
         "pyserial>=3.5",
         "gpiozero>=2.0",

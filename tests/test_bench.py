@@ -11,7 +11,7 @@ def test_bench_json_shape(cli):
     out = json.loads(r.stdout)
     assert out["frames"] == 7 and out["embedded"] == 5
     assert out["rejected_by_gates"] == {"partly_outside": 2}
-    assert set(out["stages_ms"]) == {"detect", "gates", "embed", "match"}
+    assert set(out["stages_ms"]) == {"detect", "gates", "landmarks", "embed", "match"}
     for v in [out["per_decision_ms"], *out["stages_ms"].values()]:
         assert v["median"] > 0 and v["p95"] >= v["median"]
     assert out["per_decision_ms"]["median"] >= out["stages_ms"]["embed"]["median"]

@@ -1,4 +1,7 @@
-"""Face detection with MediaPipe (the model ships inside the mediapipe 0.10.18 wheel)."""
+"""Face detection with the MediaPipe Tasks API (``vision.FaceDetector``, mediapipe 1.x).
+
+The model files are vendored in terminal/models/ (from the mediapipe 0.10.18 wheel) and checked by SHA-256.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,18 @@ import contextlib
 import logging
 import os
 import sys
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
+from .models import read_verified
+
 _log = logging.getLogger(__name__)
 
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear", "left_ear")
+EDGE_MIN_CONFIDENCE = 0.3
+MODEL_FILES = {"short": "face_detection_short_range.tflite", "full": "face_detection_full_range_sparse.tflite"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,22 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
+def _shifted(d: Detection, dx: int, dy: int) -> Detection:
+    x, y, w, h = d.box
+    kps = {k: (px + dx, py + dy) for k, (px, py) in d.keypoints.items()}
+    return Detection((x + dx, y + dy, w, h), d.score, kps)
+
+
+def _close_task(task) -> None:
+    with quiet_native_stderr():
+        try:
+            task.close()
+        except RuntimeError:
+            # At interpreter exit mediapipe's dispatcher thread is already gone; the native task goes
+            # with the process.  Drop the handle so mediapipe's __del__ does not try again.
+            task._handle = None
+
+
 class FaceDetector:
     """MediaPipe face detection.  ``model``: "short" (within ~2 m, a kiosk) or "full" (up to ~5 m)."""
 
@@ -54,31 +78,81 @@ class FaceDetector:
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions, vision
 
+        if model not in MODEL_FILES:
+            raise ValueError(f"detector model must be one of {', '.join(MODEL_FILES)}, not {model!r}")
         self.model = model
         self.min_confidence = min_confidence
+        self._image = mp.Image
+        self._srgb = mp.ImageFormat.SRGB
+        self._options = (vision, BaseOptions(model_asset_buffer=read_verified(MODEL_FILES[model])))
+        self._edge = None  # a second, permissive detector for faces past the left/top edge (made when needed)
         with quiet_native_stderr():
-            self._mp = mp.solutions.face_detection.FaceDetection(
-                model_selection=0 if model == "short" else 1, min_detection_confidence=min_confidence
-            )
-            # The first call builds the graph and logs TFLite/absl banners to fd 2: do it here, quietly.
-            self._mp.process(np.zeros((64, 64, 3), np.uint8))
+            self._mp = self._create(min_confidence)
+            # The first call sets up the interpreter and logs LiteRT/absl banners to fd 2: do it here, quietly.
+            self._detections(self._mp, np.zeros((64, 64, 3), np.uint8))
+
+    def _create(self, min_confidence: float):
+        vision, base = self._options
+        options = vision.FaceDetectorOptions(
+            base_options=base, running_mode=vision.RunningMode.IMAGE, min_detection_confidence=min_confidence
+        )
+        task = vision.FaceDetector.create_from_options(options)
+        # Closed by close(), or when this object goes, or at interpreter exit (mediapipe's own __del__
+        # fails once the interpreter has torn its bindings down).
+        weakref.finalize(self, _close_task, task)
+        return task
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        h, w = rgb.shape[:2]
-        result = self._mp.process(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an RGB image (h, w, 3) of uint8, got {rgb.shape} {rgb.dtype}")
+        found = self._detections(self._mp, rgb)
+        if any(d.box[0] <= 0 or d.box[1] <= 0 for d in found):
+            found = self._unclamped(rgb, found)
+        return found
+
+    def _unclamped(self, rgb: np.ndarray, found: list[Detection]) -> list[Detection]:
+        """Boxes past the left or top edge, as 0.10.18 gave them (the Tasks API clamps the origin at 0).
+
+        The frame is padded with black on the clamped side (the model letterboxes with black anyway) and
+        detected again, permissively; each clamped face takes its box and keypoints from the padded run
+        (nearest nose tip) and keeps its own score, so the padding never adds or drops a face.
+        """
+        import cv2
+
+        if self._edge is None:
+            with quiet_native_stderr():
+                self._edge = self._create(EDGE_MIN_CONFIDENCE)
+        side = max(max(d.box[2], d.box[3]) for d in found)
+        left = side // 2 if any(d.box[0] <= 0 for d in found) else 0
+        top = side // 2 if any(d.box[1] <= 0 for d in found) else 0
+        padded = cv2.copyMakeBorder(rgb, top, 0, left, 0, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        again = [_shifted(d, -left, -top) for d in self._detections(self._edge, padded, 0.0)]
         out = []
-        for d in result.detections or []:
-            if d.score[0] < self.min_confidence:  # mediapipe's own threshold lets weaker ones through
+        for d in found:
+            if (d.box[0] <= 0 or d.box[1] <= 0) and again:
+                nose = np.asarray(d.keypoints["nose_tip"])
+                best = min(again, key=lambda a: float(np.hypot(*(np.asarray(a.keypoints["nose_tip"]) - nose))))
+                if np.hypot(*(np.asarray(best.keypoints["nose_tip"]) - nose)) < 0.25 * d.box[2]:
+                    d = Detection(best.box, d.score, best.keypoints)
+            out.append(d)
+        return out
+
+    def _detections(self, task, rgb: np.ndarray, min_confidence: float | None = None) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        floor = self.min_confidence if min_confidence is None else min_confidence
+        out = []
+        for d in task.detect(self._image(image_format=self._srgb, data=np.ascontiguousarray(rgb))).detections:
+            score = d.categories[0].score
+            if score < floor:
                 continue
-            rb = d.location_data.relative_bounding_box
-            x0 = int(round(rb.xmin * w))
-            y0 = int(round(rb.ymin * h))
-            bw = int(round(rb.width * w))
-            bh = int(round(rb.height * h))
-            kps = {name: (kp.x * w, kp.y * h) for name, kp in zip(KEYPOINTS, d.location_data.relative_keypoints)}
-            out.append(Detection((x0, y0, bw, bh), float(d.score[0]), kps))
+            bb = d.bounding_box  # pixels
+            kps = {name: (kp.x * w, kp.y * h) for name, kp in zip(KEYPOINTS, d.keypoints)}
+            out.append(Detection((bb.origin_x, bb.origin_y, bb.width, bb.height), float(score), kps))
         return out
 
     def close(self) -> None:
-        self._mp.close()
+        for task in (self._mp, self._edge):
+            if task is not None:
+                _close_task(task)

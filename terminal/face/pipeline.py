@@ -11,6 +11,7 @@ from ..config import DetectorConfig
 from . import gates
 from .detector import FaceDetector
 from .embedder import FaceEmbedder
+from .landmarks import FaceLandmarker
 
 
 @dataclass
@@ -21,13 +22,13 @@ class Analysis:
 
 
 class FacePipeline:
-    """Owns the detector and the embedder; both load lazily on first use (about a second)."""
+    """Owns the detector, the embedder and the landmark model; each loads lazily on first use (about a second)."""
 
     def __init__(self, cfg: DetectorConfig):
         self.cfg = cfg
         self._detector: FaceDetector | None = None
         self._embedder: FaceEmbedder | None = None
-        self._landmarker = None
+        self._landmarker: FaceLandmarker | None = None
 
     @property
     def detector(self) -> FaceDetector:
@@ -42,11 +43,10 @@ class FacePipeline:
         return self._embedder
 
     @property
-    def landmarker(self):
-        """The 468-point face mesh, loaded on first use: it runs only on frames of an open scan."""
+    def landmarker(self) -> FaceLandmarker:
+        """The 468-point face mesh (for the liveness check); loaded only when first asked for, and run
+        only on the frames of an open scan."""
         if self._landmarker is None:
-            from .landmarks import FaceLandmarker
-
             self._landmarker = FaceLandmarker()
         return self._landmarker
 
