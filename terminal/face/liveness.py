@@ -15,10 +15,10 @@ What it asks of a sequence (all of it, in order):
    yaw here).  The preview's mirroring plays no part: only camera-image coordinates are used.
    A turn of ``min_yaw_deg`` the other way first fails (a replayed video turning the wrong way).
 3. **It is not a flat picture.**  A print or a screen that is turned moves all its points by one
-   homography.  A homography is fitted (least squares over all 468 points) between the start
-   frame and the frame of the largest turn; the root-mean-square residual over the inter-ocular
-   distance must reach ``planarity_min``.  A real head leaves a residual: the nose, the eyes and
-   the cheeks' outline are at different depths.
+   homography.  A homography is fitted (least squares over the 458 points off the nose) between
+   the start frame and the frame of the largest turn; the nose's residual from it, along the turn,
+   over the inter-ocular distance, must reach ``planarity_min`` (see :func:`planarity`).  A real
+   head's nose stands in front of its face and runs ahead of that plane as the head turns.
 4. **No cut.**  The face box must move continuously from frame to frame (no jump of its centre
    by more than :data:`MAX_JUMP` box widths, no size change beyond :data:`MAX_SCALE`, no gap
    without a face over :data:`MAX_GAP_S`).  A cut starts the check over from the new face; the
@@ -53,6 +53,8 @@ SETTLE_S = 0.6             # ...or this long after the threshold was passed
 NOSE_TIP, CHIN = 1, 152
 R_EYE_OUTER, R_EYE_INNER, L_EYE_INNER, L_EYE_OUTER = 33, 133, 362, 263
 MOUTH_R, MOUTH_L = 61, 291
+NOSE = (1, 2, 4, 5, 19, 94, 195, 197)   # the nose's tip and ridge: the points furthest from the face's plane
+_PLANE = np.setdiff1d(np.arange(468), NOSE)
 POSE_POINTS = (NOSE_TIP, CHIN, R_EYE_OUTER, L_EYE_OUTER, MOUTH_R, MOUTH_L, R_EYE_INNER, L_EYE_INNER)
 
 # A canonical adult face in millimetres (average anthropometry): x toward the image's right when
@@ -88,7 +90,7 @@ def pick_challenge() -> str:
 @dataclass(frozen=True)
 class LivenessParams:
     min_yaw_deg: float = 15.0
-    planarity_min: float = 0.03
+    planarity_min: float = 0.04
     timeout_s: float = 4.0
 
 
@@ -150,21 +152,27 @@ def eye_distance(landmarks: np.ndarray) -> float:
     return float(np.hypot(*(left - right)))
 
 
-def planarity(start: np.ndarray, end: np.ndarray) -> float:
-    """RMS residual of the best homography from ``start`` to ``end`` landmarks, over the start's eye distance.
+def planarity(start: np.ndarray, end: np.ndarray, sign: float = 1.0) -> float:
+    """How far the nose moved off the plane of the rest of the face, in eye distances, toward the turn.
 
-    Near 0 for a flat picture however it is turned; larger for a head, whose points lie at several depths.
+    A homography is fitted by least squares from the ``start`` to the ``end`` landmarks over every
+    point but the nose's tip and ridge (458 points: eyes, brows, lips, cheeks, the face's outline).
+    A flat picture, however it is turned, moves its nose with that homography: the residual of the
+    nose points is landmark noise, near 0.  A head's nose stands in front of the face, so when the
+    head turns its nose runs ahead of the plane, toward the side turned to (``sign`` +1 for the
+    image's right, the shopper's own left).  Returned: the nose points' mean horizontal residual,
+    signed by ``sign``, over the start's eye distance.
     """
     import cv2
 
     a = np.ascontiguousarray(start[:, :2], dtype=np.float64)
     b = np.ascontiguousarray(end[:, :2], dtype=np.float64)
-    h, _ = cv2.findHomography(a, b, 0)
+    h, _ = cv2.findHomography(a[_PLANE], b[_PLANE], 0)
     if h is None:
         return 0.0
-    proj = cv2.perspectiveTransform(a.reshape(-1, 1, 2), h).reshape(-1, 2)
-    rms = float(np.sqrt(np.mean(np.sum((proj - b) ** 2, axis=1))))
-    return rms / max(eye_distance(start), 1e-6)
+    pred = cv2.perspectiveTransform(a[list(NOSE)].reshape(-1, 1, 2), h).reshape(-1, 2)
+    residual = float(np.mean(b[list(NOSE), 0] - pred[:, 0]))
+    return sign * residual / max(eye_distance(start), 1e-6)
 
 
 # --------------------------------------------------------------------------- the check
@@ -292,7 +300,7 @@ class LivenessCheck:
 
     # -- deciding ---------------------------------------------------------------------
     def _judge_turn(self) -> LivenessResult:
-        p = planarity(self._start.landmarks, self._peak.landmarks)
+        p = planarity(self._start.landmarks, self._peak.landmarks, self.sign)
         self.best_planarity = max(self.best_planarity, p)
         if p >= self.params.planarity_min:
             return self._decide(True, "live", self._peak_change, p, self._peak)

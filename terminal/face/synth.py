@@ -120,6 +120,13 @@ class HeadModel:
         self.tris = _triangles(self.points[:, :2], w, h)
         # the camera distance for perspective, in pixels: a face about 50 cm away (eye distance ~63 mm)
         self.distance = self.iod * 8.0
+        from .liveness import head_yaw_deg
+
+        self.own_yaw = head_yaw_deg(lm, w, h) or 0.0   # the photo's own pose: renders start from frontal
+
+    def frontal(self) -> np.ndarray:
+        """The photo turned to face the camera (what a print of a good photo shows)."""
+        return self.render(0.0)
 
     def project(self, yaw_deg: float, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
         """2D positions of every model point and their depth after turning the head by ``yaw_deg``.
@@ -147,39 +154,47 @@ class HeadModel:
         return uv, z2
 
     def render(self, yaw_deg: float, shift=(0.0, 0.0)) -> np.ndarray:
-        """The photo with the head turned: each output pixel looks up its triangle's affine map (cv2.remap)."""
+        """The head at ``yaw_deg`` from frontal: each output pixel looks up its triangle's affine map (cv2.remap)."""
         import cv2
 
         src = self.points[:, :2]
-        dst, depth = self.project(yaw_deg, shift)
+        dst, depth = self.project(yaw_deg - self.own_yaw, shift)
         h, w = self.rgb.shape[:2]
-        ids = np.full((h, w), -1, np.int32)
+        # only the moving part of the picture changes: work inside its bounding box
+        moving = np.vstack([dst[self.moving], src[self.moving]])
+        x0, y0 = np.maximum(np.floor(moving.min(axis=0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(moving.max(axis=0)).astype(int) + 3, [w, h])
+        ids = np.full((y1 - y0, x1 - x0), -1, np.int32)
+        d, sr = dst[self.tris], src[self.tris]            # (n, 3, 2) corners, output and photo
+        area = np.cross(d[:, 1] - d[:, 0], d[:, 2] - d[:, 0])
+        s_area = np.cross(sr[:, 1] - sr[:, 0], sr[:, 2] - sr[:, 0])
+        visible = (area * s_area > 0) & (np.abs(area) > 1e-3)   # not turned away from the camera nor edge-on
+        # the affine map of each triangle, output pixel -> photo pixel: S @ inverse(D)
+        dm = np.concatenate([d.transpose(0, 2, 1), np.ones((len(d), 1, 3))], axis=1)
+        dm[~visible] = np.eye(3)
         maps = np.zeros((len(self.tris) + 1, 2, 3), np.float32)
+        maps[:-1] = sr.transpose(0, 2, 1) @ np.linalg.inv(dm)
         maps[-1] = [[1, 0, 0], [0, 1, 0]]      # pixels no triangle covers stay where they are
         order = np.argsort(-depth[self.tris].mean(axis=1))  # far triangles first, near ones over them
-        for k in order:
-            t = self.tris[k]
-            d, s = dst[t].astype(np.float32), src[t].astype(np.float32)
-            area = (d[1, 0] - d[0, 0]) * (d[2, 1] - d[0, 1]) - (d[2, 0] - d[0, 0]) * (d[1, 1] - d[0, 1])
-            s_area = (s[1, 0] - s[0, 0]) * (s[2, 1] - s[0, 1]) - (s[2, 0] - s[0, 0]) * (s[1, 1] - s[0, 1])
-            if area * s_area <= 0 or abs(area) < 1e-3:  # turned away from the camera, or edge-on: hidden
-                continue
-            maps[k] = cv2.getAffineTransform(d, s)   # output pixel -> photo pixel
-            cv2.fillConvexPoly(ids, np.round(d).astype(np.int32), int(k))
+        corners = np.round(d - [x0, y0]).astype(np.int32)
+        for k in order[visible[order]]:
+            cv2.fillConvexPoly(ids, corners[k], int(k))
         ids[ids < 0] = len(self.tris)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         a = maps[ids]
         map_x = a[..., 0, 0] * xx + a[..., 0, 1] * yy + a[..., 0, 2]
         map_y = a[..., 1, 0] * xx + a[..., 1, 1] * yy + a[..., 1, 2]
-        return cv2.remap(self.rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out = self.rgb.copy()
+        out[y0:y1, x0:x1] = cv2.remap(self.rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        return out
 
 
 def genuine(model: HeadModel, turn: str, peak_deg: float = 25.0, seconds: float = 1.0, *, uneven: bool = False,
-            fps: float = FPS, seed: int = 0, noise: float = 3.0, label: str = "") -> Sequence:
+            fps: float = FPS, seed: int = 0, noise: float = 3.0, back: bool = True, label: str = "") -> Sequence:
     rng = np.random.default_rng(seed)
     sign = 1.0 if turn == "left" else -1.0
     frames = []
-    for i, yaw in enumerate(yaw_profile(sign * peak_deg, seconds, fps, uneven=uneven)):
+    for i, yaw in enumerate(yaw_profile(sign * peak_deg, seconds, fps, uneven=uneven, back=back)):
         sway = (1.5 * math.sin(i / fps * 2.1), 1.0 * math.sin(i / fps * 1.3))  # the body moves a little too
         frames.append(_noise(rng, model.render(yaw, sway), noise))
     return Sequence("genuine", turn, frames, fps, label or f"genuine {turn} {peak_deg:g}deg {seconds:g}s")
@@ -271,3 +286,63 @@ def print_turned(rgb: np.ndarray, turn: str, peak_deg: float = 30.0, seconds: fl
         frames.append(_noise(rng, frame, 3.0))
     kind = "screen" if screen else "print_turned"
     return Sequence(kind, turn, frames, fps, label or f"{kind} {turn} {peak_deg:g}deg {seconds:g}s")
+
+
+# --------------------------------------------------------------------------- a photo's whole set of trials
+GENUINE_TURNS = ((25.0, 0.5, True), (20.0, 1.0, False), (30.0, 2.0, False), (18.0, 1.5, True))
+PRINT_PEAKS = (15.0, 25.0, 35.0)
+ATTACK_KINDS = ("print_still", "print_turned", "screen", "replay")
+
+
+@dataclass(frozen=True)
+class Trial:
+    kind: str          # "genuine" or one of ATTACK_KINDS
+    challenge: str     # the side asked for
+    make: object       # () -> Sequence, rendered when the trial runs
+    label: str
+
+
+def other(side: str) -> str:
+    return "right" if side == "left" else "left"
+
+
+def prepare(rgb: np.ndarray, pipeline):
+    """A photo as the kiosk camera would see it, with its head model; None when it shows no usable face."""
+    analysis = pipeline.analyse(rgb, embed=False)
+    if analysis.gate.face is None:
+        return None
+    view = kiosk_view(rgb, analysis.gate.face.box)
+    analysis = pipeline.analyse(view, embed=False)
+    landmarks = pipeline.landmarks(view, analysis)
+    if landmarks is None:
+        return None
+    return HeadModel(view, landmarks)
+
+
+def trials(model: HeadModel, *, fps: float = 15.0, seed: int = 0) -> list[Trial]:
+    """Every presentation made from one photo: genuine turns (both ways, four speeds) presented for their own
+    side, the same sequences replayed for the other side, a still print, turned prints and screens (both
+    ways, 15 to 35 degrees) each presented for both sides."""
+    out = []
+    for n, side in enumerate(("left", "right")):
+        for m, (peak, seconds, uneven) in enumerate(GENUINE_TURNS):
+            s = seed * 100 + n * 10 + m
+
+            def make(side=side, peak=peak, seconds=seconds, uneven=uneven, s=s):
+                return genuine(model, side, peak, seconds, uneven=uneven, fps=fps, seed=s, back=False)
+
+            label = f"{side} {peak:g}deg in {seconds:g}s{' uneven' if uneven else ''}"
+            out.append(Trial("genuine", side, make, "genuine " + label))
+            out.append(Trial("replay", other(side), make, f"replay of {label}, asked {other(side)}"))
+    front = model.frontal()
+    for side in ("left", "right"):
+        out.append(Trial("print_still", side, lambda: print_still(front, fps=fps, seed=seed),
+                         f"print held still, asked {side}"))
+        for k, peak in enumerate(PRINT_PEAKS):
+            for kind in ("print_turned", "screen"):
+                def make(side=side, peak=peak, kind=kind, s=seed * 100 + k):
+                    return print_turned(front, side, peak, 1.0, screen=kind == "screen", fps=fps, seed=s)
+
+                for asked in ("left", "right"):
+                    out.append(Trial(kind, asked, make, f"{kind} turned {side} {peak:g}deg, asked {asked}"))
+    return out

@@ -41,7 +41,13 @@ MESSAGES = {
     "timed out": "Timed out. Nothing was charged.",
     "shopper opted out": "Cancelled. Nothing was charged.",
     "phone digits did not match": "The phone digits did not match. Nothing was charged.",
+    "liveness_failed": "Please try again or pay by card",
 }
+# The head-turn challenge: an arrow and one short sentence in the consent text's languages.  The arrow
+# points to the shopper's own side as they face the screen, whether or not the preview is mirrored.
+CHALLENGE_ARROWS = {"left": "\u2190", "right": "\u2192"}
+CHALLENGE_TEXT = {"left": "Slowly turn your head to your left\n请慢慢向左转头",
+                  "right": "Slowly turn your head to your right\n请慢慢向右转头"}
 
 
 def screen_for(state: co.State) -> str:
@@ -94,6 +100,10 @@ class KioskController(EventDispatcher):
     demo = BooleanProperty(False)
     stepup_needed = BooleanProperty(False)   # the phone digits are asked and not yet given
     has_mydata = BooleanProperty(False)
+    challenge = StringProperty("")        # "left"/"right" while the head-turn challenge is asked, else ""
+    challenge_arrow = StringProperty("")
+    challenge_text = StringProperty("")
+    cooldown = NumericProperty(0)         # seconds left of the face-pay cool-down after failed challenges
 
     def __init__(self, term, hardware, demo: bool = False, **kw):
         super().__init__(**kw)
@@ -102,6 +112,7 @@ class KioskController(EventDispatcher):
         self.demo = demo
         self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
         self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
+        self.runner.on_cooldown = self._start_cooldown
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
         self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
                             save=lambda state: term.store.set_setting("staff_pin", state))
@@ -111,6 +122,9 @@ class KioskController(EventDispatcher):
         self._countdown_ev = None
         self._staff_touched = 0.0
         self.load_consent("en")
+        from ..sale import record_liveness_off
+
+        record_liveness_off(term, "kiosk start")
         for eff in self.machine.startup_effects():
             self.runner.perform(eff)
         self._refresh()
@@ -204,6 +218,19 @@ class KioskController(EventDispatcher):
 
         self._countdown_ev = Clock.schedule_interval(tick, 1.0)
 
+    def _start_cooldown(self, eff: co.StartCooldown) -> None:
+        """Face pay pauses after failed liveness challenges; the pay screen counts the seconds down."""
+        self.cooldown = int(eff.seconds)
+
+        def tick(dt):
+            self.cooldown = max(0, self.cooldown - 1)
+            if self.cooldown == 0:
+                self.send(co.CooldownOver(eff.token))
+                return False
+            return True
+
+        Clock.schedule_interval(tick, 1.0)
+
     def _poll_reader(self, dt) -> None:
         from firmware_bridge.service import CardPresented, ReaderBack, ReaderLost
 
@@ -254,6 +281,10 @@ class KioskController(EventDispatcher):
         self.shopper_card = cand["masked_card"] if cand else ""
         self.captures = snap["enrol_captures"]
         self.stepup_needed = bool(snap["stepup_required"] and not snap["stepup_ok"])
+        ch = snap["challenge"] if not snap["live"] else None
+        self.challenge = ch or ""
+        self.challenge_arrow = CHALLENGE_ARROWS.get(ch, "")
+        self.challenge_text = CHALLENGE_TEXT.get(ch, "")
         md = snap["mydata"]
         self.has_mydata = bool(md)
         if md:

@@ -28,8 +28,12 @@ A scenario file::
     target = "name"
     text = "Kit Harington"
     [[steps]]
-    do = "camera"           # point the replay camera at a demo folder: camera | newcomer | unplugged
+    do = "camera"           # point the replay camera at a demo folder: camera | newcomer | empty | unplugged
     source = "newcomer"
+    [[steps]]
+    do = "camera"           # a simulated shopper: waits for the on-screen challenge, then shows a head turn
+    source = "turn"         # ("turn", rendered from the photo's own mesh) or a print of the photo turned
+    photo = "shopper"       # the same way ("print"); photo: shopper | newcomer (terminal/face/synth.py)
     [[steps]]
     do = "mark"             # remember the camera-open count for camera_opens_since_mark
     [[steps]]
@@ -263,13 +267,19 @@ class ScenarioPlayer:
             if step["source"] == "unplugged":  # the camera's cable is out: opening it fails
                 cam.video = Path("/dev/null/camera-unplugged.mp4")
                 return True
-            folder = {"camera": DEMO_CAMERA, "newcomer": DEMO_NEWCOMER}.get(step["source"])
-            if folder is None:
-                raise ValueError(f"unknown camera source {step['source']!r}")
+            if step["source"] in ("turn", "print"):
+                return self._show_presentation(step)
+            if step["source"] == "empty":
+                files = sorted(DEMO_CAMERA.glob("0-empty-*.jpg"))
+            else:
+                folder = {"camera": DEMO_CAMERA, "newcomer": DEMO_NEWCOMER}.get(step["source"])
+                if folder is None:
+                    raise ValueError(f"unknown camera source {step['source']!r}")
+                files = sorted(folder.glob("*.jpg"))
             from ..face.images import load_rgb
 
-            cam.files = sorted(folder.glob("*.jpg"))
-            cam._frames = [load_rgb(f) for f in cam.files]
+            cam.files = files
+            cam._frames = [load_rgb(f) for f in files]
             return True
         if kind == "reader":
             sim = self.app.hw.sim
@@ -299,6 +309,41 @@ class ScenarioPlayer:
                 self.recorder.shoot(step.get("label", "shot"))
             return True
         return False
+
+    def _show_presentation(self, step: dict) -> bool:
+        """Render a head turn (or a turned print) of a demo photo for the challenge on screen, then play it.
+
+        Both sides are rendered before the challenge shows (about a second each), so the swap is instant:
+        a shopper reads the arrow and turns.  The material is made in memory with its own face models.
+        """
+        from ..face import synth
+
+        key = (step["source"], step.get("photo", "shopper"))
+        ready = getattr(self, "_presentations", {})
+        self._presentations = ready
+        if key not in ready:
+            from ..config import DetectorConfig
+            from ..face.images import load_rgb
+            from ..face.pipeline import FacePipeline
+            from ..hardware import DEMO_SHOPPER
+
+            folder = {"shopper": DEMO_SHOPPER, "newcomer": DEMO_NEWCOMER}[key[1]]
+            model = synth.prepare(load_rgb(sorted(folder.glob("*.jpg"))[0]), FacePipeline(DetectorConfig()))
+            if model is None:
+                raise ValueError(f"no usable face in the {key[1]} photo")
+            fps = self.app.hw.camera.fps
+            ready[key] = {side: (synth.genuine(model, side, 25.0, 1.0, fps=fps, seed=1) if key[0] == "turn" else
+                                 synth.print_turned(model.frontal(), side, 35.0, 1.0, fps=fps, seed=1)).frames
+                          for side in ("left", "right")}
+            return False
+        side = self.ctl.challenge
+        if not side:
+            return False  # the shopper waits for the arrow
+        cam = self.app.hw.camera
+        cam._frames = ready[key][side]
+        cam._i = 0
+        cam.files = []
+        return True
 
     # -- expectations -------------------------------------------------------------------------
     def _check(self) -> None:
