@@ -127,7 +127,7 @@ class LivenessConfig:
     # false only for the demo or tests; recorded in the consent ledger at start when false.
     required: bool = True
     min_yaw_deg: float = 15.0      # the turn asked for, in degrees of head yaw
-    planarity_min: float = 0.04    # the nose off the plane of the face, in eye distances (docs/privacy.md)
+    planarity_min: float = 0.055   # the nose off the plane of the face, in eye distances (docs/privacy.md)
     timeout_s: float = 4.0         # from the first face seen to the turn
 
 

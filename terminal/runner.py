@@ -292,8 +292,8 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
         reason = analysis.gate.reason if analysis.gate.reason in CHALLENGE_GUIDANCE else None
         if reason != last_reason:
             last_reason = reason
-            if reason and emit:
-                emit(co.FaceGuidance(reason))
+            if emit:
+                emit(co.FaceGuidance(reason or ""))   # "" clears it: the face is back, the arrow shows
         box = mesh_box(landmarks) if landmarks is not None else None
         recent = (recent + [(check.frames, rgb, analysis.gate.face)])[-4:]
         result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))

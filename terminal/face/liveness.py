@@ -90,7 +90,7 @@ def pick_challenge() -> str:
 @dataclass(frozen=True)
 class LivenessParams:
     min_yaw_deg: float = 15.0
-    planarity_min: float = 0.04
+    planarity_min: float = 0.055
     timeout_s: float = 4.0
 
 

@@ -29,11 +29,11 @@ A scenario file::
     text = "Kit Harington"
     [[steps]]
     do = "camera"           # point the replay camera at a demo folder: camera | newcomer | empty | unplugged
-    source = "newcomer"
+    source = "newcomer"     # ("empty" also waits until the scenario's rendered presentations are ready)
     [[steps]]
     do = "camera"           # a simulated shopper: waits for the on-screen challenge, then shows a head turn
     source = "turn"         # ("turn", rendered from the photo's own mesh) or a print of the photo turned
-    photo = "shopper"       # the same way ("print"); photo: shopper | newcomer (terminal/face/synth.py)
+    photo = "shopper"       # the same way ("print"); photo: shopper | newcomer | a path from the scenario file
     [[steps]]
     do = "mark"             # remember the camera-open count for camera_opens_since_mark
     [[steps]]
@@ -48,6 +48,7 @@ A scenario file::
     args = ["mode", "card_only"]
     [expect]
     screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
+    never_screens = ["consent"]                                 # never shown
     sales = {approved = 1}
     charges = 1
 """
@@ -72,7 +73,7 @@ _log = logging.getLogger(__name__)
 
 STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
               "cli"}
-EXPECT_KEYS = {"screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
+EXPECT_KEYS = {"screens", "never_screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
                "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode"}
 
 
@@ -157,6 +158,18 @@ class ScenarioPlayer:
         self.fps_during_scan: list[float] = []
         self.ctl.bind(screen=self._note_screen)
         self._note_screen()
+        self._presentations: dict = {}
+        import threading
+
+        self._material_ready = threading.Event()
+
+        def render():
+            try:
+                self._render_presentations()
+            finally:
+                self._material_ready.set()
+
+        threading.Thread(target=render, name="scenario-material", daemon=True).start()
         self.screen_since += 0.8  # the window's first frame takes longer to come up
 
     def _note_screen(self, *a):
@@ -270,6 +283,8 @@ class ScenarioPlayer:
             if step["source"] in ("turn", "print"):
                 return self._show_presentation(step)
             if step["source"] == "empty":
+                if not self._material_ready.is_set():
+                    return False  # the rendered presentations are not ready yet: keep the scene empty a bit longer
                 files = sorted(DEMO_CAMERA.glob("0-empty-*.jpg"))
             else:
                 folder = {"camera": DEMO_CAMERA, "newcomer": DEMO_NEWCOMER}.get(step["source"])
@@ -310,37 +325,46 @@ class ScenarioPlayer:
             return True
         return False
 
-    def _show_presentation(self, step: dict) -> bool:
-        """Render a head turn (or a turned print) of a demo photo for the challenge on screen, then play it.
+    def _render_presentations(self) -> None:
+        """Render every head turn or turned print the scenario will show, for both sides, on a thread.
 
-        Both sides are rendered before the challenge shows (about a second each), so the swap is instant:
-        a shopper reads the arrow and turns.  The material is made in memory with its own face models.
+        The material is made in memory with its own face models (terminal/face/synth.py), before the
+        scan needs it, so the simulated shopper turns as soon as the arrow shows.
         """
+        from ..config import DetectorConfig
         from ..face import synth
+        from ..face.images import load_rgb
+        from ..face.pipeline import FacePipeline
+        from ..hardware import DEMO_SHOPPER
 
-        key = (step["source"], step.get("photo", "shopper"))
-        ready = getattr(self, "_presentations", {})
-        self._presentations = ready
-        if key not in ready:
-            from ..config import DetectorConfig
-            from ..face.images import load_rgb
-            from ..face.pipeline import FacePipeline
-            from ..hardware import DEMO_SHOPPER
-
-            folder = {"shopper": DEMO_SHOPPER, "newcomer": DEMO_NEWCOMER}[key[1]]
-            model = synth.prepare(load_rgb(sorted(folder.glob("*.jpg"))[0]), FacePipeline(DetectorConfig()))
+        pipeline = None
+        for step in self.steps:
+            key = (step.get("source"), step.get("photo", "shopper"))
+            if step.get("do") != "camera" or key[0] not in ("turn", "print") or key in self._presentations:
+                continue
+            pipeline = pipeline or FacePipeline(DetectorConfig())
+            folder = {"shopper": DEMO_SHOPPER, "newcomer": DEMO_NEWCOMER}.get(key[1])
+            photo = sorted(folder.glob("*.jpg"))[0] if folder else self.path.parent / key[1]
+            model = synth.prepare(load_rgb(photo), pipeline)
             if model is None:
-                raise ValueError(f"no usable face in the {key[1]} photo")
+                self._presentations[key] = ValueError(f"no usable face in the photo {photo}")
+                continue
             fps = self.app.hw.camera.fps
-            ready[key] = {side: (synth.genuine(model, side, 25.0, 1.0, fps=fps, seed=1) if key[0] == "turn" else
-                                 synth.print_turned(model.frontal(), side, 35.0, 1.0, fps=fps, seed=1)).frames
-                          for side in ("left", "right")}
-            return False
+            self._presentations[key] = {
+                side: (synth.genuine(model, side, 25.0, 1.0, fps=fps, seed=1) if key[0] == "turn" else
+                       synth.print_turned(model.frontal(), side, 35.0, 1.0, fps=fps, seed=1)).frames
+                for side in ("left", "right")}
+
+    def _show_presentation(self, step: dict) -> bool:
+        """Play the rendered presentation for the side the screen asks, once the arrow shows."""
+        ready = self._presentations.get((step["source"], step.get("photo", "shopper")))
+        if isinstance(ready, Exception):
+            raise ready
         side = self.ctl.challenge
-        if not side:
-            return False  # the shopper waits for the arrow
+        if ready is None or not side:
+            return False  # still rendering, or the shopper waits for the arrow
         cam = self.app.hw.camera
-        cam._frames = ready[key][side]
+        cam._frames = ready[side]
         cam._i = 0
         cam.files = []
         return True
@@ -354,6 +378,9 @@ class ScenarioPlayer:
             missing = [s for s in e["screens"] if not any(v == s for v in it)]
             if missing:
                 fail(f"screens {e['screens']} not visited in order; visited {self.visited}")
+        shown = [s for s in e.get("never_screens", []) if s in self.visited]
+        if shown:
+            fail(f"screens {shown} must not be shown; visited {self.visited}")
         sales = t.journal.sales()
         if "sales" in e:
             for status, n in e["sales"].items():
