@@ -143,3 +143,65 @@ def test_cli_attack_and_unusable_input(cli, model, tmp_path):
     assert r.returncode == 2
     r = cli("liveness", "--challenge", "left")
     assert r.returncode == 2 and "either --video FILE or --frames DIR" in r.stderr
+
+
+# --------------------------------------------------------------------------- sale and enroll on videos
+def test_stills_are_refused_while_liveness_is_required(cli):
+    r = cli("sale", "--amount", "5.00", "--face", FACES / "obama2.jpg", "--confirm")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "still photo" in r.stderr and "--face-video" in r.stderr
+    r = cli("enroll", "--name", "A B", "--card-uid", "04A1B2C3", "--phone-last4", "1234", "--consent",
+            FACES / "obama.jpg", FACES / "obama3.jpg", FACES / "obama2.jpg")
+    assert r.returncode == 2 and "still photo" in r.stderr and "--video" in r.stderr
+    r = cli("sale", "--amount", "5.00", "--face-video", FACES / "obama2.jpg")
+    assert r.returncode == 2 and "--challenge" in r.stderr
+    assert json.loads(cli("audit", "show", "--json").stdout) == []
+
+
+def test_enrol_and_pay_on_videos_and_a_print_never_pays(cli, model, tmp_path):
+    enrol = write_video(tmp_path / "enrol.avi", synth.genuine(model, "left", 25.0, 1.0, fps=FPS, seed=5).frames)
+    r = cli("enroll", "--json", "--name", "Barack Obama", "--card-uid", "04A1B2C3", "--phone-last4", "1234",
+            "--consent", "--video", enrol, "--challenge", "left")
+    assert r.returncode == 0, r.stderr
+    pay = write_video(tmp_path / "pay.avi", synth.genuine(model, "right", 22.0, 0.7, uneven=True, fps=FPS,
+                                                          seed=6).frames)
+    r = cli("sale", "--json", "--amount", "7.50", "--face-video", pay, "--challenge", "right", "--confirm",
+            "--phone-last4", "1234")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["status"] == "approved" and out["method"] == "face", r.stdout + r.stderr
+    # the same video for the other side: a replay; then a print turned the asked way
+    r = cli("sale", "--json", "--amount", "7.50", "--face-video", pay, "--challenge", "left", "--confirm",
+            "--phone-last4", "1234")
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and out["status"] == "not_live" and out["liveness"]["reason"] == "wrong_direction"
+    printed = write_video(tmp_path / "print.avi", synth.print_turned(model.frontal(), "right", 35.0, 1.0,
+                                                                     fps=FPS, seed=4).frames)
+    r = cli("sale", "--json", "--amount", "7.50", "--face-video", printed, "--challenge", "right", "--confirm",
+            "--phone-last4", "1234")
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and out["status"] == "not_live" and out["shopper"] is None
+    assert "nothing charged" in out["reason"]
+    charges = json.loads(cli("processor", "charges", "--json").stdout)
+    assert len(charges) == 1
+    # the failures are in the consent ledger with their reason, and nothing biometric
+    failed = json.loads(cli("audit", "show", "--kind", "liveness_failed", "--json").stdout)
+    assert [e["details"]["reason"] for e in failed] == ["wrong_direction", failed[1]["details"]["reason"]]
+    assert all(set(e["details"]) == {"reason", "challenge", "purpose", "strike", "terminal_id"} for e in failed)
+    assert all(e["subject"] == "" for e in failed)
+    text = cli("audit", "show").stdout
+    assert "liveness_failed" in text and "wrong_direction" in text
+    # a print cannot enrol anyone
+    r = cli("enroll", "--name", "Some One", "--card-uid", "04D5E6F7", "--phone-last4", "9876", "--consent",
+            "--video", printed, "--challenge", "right")
+    assert r.returncode == 1 and "liveness check failed" in r.stderr
+    assert len(json.loads(cli("shoppers", "--json").stdout)) == 1
+    failed = json.loads(cli("audit", "show", "--kind", "liveness_failed", "--json").stdout)
+    assert failed[-1]["details"]["purpose"] == "enrolment"
+
+
+def test_liveness_off_is_recorded(stills):
+    r = stills("enroll", "--name", "Barack Obama", "--card-uid", "04A1B2C3", "--phone-last4", "1234", "--consent",
+               FACES / "obama.jpg", FACES / "obama3.jpg", FACES / "extra" / "obama_4.jpg")
+    assert r.returncode == 0, r.stderr
+    off = json.loads(stills("audit", "show", "--kind", "liveness_off", "--json").stdout)
+    assert len(off) == 1 and off[0]["details"]["where"] == "facepay enroll"
