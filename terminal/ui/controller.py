@@ -163,6 +163,8 @@ class KioskController(EventDispatcher):
             for ev in events:
                 self._post(ev)
             if isinstance(eff, co.OpenCamera):
+                if eff.challenge and self.hw.shopper is not None:
+                    self.hw.shopper.follow(self.hw.camera, eff.challenge)   # the demo's simulated shopper
                 self._scan(eff.purpose)
         except Exception as exc:  # a fault in a part must not kill the kiosk
             _log.exception("effect %s failed", type(eff).__name__)

@@ -159,6 +159,8 @@ class ScenarioPlayer:
         self.ctl.bind(screen=self._note_screen)
         self._note_screen()
         self._presentations: dict = {}
+        if any(st.get("do") == "camera" and st.get("source") in ("turn", "print") for st in self.steps):
+            app.hw.shopper = None   # this scenario shows its own presentations: the demo's shopper steps aside
         import threading
 
         self._material_ready = threading.Event()
