@@ -277,6 +277,7 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
     check = LivenessCheck(challenge, LivenessParams(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s))
     kept: dict[int, tuple] = {}   # frame index -> (image, detection) of the check's current start and peak
     recent: list[tuple] = []
+    descriptors: dict[int, np.ndarray] = {}
     last_reason, result = None, None
     for _ in range(MAX_FRAMES * 5):
         if (stop is not None and stop.is_set()) or not camera.is_open:
@@ -303,13 +304,19 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
         kept = {i: v for i, v in kept.items() if i in (check.start_index, check.peak_index)}
         if result is not None:
             break
+        if check.start_index is not None and check.progress >= cfg.min_yaw_deg / 2 \
+                and check.start_index not in descriptors:
+            # the turn is under way from this start: its descriptor now, so the deciding frame needs one only
+            descriptors = {check.start_index: pipeline.embedder.embed(*kept[check.start_index])}
     if stop is not None and stop.is_set():
         return None, None
     if result is None:
         result = check.finish()
     if not result.live:
         return result, None
-    start = pipeline.embedder.embed(*kept[result.start_frame])
+    start = descriptors.get(result.start_frame)
+    if start is None:
+        start = pipeline.embedder.embed(*kept[result.start_frame])
     end = pipeline.embedder.embed(*kept[result.end_frame])
     if float(np.linalg.norm(start - end)) >= threshold:
         return replace(result, live=False, reason="different_person"), None

@@ -205,6 +205,7 @@ class LivenessCheck:
         self.saw_frontal = False
         self.best_change = 0.0
         self.best_planarity = 0.0
+        self.progress = 0.0   # the turn so far from the current start, degrees toward the asked side
 
     def _restart(self) -> None:
         self._window: deque[float] = deque(maxlen=SMOOTH)
@@ -272,6 +273,7 @@ class LivenessCheck:
         if self.sign * (smooth - self._initial) <= -WRONG_WAY * self.params.min_yaw_deg:
             return self._decide(False, "wrong_direction", self.sign * (smooth - self._initial), 0.0, None)
         change = self.sign * (smooth - self._start.smooth)
+        self.progress = change
         if self.sign * smooth < END_SIDE * self.params.min_yaw_deg:
             change = min(change, self.params.min_yaw_deg - 1e-6)  # not yet on the asked side of frontal
         self.best_change = max(self.best_change, change)
