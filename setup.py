@@ -23,6 +23,10 @@ setup(
         "gpiozero>=2.0",
         "cryptography>=42",
         "pillow>=10",
+        # config: range checks (pydantic v2), ISO 4217 currencies and their decimals (Babel), TOML writing
+        "pydantic>=2.6,<3",
+        "babel>=2.14",
+        "tomli-w>=1.0",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6",

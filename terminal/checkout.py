@@ -16,6 +16,10 @@ The promises it enforces:
 - no liveness, no match: with liveness required, a face is matched or an
   enrolment capture kept only after ``LivenessPassed`` in that very scan; three
   failed challenges in a row put face pay into a cool-down.
+- a charge has one of three outcomes: approved, declined (the processor said
+  no) or unknown.  Unknown is never shown as declined: the screen says
+  :data:`UNKNOWN_MESSAGE`, the fault LED blinks, and the processor is asked by
+  the idempotency key (:class:`ResolveCharge`) until it answers.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class State(enum.StrEnum):
     CHARGING = "charging"
     APPROVED = "approved"
     DECLINED = "declined"
+    UNKNOWN = "unknown"
     CANCELLED = "cancelled"
     ENROL_CONSENT = "enrol_consent"
     ENROL_DETAILS = "enrol_details"
@@ -51,11 +56,16 @@ class State(enum.StrEnum):
 
 
 CAMERA_STATES = frozenset({State.FACE_SCAN, State.ENROL_CAPTURE})
-RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.CANCELLED, State.ENROL_DONE,
+RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.UNKNOWN, State.CANCELLED, State.ENROL_DONE,
                            State.MYDATA_DELETED})
 MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
 MAX_PHONE_TRIES = 3
 LIVENESS_STRIKES = 3       # failed liveness challenges in a row before the cool-down
+
+# What a Charge can come to.  "not_charged": the request was certainly never made (the journal could
+# not record the sale, or the processor refused a reused idempotency key), so the sale ends cancelled.
+OUTCOMES = ("approved", "declined", "unknown", "not_charged")
+UNKNOWN_MESSAGE = "Payment not confirmed - do not pay again; staff will check sale {sale_id}"
 
 
 class Rejected(Exception):
@@ -95,6 +105,7 @@ class Policy:
     result_timeout_s: float = 6.0
     liveness_required: bool = True
     cooldown_s: float = 60.0
+    resolve_interval_s: float = 5.0   # how often an unknown outcome is asked about again
 
     def needs_stepup(self, margin: float | None, gallery_size: int) -> bool:
         """Ask for the phone digits: the margin is small, or 1-(1-f)^N for this gallery passes the bound."""
@@ -190,7 +201,7 @@ class Timeout:
 @dataclass(frozen=True)
 class ChargeResult:
     sale_id: str
-    approved: bool
+    outcome: str      # one of OUTCOMES
     reason: str = ""
 
 
@@ -273,6 +284,7 @@ class CameraFault:
 @dataclass(frozen=True)
 class OpenCamera:
     purpose: str  # "payment" or "enrolment"
+    scan: int = 0  # this opening's token: the runner opens the device only while it is the scan wanted
     challenge: str | None = None  # the head turn asked for; None when liveness is not required
 
 
@@ -284,7 +296,7 @@ class StartCooldown:
 
 @dataclass(frozen=True)
 class CloseCamera:
-    pass
+    scan: int = 0  # the token of the scan it ends
 
 
 @dataclass(frozen=True)
@@ -300,6 +312,13 @@ class Charge:
     token: str
     shopper_id: str | None
     card_hash: str | None
+
+
+@dataclass(frozen=True)
+class ResolveCharge:
+    """Ask the processor by the sale's idempotency key what became of it; never charges."""
+
+    sale_id: str
 
 
 @dataclass(frozen=True)
@@ -373,6 +392,7 @@ class Context:
     reader_ok: bool = True
     camera_ok: bool = True
     camera_open: bool = False
+    scan: int = 0
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
     challenge: str | None = None      # the head turn asked of the shopper in this scan
@@ -419,27 +439,28 @@ class CheckoutMachine:
             self.ctx.camera_open = False
             self.ctx.challenge = None
             self.ctx.live = False
-            return [CloseCamera()]
+            return [CloseCamera(self.ctx.scan)]
         return []
 
     def _need_live(self) -> None:
         if self.policy.liveness_required and not self.ctx.live:
             raise Rejected("no liveness, no match: the head-turn challenge has not been passed in this scan")
 
-    def _open_camera(self, purpose: str, challenge: str | None) -> list:
+    def _open_camera(self, purpose: str, challenge: str | None = None) -> list:
         if challenge is not None and challenge not in CHALLENGES:
             raise Rejected(f"the challenge must be left or right, not {challenge!r}")
         c = self.ctx
         c.camera_open = True
+        c.scan += 1
         c.live = False
         c.challenge = (challenge or pick_challenge()) if self.policy.liveness_required else None
-        return [OpenCamera(purpose, c.challenge)]
+        return [OpenCamera(purpose, c.scan, c.challenge)]
 
     def _go(self, state: State) -> None:
         self.ctx.state = state
         self.ctx.guidance = None
         if state not in (State.CONSENT,):
-            if state not in (State.CHARGING, State.APPROVED, State.DECLINED):
+            if state not in (State.CHARGING, State.APPROVED, State.DECLINED, State.UNKNOWN):
                 self.ctx.candidate = None
             self.ctx.stepup_required = self.ctx.stepup_ok = False
             self.ctx.phone_tries = 0
@@ -669,18 +690,32 @@ class CheckoutMachine:
             return self._cancel_sale("timed out")
         if c.state == State.ENROL_CAPTURE:
             return self._to_idle()
+        if c.state == State.UNKNOWN:
+            # The screen stays until staff press Done; meanwhile the processor is asked again.
+            return [ResolveCharge(c.sale.sale_id), self._timer(self.policy.resolve_interval_s)]
         if c.state in RESULT_STATES:
             return self._to_idle()
         raise Rejected(f"no timer runs in state {c.state.value}")
 
     def _on_ChargeResult(self, e: ChargeResult) -> list:
-        self._need(State.CHARGING)
+        self._need(State.CHARGING, State.UNKNOWN)
         c = self.ctx
         if c.sale is None or e.sale_id != c.sale.sale_id:
             raise Rejected("a result for another sale")
-        if e.approved:
+        if e.outcome not in OUTCOMES:
+            raise Rejected(f"unknown charge outcome {e.outcome!r}")
+        if c.state == State.UNKNOWN and e.outcome == "unknown":
+            raise Rejected("the outcome is still unknown")
+        if e.outcome == "approved":
             return self._result(State.APPROVED, None, "approved")
-        return self._result(State.DECLINED, e.reason or "declined", "declined")
+        if e.outcome == "declined":
+            return self._result(State.DECLINED, e.reason or "declined", "declined")
+        if e.outcome == "not_charged":
+            return self._result(State.CANCELLED, e.reason or "not_charged", "fault")
+        eff = self._close_camera()
+        self._go(State.UNKNOWN)
+        c.message = UNKNOWN_MESSAGE.format(sale_id=c.sale.sale_id)
+        return eff + [Leds("fault"), self._timer(self.policy.resolve_interval_s)]
 
     def _on_Done(self, e: Done) -> list:
         self._need(*RESULT_STATES, State.MYDATA_SHOW)

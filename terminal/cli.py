@@ -2,7 +2,8 @@
 
 Every subcommand prints for people by default and JSON with ``--json``.
 Exit status: 0 success, 1 a clean "no" (no match, not found, declined,
-ledger broken), 2 bad arguments or unusable input.  Kivy is imported only by
+ledger broken), 2 bad arguments or unusable input, 3 a payment whose outcome
+is not known yet (`sale`, `recover`: do not charge again).  Kivy is imported only by
 ``facepay run``, so the other commands start fast and need no display.
 """
 
@@ -15,8 +16,10 @@ import sys
 from pathlib import Path
 
 from .errors import FacepayError, InputError, UsageError
+from .payments.sandbox import FAULTS
 
 EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
+EXIT_UNKNOWN = 3  # a charge whose outcome is not known yet: do not charge again, `facepay recover` asks
 
 
 # --------------------------------------------------------------------------- context
@@ -86,6 +89,9 @@ def cmd_run(ctx: Context) -> int:
             raise UsageError(f"--size {a.size!r} is not WIDTHxHEIGHT (e.g. 800x480)", "run") from None
     if a.script and not Path(a.script).is_file():
         raise InputError("scenario file not found", a.script)
+    if not a.demo and not ctx.cfg.staff.pin_hash:
+        raise UsageError("no staff PIN is set", f"[staff] pin_hash in {ctx.cfg.source}",
+                         "run `facepay staff-pin` and put the line it prints in the config, or use --demo")
     os.environ.setdefault("KIVY_NO_ARGS", "1")
     from .ui.app import run_kiosk
 
@@ -259,7 +265,7 @@ def cmd_sale(ctx: Context) -> int:
     if result.get("reason"):
         text += f" ({result['reason']})"
     out(a, result, text + f"  [{result['sale_id']}]")
-    return EXIT_OK if result["status"] == "approved" else EXIT_NO
+    return {"approved": EXIT_OK, "unknown": EXIT_UNKNOWN}.get(result["status"], EXIT_NO)
 
 
 def cmd_sales(ctx: Context) -> int:
@@ -325,7 +331,7 @@ def cmd_recover(ctx: Context) -> int:
     done = ctx.terminal().recover()
     out(a, done, "\n".join(f"{d.get('sale_id') or d.get('operation')}: {d['action']} -> {d.get('status', '')}"
                            for d in done) or "nothing to recover")
-    return EXIT_OK if all(d["action"] != "still pending" for d in done) else EXIT_NO
+    return EXIT_OK if all(d["action"] != "still pending" for d in done) else EXIT_UNKNOWN
 
 
 def cmd_failpoints(ctx: Context) -> int:
@@ -356,7 +362,9 @@ def cmd_staff_pin(ctx: Context) -> int:
         h = hash_pin(pin)
     except ValueError as exc:
         raise UsageError(str(exc), "staff-pin") from None
-    out(ctx.args, {"pin_hash": h}, f'[staff]\npin_hash = "{h}"')
+    from .config import StaffConfig, to_toml
+
+    out(ctx.args, {"pin_hash": h}, "[staff]\n" + to_toml(StaffConfig(pin_hash=h)).rstrip("\n"))
     return EXIT_OK
 
 
@@ -408,10 +416,13 @@ def cmd_flash(ctx: Context) -> int:
 
 
 def cmd_config(ctx: Context) -> int:
-    from .config import to_toml
+    from .config import to_dict, to_toml
 
     cfg = ctx.cfg
-    print(to_toml(cfg), end="")
+    if ctx.args.json:
+        print(json.dumps(to_dict(cfg), ensure_ascii=False))
+    else:
+        print(to_toml(cfg), end="")
     return EXIT_OK
 
 
@@ -428,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="facepay", description="Face-payment point-of-sale terminal: opt-in only, off means deleted.")
     p.add_argument("--data-dir", help="data folder (else $FACEPAY_DATA_DIR, else the config's data_dir, "
                                       "else ~/.local/share/facepay)")
-    p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else built-in demo defaults)")
+    p.add_argument("--config", help="terminal.toml (else $FACEPAY_CONFIG, else the built-in defaults: the real "
+                                    "hardware)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -494,11 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("report", cmd_report, "end-of-day totals")
     sp.add_argument("report_cmd", choices=["day"])
-    sp.add_argument("--date", help="YYYY-MM-DD (UTC; default today)")
+    sp.add_argument("--date", help="YYYY-MM-DD in [terminal] timezone (default today there)")
 
     sp = add("processor", cmd_processor, "the sandbox processor's own ledger and test switches")
     sp.add_argument("proc_cmd", choices=["charges", "fault", "block"])
-    sp.add_argument("mode", nargs="?", choices=["none", "timeout", "fail"], help="with 'fault'")
+    sp.add_argument("mode", nargs="?", choices=list(FAULTS), help="with 'fault'")
     sp.add_argument("--card-uid", help="with 'block': report this card stolen")
 
     add("recover", cmd_recover, "settle sales a crash left in flight (also run at kiosk start-up)")
@@ -528,6 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("doctor", cmd_doctor, "check this terminal's parts; exit 0 when all pass")
     sp.add_argument("--blink", action="store_true", help="light each LED once")
     sp.add_argument("--skip", action="append", default=[], help="skip a check by name")
+    sp.add_argument("--demo", action="store_true", help="check the simulated parts `run --demo` uses; without it "
+                                                        "every simulated part is reported as a warning")
 
     sp = add("flash", cmd_flash, "write a Raspberry Pi OS image to an SD card with this terminal's config")
     sp.add_argument("image", metavar="IMAGE", help=".img or .img.xz")
@@ -535,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", dest="flash_config", required=True, help="terminal.toml to install")
     sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
-    add("config", cmd_config, "print the effective configuration as TOML")
+    add("config", cmd_config, "print the effective configuration as TOML (JSON with --json)")
     return p
 
 
@@ -543,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "processor" and args.proc_cmd == "fault" and not args.mode:
-        parser.exit(EXIT_USAGE, "facepay processor: error: 'fault' needs a mode: none, timeout or fail\n")
+        parser.exit(EXIT_USAGE, f"facepay processor: error: 'fault' needs a mode: {', '.join(FAULTS)}\n")
     if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
     if args.command == "run":

@@ -1,9 +1,13 @@
-"""The terminal's configuration: one TOML file parsed into typed dataclasses.
+"""The terminal's configuration: one TOML file parsed into typed, range-checked sections.
 
 The file is found from ``--config``, else ``$FACEPAY_CONFIG``, else the
-built-in defaults (the demo setup).  Only ``terminal_id`` is needed in a file;
-every other setting has a default.  Unknown keys and wrong types raise one
-:class:`ConfigError` naming the key and the file, so the terminal never starts
+built-in defaults.  Only ``terminal_id`` is needed in a file; every other
+setting has a default, and the defaults are the real hardware: the Pi camera
+(``picamera2``), the PN532 on ``/dev/serial0`` and LEDs on GPIO.  The
+simulators (replay camera, PN532 simulator ``port = "sim"``, mock LEDs) are
+used only with ``facepay run --demo`` or when the config names them.  Unknown
+keys, wrong types and values out of range raise one :class:`ConfigError`
+naming the key and the file (exit status 2), so the terminal never starts
 half-configured.
 
 Example ``terminal.toml``::
@@ -22,121 +26,220 @@ Example ``terminal.toml``::
     [leds]
     backend = "gpio"
     privacy = 17
+
+    [staff]
+    pin_hash = "scrypt$..."     # from `facepay staff-pin`; `facepay run` refuses to start without it
+
+How a section is declared (the pattern to follow when adding one)
+-----------------------------------------------------------------
+Every section is a frozen pydantic v2 dataclass made with ``@section``; the
+checks live in the type of each key, so there is no hand-written validation::
+
+    @section
+    class LivenessConfig:
+        required: Flag = True
+        # a number with its range: pydantic's Field(gt/ge/lt/le); NaN and inf are always refused
+        max_yaw: Annotated[Number, Field(ge=0, le=1)] = 0.35
+        challenges: Annotated[Whole, Field(ge=1, le=10)] = 2
+        kind: Literal["blink", "turn"] = "turn"        # a choice
+
+then add it to :class:`Config` as ``liveness: LivenessConfig = field(default_factory=LivenessConfig)``
+(the TOML table ``[liveness]``).  A rule on one value that a range cannot say
+is an ``AfterValidator`` raising ``ValueError("what is wrong")`` (see
+:data:`Currency`); a rule across keys goes in :func:`_cross_checks`.  Error
+messages, ``facepay config`` (TOML, written with tomli-w) and ``facepay config
+--json`` follow from the declaration; document the key in the README's
+configuration section.
+
+Building a section in code (``CameraConfig(backend="replay")``,
+``dataclasses.replace(cfg.camera, fps=5.0)``) runs the same checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import tomli_w
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from .errors import ConfigError
 
-CAMERA_BACKENDS = ("replay", "opencv", "picamera2")
-LED_BACKENDS = ("mock", "gpio")
-PROCESSORS = ("sandbox",)
-DETECTOR_MODELS = ("short", "full")
-TERMINAL_MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
+# Values as TOML gives them, no silent conversions: "3" is not a number and true is not 1.
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]   # an integer is accepted for a number
+Whole = Annotated[int, Strict()]
+Flag = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+Positive = Annotated[Number, Field(gt=0)]
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+Seconds = Annotated[Number, Field(gt=0, le=3600)]
+Gpio = Annotated[Whole, Field(ge=0, le=27)]            # a Raspberry Pi BCM GPIO number
+Distance = Annotated[Number, Field(ge=0, le=2)]        # between unit-length face descriptors
 
 
-@dataclass(frozen=True)
+@functools.cache
+def tender_currencies() -> frozenset[str]:
+    """ISO 4217 codes that are legal tender somewhere today (Babel's copy of the CLDR data)."""
+    from babel.core import get_global
+
+    return frozenset(code for entries in get_global("territory_currencies").values()
+                     for code, _start, end, tender in entries if end is None and tender)
+
+
+def _iso4217(code: str) -> str:
+    if code not in tender_currencies():
+        raise ValueError("must be an ISO 4217 currency code in use, in capitals (e.g. EUR, USD, GBP, XOF)")
+    return code
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def _iana_zone(name: str) -> str:
+    if name:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError('must be an IANA time zone name such as "Europe/Berlin" (`timedatectl list-timezones` '
+                             "lists them; leave the key out for the system's zone)") from None
+    return name
+
+
+Currency = Annotated[Text, AfterValidator(_iso4217)]
+Zone = Annotated[Text, AfterValidator(_iana_zone)]
+NotBlank = Annotated[Text, AfterValidator(_not_blank)]
+
+_RULES = ConfigDict(extra="forbid", allow_inf_nan=False)
+section = dataclass(frozen=True, config=_RULES)
+
+CameraBackend = Literal["picamera2", "opencv", "replay"]
+LedBackend = Literal["gpio", "mock"]
+Processor = Literal["sandbox"]
+DetectorModel = Literal["short", "full"]
+TerminalMode = Literal["normal", "card_only", "enrolment", "training", "out_of_service"]
+CAMERA_BACKENDS = get_args(CameraBackend)
+LED_BACKENDS = get_args(LedBackend)
+PROCESSORS = get_args(Processor)
+DETECTOR_MODELS = get_args(DetectorModel)
+TERMINAL_MODES = get_args(TerminalMode)
+
+# The parts that are simulators, named by the config; outside --demo they are reported as warnings.
+SIMULATED_READER_PORTS = ("sim", "loop://")
+
+
+@section
 class CameraConfig:
-    backend: str = "replay"
-    device: int = 0
-    width: int = 640
-    height: int = 480
-    fps: float = 10.0
+    backend: CameraBackend = "picamera2"
+    device: Annotated[Whole, Field(ge=0, le=255)] = 0   # /dev/videoN
+    width: Annotated[Whole, Field(ge=64, le=4096)] = 640
+    height: Annotated[Whole, Field(ge=48, le=4096)] = 480
+    fps: Annotated[Number, Field(gt=0, le=120)] = 10.0
     # replay backend: a folder of images or a video file; empty means the demo faces.
-    replay_path: str = ""
-    loop: bool = True
+    replay_path: Text = ""
+    loop: Flag = True
 
 
-@dataclass(frozen=True)
+@section
 class DetectorConfig:
-    model: str = "short"
-    min_confidence: float = 0.75
-    min_eye_distance_px: float = 28.0
-    max_yaw: float = 0.35
-    max_roll_deg: float = 25.0
-    min_sharpness: float = 15.0
-    min_brightness: float = 50.0
-    max_brightness: float = 215.0
+    model: DetectorModel = "short"
+    min_confidence: Fraction = 0.75
+    min_eye_distance_px: Annotated[Number, Field(ge=0, le=1000)] = 28.0
+    max_yaw: Fraction = 0.35
+    max_roll_deg: Annotated[Number, Field(ge=0, le=90)] = 25.0
+    min_sharpness: Annotated[Number, Field(ge=0)] = 15.0
+    min_brightness: Annotated[Number, Field(ge=0, le=255)] = 50.0
+    max_brightness: Annotated[Number, Field(ge=0, le=255)] = 215.0
 
 
-@dataclass(frozen=True)
+@section
 class MatchConfig:
-    threshold: float = 0.55
-    margin: float = 0.06
+    threshold: Annotated[Distance, Field(gt=0)] = 0.55
+    margin: Distance = 0.06
     # Consent asks for the phone digits when the margin is below this...
-    stepup_margin: float = 0.15
+    stepup_margin: Distance = 0.15
     # ...or when an unenrolled face would match somebody in the gallery with
     # more than this probability: 1 - (1 - f) ** N.
-    stepup_false_match_bound: float = 0.001
+    stepup_false_match_bound: Annotated[Number, Field(gt=0, le=1)] = 0.001
     # f: the false-match probability of one comparison at the threshold:
     # the 95% upper bound measured on the photos we have (docs/privacy.md).
-    false_match_rate: float = 0.033
-    enrol_captures: int = 3
-    scan_timeout_s: float = 15.0
+    false_match_rate: Annotated[Number, Field(gt=0, lt=1)] = 0.033
+    enrol_captures: Annotated[Whole, Field(ge=3, le=20)] = 3
+    scan_timeout_s: Seconds = 15.0
 
 
-@dataclass(frozen=True)
+@section
 class ReaderConfig:
     # A pyserial URL: "loop://", a pty path, "/dev/serial/by-id/...".
     # "sim" starts the PN532 simulator on a pseudo-terminal (the demo).
-    port: str = "sim"
-    baudrate: int = 115200
-    poll_interval_s: float = 0.15
-    timeout_s: float = 0.5
+    port: NotBlank = "/dev/serial0"
+    baudrate: Annotated[Whole, Field(ge=9600, le=1_000_000)] = 115200
+    poll_interval_s: Annotated[Number, Field(gt=0, le=10)] = 0.15
+    timeout_s: Annotated[Number, Field(gt=0, le=60)] = 0.5
 
 
-@dataclass(frozen=True)
+@section
 class LedConfig:
-    backend: str = "mock"
-    privacy: int = 17
-    consent: int = 27
-    approved: int = 22
-    declined: int = 23
-    fault: int = 24
+    backend: LedBackend = "gpio"
+    privacy: Gpio = 17
+    consent: Gpio = 27
+    approved: Gpio = 22
+    declined: Gpio = 23
+    fault: Gpio = 24
 
 
-@dataclass(frozen=True)
+@section
 class PaymentConfig:
-    processor: str = "sandbox"
-    currency: str = "EUR"
-    merchant: str = "Demo Corner Shop"
-    consent_timeout_s: float = 20.0
+    processor: Processor = "sandbox"
+    currency: Currency = "EUR"
+    merchant: Text = "Demo Corner Shop"
+    consent_timeout_s: Seconds = 20.0
 
 
-@dataclass(frozen=True)
+@section
 class StaffConfig:
-    # scrypt hash from `facepay staff-pin`; empty means the demo PIN 2580.
-    pin_hash: str = ""
+    # scrypt hash from `facepay staff-pin`.  Empty: `facepay run` refuses to start, except with
+    # --demo, where the public demo PIN 2580 opens the staff screens.
+    pin_hash: Text = ""
 
 
-@dataclass(frozen=True)
+@section
 class RetentionConfig:
-    template_days: int = 1095
+    template_days: Annotated[Whole, Field(ge=1, le=36500)] = 1095
 
 
-@dataclass(frozen=True)
+@section
 class LivenessConfig:
     # The head-turn challenge before any face match or enrolment capture (docs/privacy.md).
-    # false only for the demo or tests; recorded in the consent ledger at start when false.
-    required: bool = True
-    min_yaw_deg: float = 15.0      # the turn asked for, in degrees of head yaw
-    planarity_min: float = 0.055   # the nose off the plane of the face, in eye distances (docs/privacy.md)
-    timeout_s: float = 4.0         # from the first face seen to the turn
+    # false only for tests; recorded in the consent ledger whenever a face step runs without it.
+    required: Flag = True
+    min_yaw_deg: Annotated[Number, Field(ge=8, le=40)] = 15.0       # the turn asked for, degrees of head yaw
+    # the nose off the plane of the rest of the face, in eye distances (docs/privacy.md)
+    planarity_min: Annotated[Number, Field(ge=0.005, le=0.5)] = 0.055
+    timeout_s: Annotated[Number, Field(ge=1, le=30)] = 4.0          # from the first face seen to the turn
 
 
-@dataclass(frozen=True)
+@section
+class TerminalConfig:
+    # IANA name ("Europe/Berlin"): report days run midnight to midnight here. Empty: the system's zone.
+    timezone: Zone = ""
+
+
+@section
 class Config:
-    terminal_id: str = "demo-terminal"
-    face_pay: bool = True
-    mode: str = "normal"
-    data_dir: str = ""
+    terminal_id: NotBlank = "demo-terminal"
+    face_pay: Flag = True
+    mode: TerminalMode = "normal"
+    data_dir: Text = ""
     camera: CameraConfig = field(default_factory=CameraConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
@@ -145,107 +248,47 @@ class Config:
     payment: PaymentConfig = field(default_factory=PaymentConfig)
     staff: StaffConfig = field(default_factory=StaffConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    terminal: TerminalConfig = field(default_factory=TerminalConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
-    source: str = "<built-in defaults>"
+    source: Text = "<built-in defaults>"   # where it was read from; not a key of the file
 
 
-_CHOICES = {
-    "camera.backend": CAMERA_BACKENDS,
-    "leds.backend": LED_BACKENDS,
-    "payment.processor": PROCESSORS,
-    "detector.model": DETECTOR_MODELS,
-    "mode": TERMINAL_MODES,
+_ADAPTER = TypeAdapter(Config)
+_TYPE_WORDS = {
+    "int_type": "must be a whole number",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "literal_error": None,   # pydantic's own words name the choices
+    "finite_number": "must be a finite number (nan and inf are refused)",
 }
 
 
-def _check_value(value, typ, key: str, source: str):
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{key}' must be true or false, not {value!r}", source)
-        return value
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"'{key}' must be a whole number, not {value!r}", source)
-        return value
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{key}' must be a number, not {value!r}", source)
-        return float(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"'{key}' must be a string, not {value!r}", source)
-        return value
-    raise AssertionError(f"unsupported config type {typ}")  # pragma: no cover
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    """The first problem pydantic found, as one line naming the key."""
+    err = exc.errors(include_url=False)[0]
+    key = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "unexpected_keyword_argument":
+        return ConfigError(f"unknown key '{key}'", source,
+                           "check its spelling against the README's configuration section")
+    if kind == "dataclass_type":
+        return ConfigError(f"'{key}' must be a table ([{key}])", source)
+    if kind == "value_error":
+        what = str(err["ctx"]["error"])
+    else:
+        what = _TYPE_WORDS.get(kind) or err["msg"].replace("Input should be", "must be", 1)
+    return ConfigError(f"'{key}' {what}, not {err['input']!r}", source)
 
 
-def _build(cls, table: dict, prefix: str, source: str):
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
-    for key in table:
-        if key not in known:
-            full = f"{prefix}{key}"
-            raise ConfigError(
-                f"unknown key '{full}'", source,
-                "check its spelling against the README's configuration section",
-            )
-    values = {}
-    for name in known:
-        if name not in table:
-            continue
-        full = f"{prefix}{name}"
-        typ = hints[name]
-        if dataclasses.is_dataclass(typ):
-            if not isinstance(table[name], dict):
-                raise ConfigError(f"'{full}' must be a table ([{full}])", source)
-            values[name] = _build(typ, table[name], f"{full}.", source)
-        else:
-            value = _check_value(table[name], typ, full, source)
-            choices = _CHOICES.get(full)
-            if choices and value not in choices:
-                raise ConfigError(
-                    f"'{full}' must be one of {', '.join(choices)}, not {value!r}", source
-                )
-            values[name] = value
-    return cls(**values)
-
-
-def _validate(cfg: Config) -> None:
+def _cross_checks(cfg: Config) -> None:
+    """Rules across keys, which a range on one key cannot say."""
     src = cfg.source
-    if not cfg.terminal_id.strip():
-        raise ConfigError("'terminal_id' must not be empty", src)
-    positive = {
-        "camera.width": cfg.camera.width, "camera.height": cfg.camera.height,
-        "camera.fps": cfg.camera.fps, "reader.baudrate": cfg.reader.baudrate,
-        "match.threshold": cfg.match.threshold,
-        "payment.consent_timeout_s": cfg.payment.consent_timeout_s,
-        "match.scan_timeout_s": cfg.match.scan_timeout_s,
-        "retention.template_days": cfg.retention.template_days,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"'{key}' must be greater than 0, not {value!r}", src)
-    if cfg.match.enrol_captures < 3:
-        raise ConfigError("'match.enrol_captures' must be at least 3", src)
-    if not (0 < cfg.match.false_match_rate < 1):
-        raise ConfigError("'match.false_match_rate' must be between 0 and 1", src)
-    if len(cfg.payment.currency) != 3 or not cfg.payment.currency.isalpha():
-        raise ConfigError(
-            f"'payment.currency' must be a 3-letter ISO 4217 code, not {cfg.payment.currency!r}", src
-        )
-    ranges = {  # (low, high) inclusive: outside them the check is either no check or impossible
-        "liveness.min_yaw_deg": (cfg.liveness.min_yaw_deg, 8.0, 40.0),
-        "liveness.planarity_min": (cfg.liveness.planarity_min, 0.005, 0.5),
-        "liveness.timeout_s": (cfg.liveness.timeout_s, 1.0, 30.0),
-    }
-    for key, (value, low, high) in ranges.items():
-        if not low <= value <= high:
-            raise ConfigError(f"'{key}' must be between {low:g} and {high:g}, not {value!r}", src)
     pins = [cfg.leds.privacy, cfg.leds.consent, cfg.leds.approved, cfg.leds.declined, cfg.leds.fault]
     if len(set(pins)) != len(pins):
         raise ConfigError("the LED pins in [leds] must all be different", src)
-    for pin in pins:
-        if not 0 <= pin <= 27:
-            raise ConfigError(f"LED pin {pin} is not a Raspberry Pi GPIO number (0-27)", src)
+    if cfg.detector.min_brightness >= cfg.detector.max_brightness:
+        raise ConfigError("'detector.min_brightness' must be below 'detector.max_brightness'", src)
 
 
 def parse_config(text: str, source: str) -> Config:
@@ -254,9 +297,13 @@ def parse_config(text: str, source: str) -> Config:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source, "fix the syntax at that line") from None
-    cfg = _build(Config, table, "", source)
-    cfg = dataclasses.replace(cfg, source=source)
-    _validate(cfg)
+    if "source" in table:
+        raise ConfigError("unknown key 'source'", source, "check its spelling against the README's configuration section")
+    try:
+        cfg = _ADAPTER.validate_python({**table, "source": source})
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+    _cross_checks(cfg)
     return cfg
 
 
@@ -280,27 +327,27 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     return parse_config(text, str(p))
 
 
-def to_toml(cfg: Config) -> str:
-    """Render a config as TOML (used by `facepay flash` and `facepay config`)."""
+def to_dict(cfg) -> dict:
+    """The settings as plain tables (without ``source``): what ``to_toml`` and ``config --json`` print."""
+    table = dataclasses.asdict(cfg)
+    table.pop("source", None)
+    return table
 
-    def scalar(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return repr(v)
 
-    lines, tables = [], []
-    for f in dataclasses.fields(cfg):
-        if f.name == "source":
-            continue
-        v = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(v):
-            tables.append((f.name, v))
-        else:
-            lines.append(f"{f.name} = {scalar(v)}")
-    for name, sub in tables:
-        lines.append(f"\n[{name}]")
-        for g in dataclasses.fields(sub):
-            lines.append(f"{g.name} = {scalar(getattr(sub, g.name))}")
-    return "\n".join(lines) + "\n"
+def to_toml(cfg) -> str:
+    """Render a config (or one section) as TOML with tomli-w: always valid TOML, read back unchanged."""
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def simulated_parts(cfg: Config) -> list[str]:
+    """The parts of this config that are simulators, not hardware (outside --demo: warnings)."""
+    out = []
+    if cfg.camera.backend == "replay":
+        out.append("camera: replay camera (recorded pictures, not a camera)")
+    if cfg.reader.port in SIMULATED_READER_PORTS:
+        out.append(f"card reader: simulated ({cfg.reader.port!r}, not a PN532)")
+    if cfg.leds.backend == "mock":
+        out.append("LEDs: mock pins (no LED lights up)")
+    if cfg.payment.processor == "sandbox":
+        out.append("payment processor: sandbox (no money moves; no other processor is built in yet)")
+    return out

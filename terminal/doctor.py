@@ -3,7 +3,11 @@
 Checks: config, data folder (permissions, free space), master key (present,
 0600), databases (``PRAGMA integrity_check``), consent ledger chain, clock,
 camera (opens, frame size, frame rate), card reader (firmware version),
-LEDs (blink test on request), display.  Exit 0 when every check passes.
+LEDs (blink test on request), display.  The privacy LED is lit for as long as
+the camera is open, here as in a scan.  A simulated part (replay camera, PN532
+simulator, mock LEDs, sandbox processor) is a warning unless ``--demo`` says the
+simulators are meant; warnings do not change the exit status.  Exit 0 when
+every check passes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+    warn: bool = False
 
 
 def check_data_dir(data_dir: Path) -> list[Check]:
@@ -76,8 +81,10 @@ def check_clock() -> Check:
                                "receipts and retention need a right clock")
 
 
-def check_camera(camera) -> Check:
+def check_camera(camera, leds) -> Check:
+    """Open the camera with its privacy LED lit, time a few frames, close it and put the LED out."""
     try:
+        leds.privacy(True)
         camera.open()
         t0 = time.monotonic()
         stamps, size = [], None
@@ -94,6 +101,7 @@ def check_camera(camera) -> Check:
                      "check the ribbon cable / USB plug and [camera] backend")
     finally:
         camera.close()
+        leds.privacy(False)
     if not frames:
         return Check("camera", False, "opened but sent no frame", "check [camera] settings")
     fps = (frames - 1) / dt if dt > 0 else 0
@@ -129,9 +137,36 @@ def check_display() -> Check:
                  "connect the display; on a Pi enable the KMS overlay (dtoverlay=vc4-kms-v3d)")
 
 
-def collect(term, hw, skip: set[str] = frozenset(), blink: bool = False) -> list[Check]:
+def check_staff_pin(cfg, demo: bool) -> Check:
+    if cfg.staff.pin_hash:
+        return Check("staff PIN", True, "set ([staff] pin_hash)")
+    if demo:
+        return Check("staff PIN", True, "the public demo PIN 2580 (--demo)")
+    return Check("staff PIN", False, "not set: `facepay run` will not start",
+                 "run `facepay staff-pin` and put the line it prints in the config")
+
+
+def mark_simulated(cfg, checks: list[Check], demo: bool) -> list[Check]:
+    """Outside --demo, every part that is a simulator becomes a warning with a hint."""
+    from .config import simulated_parts
+
+    checks = checks + [Check("payment processor", True, cfg.payment.processor)]
+    if demo:
+        return checks
+    by_part = {line.split(":", 1)[0]: line for line in simulated_parts(cfg)}
+    for c in checks:
+        if c.ok and c.name in by_part:
+            c.warn = True
+            c.detail += " - SIMULATED"
+            c.hint = (f"{by_part[c.name]}: name the real part in the config (see the README's configuration "
+                      "section), or run with --demo")
+    return checks
+
+
+def collect(term, hw, skip: set[str] = frozenset(), blink: bool = False, demo: bool = False) -> list[Check]:
     """Checks against a running terminal (the kiosk's staff screen uses this)."""
-    out = [Check("config", True, f"{term.cfg.source}, terminal {term.cfg.terminal_id}")]
+    out = [Check("config", True, f"{term.cfg.source}, terminal {term.cfg.terminal_id}"),
+           check_staff_pin(term.cfg, demo)]
     out += check_data_dir(term.data_dir)
     led = term.ledger.verify()
     out.append(Check("consent ledger", led.ok, f"{led.count} entries" + ("" if led.ok else f": {led.reason}")))
@@ -139,11 +174,7 @@ def collect(term, hw, skip: set[str] = frozenset(), blink: bool = False) -> list
     if not term.face_pay_on():
         out.append(Check("camera", True, "not opened: face pay is off at this terminal"))
     elif "camera" not in skip:
-        hw.leds.privacy(True)
-        try:
-            out.append(check_camera(hw.camera))
-        finally:
-            hw.leds.privacy(False)
+        out.append(check_camera(hw.camera, hw.leds))
     if hw.reader is not None and hw.reader.connected:
         fw = hw.reader.firmware
         out.append(Check("card reader", True, f"PN5{fw[0]:02X} firmware {fw[1]}.{fw[2]} (polling)"))
@@ -154,18 +185,20 @@ def collect(term, hw, skip: set[str] = frozenset(), blink: bool = False) -> list
     else:
         out.append(Check("LEDs", True, f"{hw.leds.pin_factory.__class__.__name__ if hw.leds.pin_factory else 'GPIO'}: "
                                        + ", ".join(f"{n} GPIO{p}" for n, p in hw.leds.pins.items())))
-    return out
+    return mark_simulated(term.cfg, out, demo)
 
 
 def run_doctor(ctx) -> int:
     """The CLI: checks that need no running kiosk; the reader and camera are opened and closed again."""
     from .errors import FacepayError
+    from .hardware import demo_config
 
     a = ctx.args
     results: list[Check] = []
     try:
-        cfg = ctx.cfg
+        cfg = demo_config(ctx.cfg) if a.demo else ctx.cfg
         results.append(Check("config", True, f"{cfg.source}, terminal {cfg.terminal_id}"))
+        results.append(check_staff_pin(cfg, a.demo))
     except FacepayError as exc:
         results.append(Check("config", False, exc.one_line()))
         cfg = None
@@ -190,13 +223,7 @@ def run_doctor(ctx) -> int:
         if not face_pay:
             results.append(Check("camera", True, "not opened: face pay is off at this terminal"))
         elif "camera" not in skip:
-            from .camera import make_camera
-            from .hardware import DEMO_CAMERA
-
-            try:
-                results.append(check_camera(make_camera(cfg.camera, replay_default=str(DEMO_CAMERA))))
-            except FacepayError as exc:
-                results.append(Check("camera", False, exc.one_line()))
+            results.append(_cli_camera_check(cfg))
         if "reader" not in skip:
             sim = None
             port = cfg.reader.port
@@ -228,13 +255,37 @@ def run_doctor(ctx) -> int:
                 results.append(Check("LEDs", False, exc.one_line()))
         if "display" not in skip:
             results.append(check_display())
+    if cfg is not None:
+        results = mark_simulated(cfg, results, a.demo)
     ok = all(c.ok for c in results)
+    warnings = sum(c.warn for c in results)
     if a.json:
-        print(json.dumps({"ok": ok, "checks": [asdict(c) for c in results]}))
+        print(json.dumps({"ok": ok, "warnings": warnings, "checks": [asdict(c) for c in results]}))
     else:
         for c in results:
-            print(f"[{'OK  ' if c.ok else 'FAIL'}] {c.name:<28} {c.detail}")
-            if c.hint and not c.ok:
+            print(f"[{'FAIL' if not c.ok else 'WARN' if c.warn else 'OK  '}] {c.name:<28} {c.detail}")
+            if c.hint and (c.warn or not c.ok):
                 print(f"       -> {c.hint}")
-        print("all checks passed" if ok else f"{sum(not c.ok for c in results)} check(s) failed")
+        print(("all checks passed" if ok else f"{sum(not c.ok for c in results)} check(s) failed")
+              + (f", {warnings} warning(s)" if warnings else ""))
     return 0 if ok else 1
+
+
+def _cli_camera_check(cfg) -> Check:
+    """The CLI's camera check: the privacy LED is driven first; no LED, no camera."""
+    from .camera import make_camera
+    from .errors import FacepayError
+    from .hardware import DEMO_CAMERA
+    from .leds import LedBoard
+
+    try:
+        board = LedBoard(cfg.leds)
+    except FacepayError as exc:
+        return Check("camera", False, f"not opened: the privacy LED cannot be lit: {exc.one_line()}",
+                     "the camera opens only with its privacy LED: fix the LEDs first")
+    try:
+        return check_camera(make_camera(cfg.camera, replay_default=str(DEMO_CAMERA)), board)
+    except FacepayError as exc:
+        return Check("camera", False, exc.one_line())
+    finally:
+        board.close()

@@ -7,7 +7,7 @@ resistor to ground)::
     consent   GPIO27  amber   steady: amount due / processing; blinking: awaiting the shopper's Confirm
     approved  GPIO22  green   payment approved, enrolment stored, data deleted
     declined  GPIO23  red     declined or cancelled
-    fault     GPIO24  red     blinking: reader lost, camera missing, out of service
+    fault     GPIO24  red     blinking: reader lost, camera missing, out of service, payment not confirmed
 
 ``backend = "gpio"`` lets gpiozero pick its pin factory (lgpio on a Pi 5,
 RPi.GPIO on older Pis; ``GPIOZERO_PIN_FACTORY`` overrides); ``"mock"`` uses

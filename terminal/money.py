@@ -1,18 +1,24 @@
-"""Exact amounts: integer minor units, parsed and printed with Decimal, never float."""
+"""Exact amounts: integer minor units, parsed and printed with Decimal, never float.
+
+A currency's number of decimals comes from Babel (CLDR's currency data): EUR 2, JPY and XOF 0,
+BHD 3.  For a few currencies (HUF, IQD, COP, IDR ...) CLDR gives the count used in practice,
+which is below the ISO 4217 minor unit.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-# ISO 4217 minor-unit exponents that differ from 2.
-_EXPONENT = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}
 _SYMBOL = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CNY": "¥", "CHF": "CHF "}
 
 MAX_MINOR = 10_000_000_00  # ten million in major units: anything above is a typo
 
 
 def exponent(currency: str) -> int:
-    return _EXPONENT.get(currency.upper(), 2)
+    """Decimals of ``currency`` (an ISO 4217 code the config has checked)."""
+    from babel.numbers import get_currency_precision
+
+    return get_currency_precision(currency.upper())
 
 
 def parse_amount(text: str, currency: str) -> int:
@@ -26,7 +32,8 @@ def parse_amount(text: str, currency: str) -> int:
     exp = exponent(currency)
     minor = value.scaleb(exp)
     if minor != minor.to_integral_value():
-        raise ValueError(f"amount {text!r} has more than {exp} decimal places for {currency}")
+        raise ValueError(f"amount {text!r} has more than {exp} decimal places for {currency}" if exp else
+                         f"amount {text!r} has decimals, and {currency} has none: give a whole number")
     if minor > MAX_MINOR:
         raise ValueError(f"amount {text!r} is larger than this terminal accepts")
     return int(minor)

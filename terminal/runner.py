@@ -5,6 +5,15 @@ what the kiosk controller drives from worker threads: the same code path for
 both.  ``dispatch(event)`` hands the event to the machine, performs every
 effect, and feeds the events those effects produce back in, until nothing is
 left.
+
+Opening and stopping the camera is one ordered protocol, :class:`ScanGate`:
+the machine gives every opening a scan token, and ``dispatch`` (on the thread
+that drives the machine, in the machine's order) marks that token wanted when
+``OpenCamera`` comes out and unwanted when its ``CloseCamera`` does, whether
+the effect is then performed at once (CLI) or later on the kiosk's worker.
+The worker opens the device only while its token is still wanted, so a Cancel
+or timeout that comes before the worker starts leaves the camera closed, and a
+scan stops at the first frame after its token is dropped.
 """
 
 from __future__ import annotations
@@ -20,14 +29,53 @@ from . import checkout as co
 from .camera import Camera
 from .face.matcher import Gallery
 from .leds import LedBoard
+from .payments.journal import SaleNotRecorded
+from .payments.processor import IdempotencyKeyReused
 from .service import Terminal
 
 _log = logging.getLogger(__name__)
 
+# ChargeReport.status -> the machine's outcome; anything else is "unknown"
+_OUTCOME = {"approved": "approved", "declined": "declined", "cancelled": "not_charged"}
+
+
+def _result(report) -> co.ChargeResult:
+    outcome = _OUTCOME.get(report.status, "unknown")
+    # a key closed at the processor (`facepay recover` ran meanwhile): the shopper sees "not sent"
+    return co.ChargeResult(report.sale_id, outcome, "not_sent" if outcome == "not_charged" else report.reason)
+
+
 NO_MATCH_FRAMES = 2      # embedded frames without a match before "no match"
+MAX_FRAMES = 200         # frames per scan before giving up (the timer usually ends it first)
 # Gate failures worth telling the shopper during the head-turn challenge ("not frontal" is the point of it).
 CHALLENGE_GUIDANCE = ("no_face", "multiple_faces", "too_small", "partly_outside", "too_dark", "too_bright")
-MAX_FRAMES = 200         # frames per scan before giving up (the timer usually ends it first)
+
+
+class ScanGate:
+    """Which scan, if any, the camera may be open for; written in the machine's order, read by the worker."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wanted: int | None = None
+
+    def want(self, token: int) -> None:
+        with self._lock:
+            self._wanted = token
+
+    def drop(self, token: int | None = None) -> None:
+        """End scan ``token`` (a later scan stays wanted), or any scan when ``token`` is None."""
+        with self._lock:
+            if token is None or self._wanted == token:
+                self._wanted = None
+
+    def live(self, token: int | None) -> bool:
+        with self._lock:
+            return token is not None and self._wanted == token
+
+    @property
+    def wanted(self) -> int | None:
+        with self._lock:
+            return self._wanted
 
 
 def consistent_captures(embeddings: list[np.ndarray], threshold: float) -> int | None:
@@ -48,8 +96,9 @@ class Runner:
         self.on_timer = on_timer
         self.last_timer: co.StartTimer | None = None
         self.last_charge = None
+        self.charge_error: Exception | None = None   # why the last charge ended unknown or not charged
         self.enrol_embeddings: list[np.ndarray] = []
-        self.scan_stop = threading.Event()
+        self.scans = ScanGate()
         self.lock = threading.RLock()
         self.last_match = None
         self.last_receipt = None
@@ -66,6 +115,10 @@ class Runner:
                 ev = queue.popleft()
                 effects = self.machine.handle(ev)
                 for eff in effects:
+                    if isinstance(eff, co.OpenCamera):
+                        self.scans.want(eff.scan)
+                    elif isinstance(eff, co.CloseCamera):
+                        self.scans.drop(eff.scan)
                     if deferred and type(eff) in deferred:
                         left.append(eff)
                         continue
@@ -76,19 +129,22 @@ class Runner:
         """Carry out one effect; return the events it produced."""
         t = self.term
         if isinstance(eff, co.OpenCamera):
-            self.scan_stop.clear()
-            self.camera.open()
-            if self.leds:
-                self.leds.privacy(True)
+            if not self.scans.live(eff.scan):
+                return []  # stopped (Cancel, timeout) before it could start: the camera stays closed
             if eff.purpose == "enrolment":
                 self.enrol_embeddings = []
+            if self.leds:
+                self.leds.privacy(True)  # lit before the first frame can be taken
+            try:
+                self.camera.open()
+            except BaseException:
+                self._close_camera()  # no camera, no light
+                raise
+            if not self.scans.live(eff.scan):
+                self._close_camera()  # stopped while the device was opening
             return []
         if isinstance(eff, co.CloseCamera):
-            self.scan_stop.set()
-            if self.camera is not None:
-                self.camera.close()
-            if self.leds:
-                self.leds.privacy(False)
+            self._close_camera()
             return []
         if isinstance(eff, co.Leds):
             if self.leds:
@@ -107,13 +163,17 @@ class Runner:
             t.ledger.append(eff.kind, eff.subject, terminal_id=t.cfg.terminal_id, **eff.details)
             return []
         if isinstance(eff, co.Charge):
-            report = t.charge(eff.sale.sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
-                              eff.token, eff.shopper_id, eff.sale.training)
+            return [self._charge(eff)]
+        if isinstance(eff, co.ResolveCharge):
+            try:
+                report = t.resolve(eff.sale_id)
+            except Exception as exc:  # the processor cannot be asked yet: still unknown, asked again later
+                _log.warning("sale %s: the processor cannot be asked yet: %s", eff.sale_id, exc)
+                return []
+            if report is None or report.status not in _OUTCOME:
+                return []
             self.last_charge = report
-            approved = report.status == "approved"
-            reason = report.reason or ("status unknown: staff will check; do not pay again"
-                                       if report.status == "pending" else "")
-            return [co.ChargeResult(eff.sale.sale_id, approved, reason)]
+            return [_result(report)]
         if isinstance(eff, co.VerifyPhone):
             shopper = t.store.get(eff.shopper_id)
             return [co.PhoneChecked(shopper is not None and t.store.check_phone(shopper, eff.digits))]
@@ -134,6 +194,43 @@ class Runner:
             return []
         raise TypeError(f"unknown effect {eff!r}")
 
+    def _charge(self, eff: co.Charge) -> co.ChargeResult:
+        """Perform a charge; anything but the processor's clear answer is "unknown", never "declined"."""
+        sale_id = eff.sale.sale_id
+        self.charge_error = None
+        try:
+            report = self.term.charge(sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
+                                      eff.token, eff.shopper_id, eff.sale.training)
+        except SaleNotRecorded as exc:
+            self.charge_error = exc
+            return co.ChargeResult(sale_id, "not_charged", "not_recorded")
+        except IdempotencyKeyReused as exc:
+            self.charge_error = exc
+            _log.error("sale %s was refused: %s", sale_id, exc)
+            return co.ChargeResult(sale_id, "not_charged", "key_reused")
+        except Exception as exc:  # the journal, the shopper store or the gateway failed mid-charge
+            self.charge_error = exc
+            _log.exception("sale %s: the outcome is unknown", sale_id)
+            return co.ChargeResult(sale_id, "unknown", f"{type(exc).__name__}: {exc}")
+        self.last_charge = report
+        return _result(report)
+
+    def _close_camera(self) -> None:
+        if self.camera is not None:
+            self.camera.close()
+        if self.leds:
+            self.leds.privacy(False)
+
+    def work(self, eff, post: Callable, on_frame: Callable | None = None) -> None:
+        """The kiosk worker's part: perform one effect, ``post`` its events; an opening runs its scan."""
+        for ev in self.perform(eff):
+            post(ev)
+        if isinstance(eff, co.OpenCamera) and self.scans.live(eff.scan):
+            if eff.purpose == "payment":
+                self.scan_payment(post, on_frame, scan=eff.scan)
+            else:
+                self.capture_enrolment(post, on_frame, scan=eff.scan)
+
     # -- enrolment -----------------------------------------------------------
     def _store_enrolment(self, eff: co.StoreEnrolment):
         from . import consent
@@ -153,10 +250,10 @@ class Runner:
         return co.EnrolStored(self.term.view(shopper))
 
     # -- face scans (on a worker thread in the kiosk, inline in the CLI) -------------
-    def _analysed_frames(self, on_frame: Callable | None):
-        """Frames from the open camera through the pipeline, until the scan is stopped or the source ends."""
+    def _analysed_frames(self, on_frame: Callable | None, scan: int | None):
+        """Frames from the open camera through the pipeline, until scan ``scan`` is stopped or the source ends."""
         for _ in range(MAX_FRAMES):
-            if self.scan_stop.is_set() or not self.camera.is_open:
+            if not self.scans.live(scan) or not self.camera.is_open:
                 return
             frame = self.camera.read()
             if frame is None:
@@ -166,15 +263,16 @@ class Runner:
                 on_frame(frame, analysis)
             yield analysis
 
-    def liveness_challenge(self, emit: Callable, challenge: str, on_frame: Callable | None = None):
+    def liveness_challenge(self, emit: Callable, challenge: str, on_frame: Callable | None = None,
+                           scan: int | None = None):
         """Run the head-turn challenge on the open camera; the start frame's descriptor when it was passed.
 
         Emits guidance while it runs, then ``LivenessPassed`` or ``LivenessFailed(reason)``; returns None
-        when the check failed or the scan was stopped.
+        when the check failed or scan ``scan`` was stopped.
         """
         t = self.term
         result, start = run_challenge(t.pipeline, self.camera, challenge, t.cfg.liveness, t.cfg.match.threshold,
-                                      stop=self.scan_stop, on_frame=on_frame, emit=emit)
+                                      stopped=lambda: not self.scans.live(scan), on_frame=on_frame, emit=emit)
         if result is None:  # stopped: cancel or timeout closed the camera
             return None
         self.last_liveness = result
@@ -184,18 +282,19 @@ class Runner:
         emit(co.LivenessPassed())
         return start
 
-    def scan_payment(self, emit: Callable, on_frame: Callable | None = None) -> None:
+    def scan_payment(self, emit: Callable, on_frame: Callable | None = None, scan: int | None = None) -> None:
         """Read frames until a decision, passing guidance and then the decision to ``emit``.
 
         With liveness required, the head-turn challenge comes first and the descriptor matched is the
-        one from the challenge's start frame.  Stops early when the camera is closed (cancel, timeout):
-        ``scan_stop`` is set.
+        one from the challenge's start frame.  ``scan`` is the opening's token (default: the scan wanted
+        now); the scan stops early when that token is dropped (cancel, timeout).
         """
+        scan = self.scans.wanted if scan is None else scan
         t = self.term
         gallery: Gallery = t.gallery()
         challenge = self.machine.ctx.challenge
         if challenge is not None:
-            probe = self.liveness_challenge(emit, challenge, on_frame)
+            probe = self.liveness_challenge(emit, challenge, on_frame, scan)
             if probe is None:
                 return
             m = gallery.match(probe, t.cfg.match.threshold, t.cfg.match.margin)
@@ -207,7 +306,7 @@ class Runner:
                 emit(co.FaceNoMatch(m.reason or "no match"))
             return
         misses, last_reason = 0, None
-        for analysis in self._analysed_frames(on_frame):
+        for analysis in self._analysed_frames(on_frame, scan):
             if not analysis.gate.ok:
                 if analysis.gate.reason != last_reason:
                     last_reason = analysis.gate.reason
@@ -223,11 +322,12 @@ class Runner:
             if misses >= NO_MATCH_FRAMES:
                 emit(co.FaceNoMatch(m.reason or "no match"))
                 return
-        if not self.scan_stop.is_set():
+        if self.scans.live(scan):
             emit(co.FaceNoMatch("no match" if misses else (last_reason or "no_face")))
 
-    def capture_enrolment(self, emit: Callable, on_frame: Callable | None = None) -> None:
+    def capture_enrolment(self, emit: Callable, on_frame: Callable | None = None, scan: int | None = None) -> None:
         """Collect passing captures of one person, emitting guidance and each accepted capture."""
+        scan = self.scans.wanted if scan is None else scan
         t = self.term
         needed = t.cfg.match.enrol_captures
         last_reason = None
@@ -236,10 +336,10 @@ class Runner:
         if challenge is not None:
             # the challenge first: no capture is kept before it is passed, and every capture after it
             # must be the person who passed it
-            live = self.liveness_challenge(emit, challenge, on_frame)
+            live = self.liveness_challenge(emit, challenge, on_frame, scan)
             if live is None:
                 return
-        for analysis in self._analysed_frames(on_frame):
+        for analysis in self._analysed_frames(on_frame, scan):
             if len(self.enrol_embeddings) >= needed:
                 break
             reason = analysis.gate.reason
@@ -261,14 +361,14 @@ class Runner:
 
 
 def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: float, *,
-                  stop: threading.Event | None = None, on_frame: Callable | None = None,
+                  stopped: Callable[[], bool] | None = None, on_frame: Callable | None = None,
                   emit: Callable | None = None):
     """The liveness check the kiosk, ``facepay sale`` and ``facepay liveness`` all run on an open camera.
 
     Per frame: detect, gates (for guidance only: the turn is not frontal), landmarks, the check.  Only
     the two frames the decision rests on, the start and the end of the turn, are embedded, and they must
     be the same person (descriptor distance under ``threshold``).  Returns (result, start descriptor), the
-    descriptor only when live; (None, None) when ``stop`` was set before a decision.
+    descriptor only when live; (None, None) when ``stopped()`` said so before a decision.
     """
     from dataclasses import replace
 
@@ -280,7 +380,7 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
     descriptors: dict[int, np.ndarray] = {}
     last_reason, result = None, None
     for _ in range(MAX_FRAMES * 5):
-        if (stop is not None and stop.is_set()) or not camera.is_open:
+        if (stopped is not None and stopped()) or not camera.is_open:
             return None, None
         frame = camera.read()
         if frame is None:
@@ -308,7 +408,7 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
                 and check.start_index not in descriptors:
             # the turn is under way from this start: its descriptor now, so the deciding frame needs one only
             descriptors = {check.start_index: pipeline.embedder.embed(*kept[check.start_index])}
-    if stop is not None and stop.is_set():
+    if stopped is not None and stopped():
         return None, None
     if result is None:
         result = check.finish()

@@ -10,7 +10,7 @@ away: the sale ends cancelled and nothing is charged.
 from __future__ import annotations
 
 from . import checkout as co
-from .errors import InputError, UsageError
+from .errors import FacepayError, InputError, UsageError
 from .face.gates import GUIDANCE
 from .money import parse_amount, to_decimal_str
 from .payments.journal import new_sale_id
@@ -107,9 +107,9 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
             runner.dispatch(co.Confirm(minor, cand.shopper_id))
     except co.Rejected as exc:
         raise UsageError(str(exc), "sale") from None
-    report = runner.last_charge
     status = machine.state
+    if status == co.State.CANCELLED and isinstance(runner.charge_error, FacepayError):
+        raise runner.charge_error  # nothing was charged: the journal could not record it, or the key was refused
     if status == co.State.APPROVED:
-        return result | {"status": "approved", "reference": report.reference}
-    return result | {"status": "pending" if report and report.status == "pending" else "declined",
-                     "reason": machine.ctx.message}
+        return result | {"status": "approved", "reference": runner.last_charge.reference}
+    return result | {"status": status.value, "reason": machine.ctx.message}

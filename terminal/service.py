@@ -8,9 +8,11 @@ state machine decides *what* happens, this module does it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -23,7 +25,7 @@ from .face.images import load_rgb
 from .face.matcher import Gallery, MatchResult
 from .ledger import ConsentLedger
 from .payments.journal import Journal, SaleRecord
-from .payments.processor import Outcome, Processor, ProcessorError
+from .payments.processor import IdempotencyKeyReused, Outcome, Processor, ProcessorError
 from .payments.sandbox import SandboxProcessor
 from .shoppers import DeletionReceipt, Shopper, ShopperStore
 
@@ -35,7 +37,7 @@ CHARGE_RETRIES = 2
 @dataclass(frozen=True)
 class ChargeReport:
     sale_id: str
-    status: str          # approved, declined, pending (unknown until recovered)
+    status: str          # approved, declined, unknown (pending in the journal until looked up), cancelled
     reason: str
     reference: str
 
@@ -233,10 +235,19 @@ class Terminal:
                 for s in self.store.unused_since(self.cfg.retention.template_days, now)]
 
     # -- payments --------------------------------------------------------------------
+    def idempotency_key(self, sale_id: str) -> str:
+        """Terminal id + sale id: unique across every terminal that talks to one processor."""
+        return f"{self.cfg.terminal_id}:{sale_id}"
+
     def charge(self, sale_id: str, amount_minor: int, currency: str, method: str, token: str,
                shopper_id: str | None, training: bool = False) -> ChargeReport:
-        """Journal first, then the processor, then the journal again; crash-safe at every step."""
-        key = "idem_" + sale_id
+        """Journal first, then the processor, then the journal again; crash-safe at every step.
+
+        Returns approved, declined (the processor said no) or unknown (no answer that the journal
+        could record: the sale stays pending until the processor is asked by its key).  Raises
+        :class:`SaleNotRecorded` or :class:`IdempotencyKeyReused` when nothing was charged.
+        """
+        key = self.idempotency_key(sale_id)
         self.journal.begin(sale_id, key, amount_minor, currency, method, shopper_id, token, training)
         failpoints.hit("after_journal_write")
         return self._submit(sale_id, key, token, amount_minor, currency, training)
@@ -248,46 +259,78 @@ class Terminal:
             try:
                 outcome = self.processor.charge(key, token, amount_minor, currency, training=training)
                 break
-            except ProcessorError as exc:
-                error = str(exc)
+            except IdempotencyKeyReused as exc:
+                self.journal.settle(sale_id, "cancelled", exc.what, "", via="key_refused")
+                raise
+            except Exception as exc:  # a ProcessorError or any other gateway failure: the outcome is unknown
+                error = f"{type(exc).__name__}: {exc}"
                 self.journal.step(sale_id, "processor_error", error)
                 # The same key is safe to send again; a processor that made the charge answers with it.
                 try:
                     outcome = self.processor.lookup(key)
-                except ProcessorError:
+                except Exception:
                     outcome = None
                 if outcome is not None:
                     break
         if outcome is None:
-            return ChargeReport(sale_id, "pending", f"no answer from the processor: {error}", "")
+            return ChargeReport(sale_id, "unknown", f"no answer from the processor: {error}", "")
+        return self._settle(self.journal.get(sale_id), outcome)
+
+    def _settle(self, sale: SaleRecord, outcome: Outcome, via: str = "settled") -> ChargeReport:
+        """Record the processor's answer for ``sale``; a journal that cannot be written raises (unknown)."""
+        if outcome.status == "cancelled" or outcome.kind != "charge" or outcome.amount_minor != sale.amount_minor:
+            reason = (outcome.reason if outcome.status == "cancelled" else
+                      f"the processor holds a different request under key {sale.key}: this sale was never charged")
+            self.journal.settle(sale.id, "cancelled", reason, "", via=via)
+            return ChargeReport(sale.id, "cancelled", reason, "")
         failpoints.hit("after_processor_call")
-        self.journal.step(sale_id, "processor_answered", outcome.status)
+        self.journal.step(sale.id, "processor_answered", outcome.status)
         failpoints.hit("before_final_journal_write")
-        self.journal.settle(sale_id, outcome.status, outcome.reason, outcome.reference)
-        if outcome.status == "approved" and (shopper := self.journal.get(sale_id).shopper_id):
-            self.store.touch(shopper)
-        return ChargeReport(sale_id, outcome.status, outcome.reason, outcome.reference)
+        self.journal.settle(sale.id, outcome.status, outcome.reason, outcome.reference, via=via)
+        if outcome.status == "approved" and sale.shopper_id:
+            try:
+                self.store.touch(sale.shopper_id)
+            except sqlite3.Error as exc:
+                # The money is settled at the processor and in the journal: the shopper was charged.
+                # Only the template's last-use date (retention) is stale.
+                _log.warning("sale %s approved; the shopper's last-use date was not updated: %s", sale.id, exc)
+        return ChargeReport(sale.id, outcome.status, outcome.reason, outcome.reference)
+
+    def resolve(self, sale_id: str) -> ChargeReport | None:
+        """Ask the processor by idempotency key about a sale whose outcome is unknown.
+
+        Returns the settled report, or None while the processor cannot say (unreachable, or no
+        request with the key has arrived yet).  Never sends a charge.
+        """
+        sale = self.journal.get(sale_id)
+        if sale is None:
+            return None
+        if sale.status != "pending":  # settled meanwhile (`facepay recover`)
+            return ChargeReport(sale.id, sale.status, sale.reason, sale.reference)
+        outcome = self.processor.lookup(sale.key)
+        return None if outcome is None else self._settle(sale, outcome, via="looked_up")
 
     def recover(self) -> list[dict]:
-        """Settle every sale and operation a crash left pending, asking the processor by idempotency key.
+        """Settle every sale and operation a crash (or a lost answer) left pending.
 
-        A sale the processor never saw was confirmed by the shopper (or their card
-        tap) before it was journaled, so it is sent now with the same key
-        (store-and-forward); one the processor did see is settled with its answer.
+        Nothing is charged after the shopper has left (no store-and-forward): each pending sale is
+        looked up at the processor by its idempotency key and settled to the processor's answer;
+        one whose request never reached the processor is cancelled, and its key is closed at the
+        processor so a request still on its way charges nothing.  Voids and refunds are sent again.
         """
         done = []
         for sale in self.journal.pending():
             try:
                 outcome = self.processor.lookup(sale.key)
-                if outcome is None:
-                    report = self._submit(sale.id, sale.key, sale.token, sale.amount_minor, sale.currency, sale.training)
-                    done.append({"sale_id": sale.id, "action": "sent", "status": report.status})
-                    continue
-            except ProcessorError as exc:
-                done.append({"sale_id": sale.id, "action": "still pending", "status": "pending", "reason": str(exc)})
+                if outcome is None:  # closing the key returns a charge that arrived meanwhile, unchanged
+                    outcome = self.processor.cancel(sale.key)
+            except Exception as exc:
+                done.append({"sale_id": sale.id, "action": "still pending", "status": "pending",
+                             "reason": f"the processor cannot be asked: {exc}"})
                 continue
-            self.journal.settle(sale.id, outcome.status, outcome.reason, outcome.reference, via="recovered")
-            done.append({"sale_id": sale.id, "action": "recovered", "status": outcome.status})
+            report = self._settle(sale, outcome, via="recovered")
+            done.append({"sale_id": sale.id, "action": "cancelled" if outcome.kind == "cancel" else "looked up",
+                         "status": report.status})
         for op in self.journal.pending_operations():
             sale = self.journal.get(op["sale_id"])
             try:
@@ -330,15 +373,33 @@ class Terminal:
         self.journal.settle_operation(key, out.status, out.reason)
         return self.journal.operation(key) | {"repeated": False}
 
+    def report_zone(self):
+        """The terminal's time zone (``[terminal] timezone``), or None for the system's own."""
+        return ZoneInfo(self.cfg.terminal.timezone) if self.cfg.terminal.timezone else None
+
     def report_day(self, day: date | None = None) -> dict:
-        day = day or datetime.now(timezone.utc).date()
-        start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-        sales = self.journal.sales(start.isoformat(), (start + timedelta(days=1)).isoformat())
-        report = {"day": day.isoformat(), "currency": self.cfg.payment.currency, "by_method": {}, "totals": {}}
-        for s in sales:
+        """One day's takings, midnight to midnight in the terminal's time zone.
+
+        Training sales are listed apart and never counted in the totals or the net.
+        """
+        zone = self.report_zone()
+        now = datetime.now(zone) if zone else datetime.now().astimezone()
+        day = day or now.date()
+
+        def midnight(d: date) -> datetime:
+            # The system's zone: a naive local midnight converted by the C library's rules (DST included).
+            return datetime(d.year, d.month, d.day, tzinfo=zone) if zone else datetime(d.year, d.month, d.day).astimezone()
+
+        start, end = midnight(day), midnight(day + timedelta(days=1))
+        sales = self.journal.sales(start.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+                                   end.astimezone(timezone.utc).isoformat(timespec="microseconds"))
+        counted = [s for s in sales if not s.training]
+        report = {"day": day.isoformat(), "timezone": zone.key if zone else f"system ({now.tzname()})",
+                  "from": start.isoformat(), "until": end.isoformat(),
+                  "currency": self.cfg.payment.currency, "by_method": {}, "totals": {}}
+        for s in counted:
             buckets = [s.status] + (["voided"] if s.voided else []) + (["refunded"] if s.refunded_minor else [])
-            for group in (report["by_method"].setdefault(s.method + ("/training" if s.training else ""), {}),
-                          report["totals"]):
+            for group in (report["by_method"].setdefault(s.method, {}), report["totals"]):
                 for b in buckets:
                     entry = group.setdefault(b, {"count": 0, "sum_minor": 0})
                     entry["count"] += 1
@@ -346,7 +407,10 @@ class Terminal:
         approved = report["totals"].get("approved", {"sum_minor": 0})["sum_minor"]
         report["net_minor"] = (approved - report["totals"].get("voided", {"sum_minor": 0})["sum_minor"]
                                - report["totals"].get("refunded", {"sum_minor": 0})["sum_minor"])
-        report["sales"] = len(sales)
+        report["sales"] = len(counted)
+        report["training"] = [{"sale_id": s.id, "created_at": s.created_at, "method": s.method,
+                               "amount_minor": s.amount_minor, "status": s.status}
+                              for s in sales if s.training]
         return report
 
 
@@ -355,10 +419,14 @@ def report_lines(r: dict) -> list[str]:
     from .money import format_amount
 
     cur = r["currency"]
-    lines = [f"Day report {r['day']} ({r['sales']} sale{'' if r['sales'] == 1 else 's'})"]
+    lines = [f"Day report {r['day']} ({r['sales']} sale{'' if r['sales'] == 1 else 's'}), {r['timezone']}"]
     for method, buckets in sorted(r["by_method"].items()):
         for status, v in sorted(buckets.items()):
             lines.append(f"  {method:<14} {status:<9} {v['count']:>4}  {format_amount(v['sum_minor'], cur):>12}")
     lines.append(f"  net {format_amount(r['net_minor'], cur)}")
+    if r["training"]:
+        lines.append(f"Training sales, not counted above ({len(r['training'])}):")
+        lines += [f"  {t['sale_id']}  {t['method']:<5} {t['status']:<9} {format_amount(t['amount_minor'], cur):>12}"
+                  for t in r["training"]]
     return lines
 

@@ -1,17 +1,31 @@
-"""Property-based tests of the checkout state machine over random event sequences."""
+"""Property-based tests of the checkout state machine over random event sequences.
+
+The camera effects are performed by the real runner on a real replay camera and gpiozero mock LEDs, so
+the promises are checked against the device's own open state and the privacy LED, not only the machine's flag.
+"""
 
 import copy
 
+from conftest import FACES
+from gpiozero.pins.mock import MockFactory
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from terminal import checkout as co
+from terminal.camera.replay import ReplayCamera
+from terminal.config import LedConfig
+from terminal.leds import LedBoard
+from terminal.runner import Runner
 
 SHOPPERS = [co.ShopperView(f"shp_{i}", f"Name{i} X.", f"•••• 000{i}", f"tok_{i}", has_phone=bool(i % 2))
             for i in range(3)]
 CARDS = [co.CardTapped(f"hash{i}", f"•••• 10{i}", f"tok_card{i}") for i in range(2)]
 HASH = "a" * 64
+# Effects left to the test (they need a terminal); the camera and LED effects are performed for real.
+DEFERRED = {co.StartTimer, co.Record, co.Charge, co.VerifyPhone, co.StoreEnrolment, co.LookupCard,
+            co.RevokeShopper, co.LoadGallery, co.DropGallery, co.ResolveCharge, co.StartCooldown}
+CAMERA = ReplayCamera(files=[FACES / "obama2.jpg"], loop=True, paced=False)
 
 
 class CheckoutRules(RuleBasedStateMachine):
@@ -23,19 +37,39 @@ class CheckoutRules(RuleBasedStateMachine):
                                     mode=mode)
         self.passed_in_scan = False   # LivenessPassed was accepted since the camera last opened
         self.failures_in_row = 0
-        self.camera_open = False
+        CAMERA.close()
+        self.cam = CAMERA
+        if getattr(self, "board", None) is None:
+            self.board = LedBoard(LedConfig(backend="mock"), pin_factory=MockFactory())
+        self.runner = Runner(None, self.m, self.cam, leds=self.board)
         self.sale_counter = 0
         self.charges = {}
         self.revoked = set()
         self.matched_in_sale = {}
+        self.outcome = {}   # sale id -> the last charge outcome the machine accepted
+
+    def teardown(self):
+        CAMERA.close()
+        if getattr(self, "board", None) is not None:
+            self.board.close()
 
     def send(self, event):
         before = copy.deepcopy(self.m.ctx)
+        was_open, opened = self.cam.is_open, self.cam.opened_count
         try:
-            effects = self.m.handle(event)
+            effects = self.runner.dispatch(event, deferred=DEFERRED)
         except co.Rejected:
             assert self.m.ctx == before, f"{event} was rejected but changed the state"
+            assert (self.cam.is_open, self.cam.opened_count) == (was_open, opened), "a rejected event moved the camera"
             return None
+        if isinstance(event, co.ChargeResult):
+            self.outcome[event.sale_id] = event.outcome
+        if self.cam.opened_count != opened:
+            assert self.cam.opened_count == opened + 1 and not was_open
+            assert self.m.face_pay_on, "camera opened while face pay is off"
+            assert not self.m.ctx.cooldown, "camera opened during the liveness cool-down"
+            assert (self.m.ctx.challenge in ("left", "right")) == self.m.policy.liveness_required
+            self.passed_in_scan = False
         if isinstance(event, co.LivenessPassed):
             self.passed_in_scan = True
             self.failures_in_row = 0
@@ -44,18 +78,13 @@ class CheckoutRules(RuleBasedStateMachine):
         if isinstance(event, (co.FaceMatched, co.CaptureAccepted)) and self.m.policy.liveness_required:
             assert self.passed_in_scan, "no liveness, no match: a face was used without the challenge passed"
         for eff in effects:
-            if isinstance(eff, co.OpenCamera):
-                assert not self.camera_open
-                assert self.m.face_pay_on, "camera opened while face pay is off"
-                assert not self.m.ctx.cooldown, "camera opened during the liveness cool-down"
-                assert (eff.challenge in ("left", "right")) == self.m.policy.liveness_required
-                self.camera_open = True
-                self.passed_in_scan = False
-            elif isinstance(eff, co.StartCooldown):
+            if isinstance(eff, co.StartCooldown):
                 assert self.failures_in_row == co.LIVENESS_STRIKES
                 self.failures_in_row = 0
-            elif isinstance(eff, co.CloseCamera):
-                self.camera_open = False
+            if isinstance(eff, co.ResolveCharge):
+                # asking the processor again is the only thing an unknown outcome leads to: never a new charge
+                assert self.m.state == co.State.UNKNOWN and eff.sale_id == self.m.ctx.sale.sale_id
+                assert isinstance(event, co.Timeout)
             elif isinstance(eff, co.Charge):
                 sid = eff.sale.sale_id
                 assert sid not in self.charges, "two charges for one sale"
@@ -171,11 +200,12 @@ class CheckoutRules(RuleBasedStateMachine):
     def timeout(self, stale):
         self.send(co.Timeout(self.m.ctx.timer - (1 if stale else 0)))
 
-    @precondition(lambda self: self.m.state in (co.State.CHARGING,))
-    @rule(approved=st.booleans(), other=st.booleans())
-    def charge_result(self, approved, other):
+    @precondition(lambda self: self.m.state in (co.State.CHARGING, co.State.UNKNOWN))
+    @rule(outcome=st.sampled_from(co.OUTCOMES + ("unknown", "unknown", "maybe")), other=st.booleans())
+    def charge_result(self, outcome, other):
+        """The processor's answer, or the runner's "unknown"; in UNKNOWN, the answer a lookup found."""
         sale = self.m.ctx.sale
-        self.send(co.ChargeResult("other" if other or sale is None else sale.sale_id, approved))
+        self.send(co.ChargeResult("other" if other or sale is None else sale.sale_id, outcome))
 
     @rule()
     def done(self):
@@ -243,7 +273,8 @@ class CheckoutRules(RuleBasedStateMachine):
 
     @rule(event=st.sampled_from([co.ChooseFace(), co.Confirm(100, "shp_0"), co.FaceNoMatch("x"), co.Done(),
                                  co.CaptureAccepted(3), co.EnrolStored(SHOPPERS[0]), co.LookupResult(SHOPPERS[1]),
-                                 co.DeleteMyData(), co.PhoneChecked(True), co.ChargeResult("s1", True),
+                                 co.DeleteMyData(), co.PhoneChecked(True), co.ChargeResult("s1", "approved"),
+                                 co.ChargeResult("s1", "unknown"),
                                  co.FaceMatched(SHOPPERS[2], 0.3, None, 1), co.LivenessPassed(),
                                  co.LivenessFailed("flat"), co.CooldownOver(1), co.ChooseFace("up")]))
     def any_event_any_state(self, event):
@@ -255,8 +286,10 @@ class CheckoutRules(RuleBasedStateMachine):
     def camera_only_while_scanning(self):
         if not hasattr(self, "m"):
             return
-        assert self.camera_open == (self.m.state in co.CAMERA_STATES)
-        if self.camera_open:
+        open_ = self.cam.is_open  # the device itself
+        assert open_ == self.m.ctx.camera_open == (self.m.state in co.CAMERA_STATES)
+        assert bool(self.board.pin_factory.pin(self.board.pins["privacy"]).state) == open_
+        if open_:
             assert self.m.face_pay_on
 
     @invariant()
@@ -267,6 +300,23 @@ class CheckoutRules(RuleBasedStateMachine):
         for key in ("candidate", "mydata", "enrolled"):
             if snap[key] is not None:
                 assert snap[key]["shopper_id"] not in self.revoked, (key, snap)
+
+    @invariant()
+    def unknown_is_never_shown_as_declined(self):
+        """Only the processor's own "no" declines; an unknown outcome says so, with the sale id, and lights the fault LED."""
+        if not hasattr(self, "m"):
+            return
+        c = self.m.ctx
+        if c.state == co.State.DECLINED:
+            assert self.outcome[c.sale.sale_id] == "declined"
+            assert self.board.pattern == "declined"
+        if c.state == co.State.UNKNOWN:
+            assert self.outcome[c.sale.sale_id] == "unknown"
+            assert c.message == co.UNKNOWN_MESSAGE.format(sale_id=c.sale.sale_id)
+            assert c.message == f"Payment not confirmed - do not pay again; staff will check sale {c.sale.sale_id}"
+            assert self.board.pattern == "fault"
+        if c.state == co.State.APPROVED:
+            assert self.outcome[c.sale.sale_id] == "approved"
 
     @invariant()
     def consent_screen_shows_amount_and_shopper(self):

@@ -1,9 +1,11 @@
 """The sales journal: every sale is written before the processor is called.
 
 SQLite in WAL mode with ``synchronous=FULL``: a committed row survives a power
-cut.  A sale moves pending -> approved | declined; a sale still pending after
-a crash is settled by :func:`terminal.service.Terminal.recover`, which asks
-the processor about it by its idempotency key.  Voids and refunds go through
+cut.  A sale moves pending -> approved | declined | cancelled.  Pending means
+the outcome is not known yet (a crash, or no answer from the processor);
+:func:`terminal.service.Terminal.recover` asks the processor about each one by
+its idempotency key and settles it to the answer, or cancels it when no request
+with that key ever arrived (nothing is charged after the shopper has left).  Voids and refunds go through
 the same write-ahead steps in ``operations``.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from ..datadir import connect
 from ..errors import StorageError
+from .processor import IdempotencyKeyReused
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sales (
@@ -70,6 +73,10 @@ def new_sale_id() -> str:
     return "sale_" + datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S") + "_" + secrets.token_hex(3)
 
 
+class SaleNotRecorded(StorageError):
+    """The sale could not be written to the journal, so the processor was never called: nothing was charged."""
+
+
 @dataclass(frozen=True)
 class SaleRecord:
     id: str
@@ -109,8 +116,11 @@ class Journal:
         try:
             self._begin(sale_id, key, amount_minor, currency, method, shopper_id, token, training)
         except sqlite3.OperationalError as exc:
-            raise StorageError(f"the sale could not be recorded ({exc}): nothing was charged", str(self.path),
+            raise SaleNotRecorded(f"the sale could not be recorded ({exc}): nothing was charged", str(self.path),
                                "free space on the SD card (`facepay doctor`), then take the payment again") from None
+        except sqlite3.IntegrityError:
+            raise IdempotencyKeyReused(key, f"the journal already holds a sale under this key (sale {sale_id}); "
+                                            "this one was not sent: nothing was charged") from None
 
     def _begin(self, sale_id, key, amount_minor, currency, method, shopper_id, token, training) -> None:
         with_tx(self.db, [

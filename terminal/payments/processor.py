@@ -1,7 +1,8 @@
 """The payment processor interface.
 
-Every call carries an idempotency key: sending the same key again returns the
-earlier result and never charges twice.  A real gateway plugs in by
+Every call carries an idempotency key (terminal id + sale id, globally unique):
+sending the same key again returns the earlier result and never charges twice;
+the same key with a different request raises :class:`IdempotencyKeyReused`.  A real gateway plugs in by
 implementing :class:`Processor` (see README, "Plugging in a real gateway").
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+
+from ..errors import FacepayError
 
 
 class ProcessorError(Exception):
@@ -23,11 +26,24 @@ class ProcessorUnavailable(ProcessorError):
     pass
 
 
+class IdempotencyKeyReused(FacepayError):
+    """The processor already holds a different request under this key: this request was refused, nothing charged.
+
+    Not a decline (the card was never asked) and not unknown: a configuration fault, such as two
+    terminals sharing one ``terminal_id``.
+    """
+
+    def __init__(self, key: str, what: str):
+        self.key = key
+        super().__init__(what, f"idempotency key {key}",
+                         "every terminal needs its own terminal_id; staff: check this sale in `facepay sales list`")
+
+
 @dataclass(frozen=True)
 class Outcome:
     key: str
     kind: str          # charge, void, refund
-    status: str        # approved, declined
+    status: str        # approved, declined; cancelled for a key closed by cancel()
     reason: str
     reference: str
     amount_minor: int
@@ -53,4 +69,16 @@ class Processor(abc.ABC):
 
     @abc.abstractmethod
     def lookup(self, key: str) -> Outcome | None:
-        """What the processor knows of ``key``, or None if it never saw it."""
+        """What the processor received under ``key`` and answered, or None if no request with it arrived.
+
+        Raises :class:`ProcessorError` when the processor cannot be asked: that is not "never saw it".
+        """
+
+    @abc.abstractmethod
+    def cancel(self, key: str) -> Outcome:
+        """Close a key the terminal gave up on (the shopper has left): nothing may be charged with it any more.
+
+        If a charge already arrived under ``key``, its outcome is returned unchanged (the terminal
+        settles to it); otherwise the key is recorded as cancelled, and a charge arriving later with
+        it is refused and charges nothing (the answer is the cancelled outcome).
+        """

@@ -7,10 +7,18 @@ gateway, by documented rules:
 - an amount ending in 51 is declined: "do not honour";
 - a card token on the blocked list (``facepay processor block``) is declined: "card reported stolen";
 - a fault set with ``facepay processor fault``: ``timeout`` (the charge is made
-  but the answer is lost, as on a dropped connection), ``fail`` (nothing is
-  made and the call fails), ``none``;
+  but the answer is lost, as on a dropped connection; asking by key finds it),
+  ``fail`` (the gateway cannot be reached: nothing arrives, every call fails,
+  lookups too), ``partition`` (the charge is made, then the line drops: no answer,
+  and lookups fail until the fault is cleared), ``none``;
+- it knows what it received: ``lookup(key)`` answers with the request held under
+  the key, or None when nothing arrived with it;
 - the same idempotency key returns the earlier result; the same key with a
-  different request is refused;
+  different request (another amount, card or kind) raises
+  :class:`IdempotencyKeyReused` and charges nothing;
+- ``cancel(key)`` closes a key the terminal gave up on: a charge already made
+  under it is returned unchanged, else a charge arriving later with it charges
+  nothing;
 - training sales are approved and marked training (no money moves).
 """
 
@@ -24,7 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..datadir import connect
-from .processor import Outcome, Processor, ProcessorTimeout, ProcessorUnavailable
+from ..money import format_amount
+from .processor import IdempotencyKeyReused, Outcome, Processor, ProcessorTimeout, ProcessorUnavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -44,7 +53,7 @@ CREATE TABLE IF NOT EXISTS blocked_tokens (token TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS sandbox_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-FAULTS = ("none", "timeout", "fail")
+FAULTS = ("none", "timeout", "fail", "partition")
 _PAST = {"void": "voided", "refund": "refunded"}
 _COLS = "key, kind, status, reason, reference, amount_minor, currency, training"
 
@@ -84,9 +93,24 @@ class SandboxProcessor(Processor):
         return Outcome(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) if r else None
 
     def lookup(self, key: str) -> Outcome | None:
-        if self.fault() == "fail":
-            raise ProcessorUnavailable("sandbox processor is failing (fault=fail)")
+        if (fault := self.fault()) in ("fail", "partition"):
+            raise ProcessorUnavailable(f"sandbox processor cannot be reached (fault={fault})")
         return self._row(key)
+
+    def cancel(self, key: str) -> Outcome:
+        if (fault := self.fault()) in ("fail", "partition"):
+            raise ProcessorUnavailable(f"sandbox processor cannot be reached (fault={fault})")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            out = self._row(key)
+            if out is None:
+                out = self._record(key, "cancel", None, None, 0, "", "cancelled",
+                                   "closed by the terminal before any request arrived", False)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return out
 
     def _record(self, key, kind, target, token, amount, currency, status, reason, training) -> Outcome:
         ref = "sbx_" + secrets.token_hex(6)
@@ -98,25 +122,31 @@ class SandboxProcessor(Processor):
         )
         return Outcome(key, kind, status, reason, ref, amount, currency, training)
 
-    def _replay(self, key: str, kind: str, target: str | None, token: str | None, amount: int) -> Outcome | None:
-        r = self.db.execute("SELECT kind, target, token, amount_minor FROM requests WHERE key = ?", (key,)).fetchone()
+    def _replay(self, key: str, kind: str, target: str | None, token: str | None, amount: int,
+                currency: str) -> Outcome | None:
+        r = self.db.execute("SELECT kind, target, token, amount_minor, currency FROM requests WHERE key = ?",
+                            (key,)).fetchone()
         if r is None:
             return None
+        if r[0] == "cancel" and kind == "charge":
+            return self._row(key)  # closed by the terminal: this late request charges nothing
         if (r[0], r[1], r[2], r[3]) != (kind, target, token, amount):
-            raise ValueError(f"idempotency key {key} was used for a different request")
+            held = f"a {r[0]} of {format_amount(r[3], r[4])}" + (" for another card" if r[3] == amount else "")
+            raise IdempotencyKeyReused(key, f"the processor already holds {held} under this key and refused "
+                                            f"a {kind} of {format_amount(amount, currency)}: nothing was charged")
         return self._row(key)
 
     def _gate(self) -> str:
         fault = self.fault()
         if fault == "fail":
-            raise ProcessorUnavailable("sandbox processor is failing (fault=fail)")
+            raise ProcessorUnavailable("sandbox processor cannot be reached (fault=fail)")
         return fault
 
     def charge(self, key, token, amount_minor, currency, *, training=False) -> Outcome:
         fault = self._gate()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            out = self._replay(key, "charge", None, token, amount_minor)
+            out = self._replay(key, "charge", None, token, amount_minor, currency)
             if out is None:
                 blocked = self.db.execute("SELECT 1 FROM blocked_tokens WHERE token = ?", (token,)).fetchone()
                 if training:
@@ -136,6 +166,9 @@ class SandboxProcessor(Processor):
             raise
         if fault == "timeout":
             raise ProcessorTimeout("sandbox processor timed out after making the charge (fault=timeout)")
+        if fault == "partition":
+            raise ProcessorUnavailable("the connection to the sandbox processor dropped after it made the charge "
+                                       "(fault=partition)")
         return out
 
     def _reverse(self, kind: str, key: str, charge_key: str, amount: int | None) -> Outcome:
@@ -146,7 +179,7 @@ class SandboxProcessor(Processor):
             if original is None or original.kind != "charge":
                 raise ValueError(f"no charge with key {charge_key}")
             amount = original.amount_minor if amount is None else amount
-            out = self._replay(key, kind, charge_key, None, amount)
+            out = self._replay(key, kind, charge_key, None, amount, original.currency)
             if out is None:
                 done = self.db.execute(
                     "SELECT kind FROM requests WHERE target = ? AND status = 'approved'", (charge_key,)).fetchone()

@@ -28,7 +28,8 @@ from ..staff import PinGate
 
 _log = logging.getLogger(__name__)
 
-SLOW = {co.Charge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.LookupCard, co.OpenCamera, co.CloseCamera}
+SLOW = {co.Charge, co.ResolveCharge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.LookupCard,
+        co.OpenCamera, co.CloseCamera}
 STAFF_IDLE_LOCK_S = 300
 
 MESSAGES = {
@@ -42,6 +43,9 @@ MESSAGES = {
     "shopper opted out": "Cancelled. Nothing was charged.",
     "phone digits did not match": "The phone digits did not match. Nothing was charged.",
     "liveness_failed": "Please try again or pay by card",
+    "not_recorded": "This terminal cannot record payments right now. Nothing was charged. Please ask staff.",
+    "key_reused": "The payment service refused this payment before making it. Nothing was charged. Please ask staff.",
+    "not_sent": "This payment was not sent. Nothing was charged.",
 }
 # The head-turn challenge: an arrow and one short sentence in the consent text's languages.  The arrow
 # points to the shopper's own side as they face the screen, whether or not the preview is mirrored.
@@ -54,7 +58,8 @@ def screen_for(state: co.State) -> str:
     return {
         co.State.IDLE: "attract", co.State.AMOUNT_DUE: "pay", co.State.FACE_SCAN: "scan",
         co.State.CONSENT: "consent", co.State.CHARGING: "processing", co.State.APPROVED: "result",
-        co.State.DECLINED: "result", co.State.CANCELLED: "result", co.State.ENROL_CONSENT: "enrol_consent",
+        co.State.DECLINED: "result", co.State.UNKNOWN: "result", co.State.CANCELLED: "result",
+        co.State.ENROL_CONSENT: "enrol_consent",
         co.State.ENROL_DETAILS: "enrol_details", co.State.ENROL_CAPTURE: "enrol_capture",
         co.State.ENROL_CARD: "enrol_card", co.State.ENROL_SAVING: "enrol_card", co.State.ENROL_DONE: "enrol_done",
         co.State.MYDATA_TAP: "mydata_tap", co.State.MYDATA_LOOKUP: "mydata_tap", co.State.MYDATA_SHOW: "mydata_show",
@@ -150,50 +155,45 @@ class KioskController(EventDispatcher):
         Clock.schedule_once(lambda dt: self.send(event), 0)
 
     def _run_slow(self, eff) -> None:
+        # dispatch has already dropped a closed scan's token: its loop stops after the current frame
         if isinstance(eff, co.CloseCamera):
-            self.runner.scan_stop.set()          # the scan loop stops after its current frame
             self.camera_on = False
+            self.clear_preview()
         if isinstance(eff, co.OpenCamera):
             self.camera_on = True
         self.worker.submit(self._work, eff)
 
+    def clear_preview(self) -> None:
+        """The camera is off: the last picture goes, texture and all, so the next shopper never sees it."""
+        self.preview = None
+        self.face_box = []
+
     def _work(self, eff) -> None:
+        def on_frame(frame, analysis):
+            self._show_frame(frame.image, analysis.gate.face.box if analysis.gate.face else None, eff.scan)
+
         try:
-            events = self.runner.perform(eff)
-            for ev in events:
-                self._post(ev)
-            if isinstance(eff, co.OpenCamera):
-                if eff.challenge and self.hw.shopper is not None:
-                    self.hw.shopper.follow(self.hw.camera, eff.challenge)   # the demo's simulated shopper
-                self._scan(eff.purpose)
+            if isinstance(eff, co.OpenCamera) and eff.challenge and self.hw.shopper is not None:
+                self.hw.shopper.follow(self.hw.camera, eff.challenge)   # the demo's simulated shopper
+            self.runner.work(eff, self._post, on_frame)
         except Exception as exc:  # a fault in a part must not kill the kiosk
             _log.exception("effect %s failed", type(eff).__name__)
             if isinstance(eff, co.OpenCamera):
                 self.hw.leds.set_fault(True)  # a missing camera keeps the fault LED blinking
                 self._post(co.CameraFault(str(exc)))
             elif isinstance(eff, co.Charge):
-                from ..errors import FacepayError
-
-                why = exc.what if isinstance(exc, FacepayError) else "the terminal could not complete the payment"
-                self._post(co.ChargeResult(eff.sale.sale_id, False, why))
+                # The runner turns every charge failure into an outcome; should anything still escape,
+                # the outcome is unknown (never "declined": a shopper told so would pay again).
+                self._post(co.ChargeResult(eff.sale.sale_id, "unknown", f"{type(exc).__name__}: {exc}"))
             elif isinstance(eff, co.StoreEnrolment):
                 self._post(co.EnrolFailed(str(exc)))
 
-    def _scan(self, purpose: str) -> None:
-        def on_frame(frame, analysis):
-            self._show_frame(frame.image, analysis.gate.face.box if analysis.gate.face else None)
-
-        if purpose == "payment":
-            self.runner.scan_payment(self._post, on_frame=on_frame)
-        else:
-            self.runner.capture_enrolment(self._post, on_frame=on_frame)
-
     @mainthread
-    def _show_frame(self, image, box) -> None:
+    def _show_frame(self, image, box, scan: int) -> None:
         from kivy.graphics.texture import Texture
 
-        if not self.camera_on:
-            return  # a frame that arrived after the camera was switched off is not shown
+        if not self.camera_on or not self.runner.scans.live(scan):
+            return  # a frame of a scan that has ended (even if the next one has begun) is not shown
         h, w = image.shape[:2]
         tex = self.preview if self.preview is not None and tuple(self.preview.size) == (w, h) else None
         if tex is None:
@@ -468,8 +468,10 @@ class KioskController(EventDispatcher):
     def show_doctor(self):
         from ..doctor import collect
 
-        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set())  # never during a scan
-        self.report_text = "\n".join(f"[{'OK' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in results)
+        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set(),  # never during a scan
+                          demo=self.demo)
+        self.report_text = "\n".join(f"[{'FAIL' if not c.ok else 'WARN' if c.warn else 'OK'}] {c.name}: {c.detail}"
+                                     for c in results)
         self.staff_view = "staff_report"
         self._refresh()
 
@@ -484,6 +486,7 @@ class KioskController(EventDispatcher):
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
-        self.runner.scan_stop.set()
+        self.runner.scans.drop()
         self.worker.shutdown(wait=True, cancel_futures=True)
         self.runner.perform(co.CloseCamera())
+        self.clear_preview()

@@ -46,6 +46,9 @@ A scenario file::
     [[steps]]
     do = "cli"              # a technician's `facepay ...` on the same data folder, in another process
     args = ["mode", "card_only"]
+    [[steps]]
+    do = "preview"          # shown = false: no camera picture is kept or drawn on any screen, now
+    shown = false
     [expect]
     screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
     never_screens = ["consent"]                                 # never shown
@@ -72,7 +75,7 @@ from ..hardware import DEMO_CAMERA, DEMO_CARD, DEMO_NEWCOMER, DEMO_OTHER_CARD
 _log = logging.getLogger(__name__)
 
 STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
-              "cli"}
+              "cli", "preview"}
 EXPECT_KEYS = {"screens", "never_screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
                "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode"}
 
@@ -211,6 +214,25 @@ class ScenarioPlayer:
         touch.touch_down()
         touch.touch_up()
 
+    def _preview_drawn(self) -> list[str]:
+        """Where a camera picture is held: the controller's texture, or a texture on a Preview widget's canvas."""
+        from kivy.graphics import Rectangle
+
+        from .screens import Preview
+
+        blank = Rectangle().texture  # a Rectangle given no texture draws Kivy's shared white default one
+
+        def picture(instruction) -> bool:
+            tex = getattr(instruction, "texture", None)
+            return tex is not None and tex is not blank
+
+        held = ["controller.preview"] if self.ctl.preview is not None else []
+        for name, scr in self.app.screens.items():
+            for w in scr.walk():
+                if isinstance(w, Preview) and any(picture(i) for i in w.canvas.children):
+                    held.append(f"{name} screen")
+        return held
+
     def _visible(self, w) -> bool:
         return w.opacity > 0 and w.width > 1 and w.height > 1 and w.get_root_window() is not None
 
@@ -313,6 +335,14 @@ class ScenarioPlayer:
                                 *step["args"]], capture_output=True, text=True, timeout=60)
             if r.returncode != int(step.get("exit", 0)):
                 raise ValueError(f"facepay {' '.join(step['args'])} exited {r.returncode}: {r.stderr.strip()}")
+            return True
+        if kind == "preview":
+            held = self._preview_drawn()
+            if step.get("shown", True):
+                return bool(held)
+            if held:
+                raise ValueError(f"a camera picture is still held with the camera off ({', '.join(held)}; "
+                                 f"screen {self.ctl.screen})")
             return True
         if kind == "mark":
             self.mark = self.app.hw.camera.opened_count
