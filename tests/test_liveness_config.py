@@ -20,12 +20,12 @@ def test_a_full_section_parses():
 
 
 @pytest.mark.parametrize("line,words", [
-    ("min_yaw_deg = 5", "'liveness.min_yaw_deg' must be between 8 and 40, not 5.0"),
-    ("min_yaw_deg = 41", "'liveness.min_yaw_deg' must be between 8 and 40"),
-    ("planarity_min = 0", "'liveness.planarity_min' must be between 0.005 and 0.5"),
-    ("planarity_min = 0.9", "'liveness.planarity_min' must be between 0.005 and 0.5"),
-    ("timeout_s = 0.5", "'liveness.timeout_s' must be between 1 and 30"),
-    ("timeout_s = 31", "'liveness.timeout_s' must be between 1 and 30"),
+    ("min_yaw_deg = 5", "'liveness.min_yaw_deg' must be greater than or equal to 8, not 5"),
+    ("min_yaw_deg = 41", "'liveness.min_yaw_deg' must be less than or equal to 40"),
+    ("planarity_min = 0", "'liveness.planarity_min' must be greater than or equal to 0.005"),
+    ("planarity_min = 0.9", "'liveness.planarity_min' must be less than or equal to 0.5"),
+    ("timeout_s = 0.5", "'liveness.timeout_s' must be greater than or equal to 1"),
+    ("timeout_s = 31", "'liveness.timeout_s' must be less than or equal to 30"),
     ("required = 1", "'liveness.required' must be true or false"),
     ("min_yaw_deg = \"15\"", "'liveness.min_yaw_deg' must be a number"),
     ("blink = true", "unknown key 'liveness.blink'"),

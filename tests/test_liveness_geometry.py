@@ -19,7 +19,7 @@ def synthetic_head(seed=0):
     rng = np.random.default_rng(seed)
     x = rng.uniform(-70, 70, 468)
     y = rng.uniform(-90, 75, 468)
-    z = 60 - 60 * np.sqrt(np.clip(1 - (x / 80) ** 2 - (y / 110) ** 2, 0.05, 1))
+    z = 22 + 50 * (1 - np.sqrt(np.clip(1 - (x / 80) ** 2 - (y / 110) ** 2, 0.05, 1)))  # behind the nose
     pts = np.c_[x, y, z]
     pts[list(lv.POSE_POINTS)] = lv.CANONICAL_FACE
     # the nose's ridge and tip stand in front of the face
