@@ -16,8 +16,9 @@ What it asks of a sequence (all of it, in order):
    A turn of ``min_yaw_deg`` the other way first fails (a replayed video turning the wrong way).
 3. **It is not a flat picture.**  A print or a screen that is turned moves all its points by one
    homography.  A homography is fitted (least squares over the 458 points off the nose) between
-   the start frame and the frame of the largest turn; the nose's residual from it, along the turn,
-   over the inter-ocular distance, must reach ``planarity_min`` (see :func:`planarity`).  A real
+   the start frame and each of the three frames around the largest turn; the median of the nose's
+   residual from it, along the turn, over the inter-ocular distance, must reach ``planarity_min``
+   (see :func:`planarity`).  A real
    head's nose stands in front of its face and runs ahead of that plane as the head turns.
 4. **No cut.**  The face box must move continuously from frame to frame (no jump of its centre
    by more than :data:`MAX_JUMP` box widths, no size change beyond :data:`MAX_SCALE`, no gap
@@ -213,6 +214,7 @@ class LivenessCheck:
         self._start: _Frame | None = None        # the frontal frame the turn is measured from
         self._initial: float | None = None
         self._peak: _Frame | None = None         # the frame of the largest turn since the threshold
+        self._peak_window: list[np.ndarray] = []
         self._peak_change = 0.0
         self._passed_at: float | None = None
         self._last_t: float | None = None
@@ -282,6 +284,7 @@ class LivenessCheck:
                 self._passed_at = t
             if change > self._peak_change:
                 self._peak_change, self._peak = change, centre
+                self._peak_window = [f.landmarks for f in self._recent]   # the peak and its neighbours
             settled = (self._peak_change - change >= SETTLE_DEG) or (t - self._passed_at >= SETTLE_S)
             if settled:
                 return self._judge_turn()
@@ -302,7 +305,8 @@ class LivenessCheck:
 
     # -- deciding ---------------------------------------------------------------------
     def _judge_turn(self) -> LivenessResult:
-        p = planarity(self._start.landmarks, self._peak.landmarks, self.sign)
+        # the median over the peak frame and its two neighbours: one frame's landmarks are noisy
+        p = float(np.median([planarity(self._start.landmarks, lm, self.sign) for lm in self._peak_window]))
         self.best_planarity = max(self.best_planarity, p)
         if p >= self.params.planarity_min:
             return self._decide(True, "live", self._peak_change, p, self._peak)
