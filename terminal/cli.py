@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("run", cmd_run, "run the kiosk")
     sp.add_argument("--demo", action="store_true", help="simulated hardware: replay camera, PN532 simulator, "
-                                                        "mock LEDs, sandbox processor")
+                                                        "mock LEDs, sandbox processor; staff PIN 2580 if none is set")
     sp.add_argument("--size", help="window size WIDTHxHEIGHT (default 800x480)")
     sp.add_argument("--fullscreen", action="store_true", help="full screen (the Pi)")
     sp.add_argument("--script", help="play a scenario file through the real widgets, then exit")

@@ -156,7 +156,7 @@ class DetectorConfig:
     min_eye_distance_px: Annotated[Number, Field(ge=0, le=1000)] = 28.0
     max_yaw: Fraction = 0.35
     max_roll_deg: Annotated[Number, Field(ge=0, le=90)] = 25.0
-    min_sharpness: Annotated[Number, Field(ge=0)] = 15.0
+    min_sharpness: Annotated[Number, Field(ge=0, le=100_000)] = 15.0   # variance of the Laplacian
     min_brightness: Annotated[Number, Field(ge=0, le=255)] = 50.0
     max_brightness: Annotated[Number, Field(ge=0, le=255)] = 215.0
 

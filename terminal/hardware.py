@@ -1,9 +1,10 @@
 """Building the terminal's hardware from its config: camera, card reader, LEDs.
 
-``demo=True`` swaps in the simulated parts that ship with the project: the
-replay camera on the demo faces, the PN532 simulator on a pseudo-terminal
-(``<data dir>/pn532``) and gpiozero's MockFactory LEDs.  The real backends sit
-beside them and are chosen by the same config keys.
+The config's defaults are the real parts (Pi camera, PN532 on ``/dev/serial0``,
+GPIO LEDs).  ``run --demo`` (:func:`demo_config`) swaps in the simulated parts
+that ship with the project: the replay camera on the demo faces, the PN532
+simulator on a pseudo-terminal (``<data dir>/pn532``) and gpiozero's
+MockFactory LEDs; a config may also name them itself.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ from terminal.runner import Runner
 
 SHOPPERS = [co.ShopperView(f"shp_{i}", f"Name{i} X.", f"•••• 000{i}", f"tok_{i}", has_phone=bool(i % 2))
             for i in range(3)]
+# the store gives every enrolment a fresh random id (never one that was revoked)
+NEW_SHOPPER = co.ShopperView("shp_fresh", "Ann L.", "•••• 0009", "tok_fresh")
 CARDS = [co.CardTapped(f"hash{i}", f"•••• 10{i}", f"tok_card{i}") for i in range(2)]
 HASH = "a" * 64
 # Effects left to the test (they need a terminal); the camera and LED effects are performed for real.
@@ -272,7 +274,7 @@ class CheckoutRules(RuleBasedStateMachine):
         self.m.camera_back()
 
     @rule(event=st.sampled_from([co.ChooseFace(), co.Confirm(100, "shp_0"), co.FaceNoMatch("x"), co.Done(),
-                                 co.CaptureAccepted(3), co.EnrolStored(SHOPPERS[0]), co.LookupResult(SHOPPERS[1]),
+                                 co.CaptureAccepted(3), co.EnrolStored(NEW_SHOPPER), co.LookupResult(SHOPPERS[1]),
                                  co.DeleteMyData(), co.PhoneChecked(True), co.ChargeResult("s1", "approved"),
                                  co.ChargeResult("s1", "unknown"),
                                  co.FaceMatched(SHOPPERS[2], 0.3, None, 1), co.LivenessPassed(),

@@ -81,22 +81,69 @@ def doctor(cli, *args):
 
 def test_doctor_passes_in_the_demo_setup(cli):
     cli("recover")  # first run creates the data folder and key
-    code, checks = doctor(cli, "--skip", "display")
+    code, checks = doctor(cli, "--demo", "--skip", "display")
     assert code == 0, checks
+    assert not any(c["warn"] for c in checks.values()), checks
+    assert checks["staff PIN"]["ok"] and "demo PIN" in checks["staff PIN"]["detail"]
     assert "firmware 1.6" in checks["card reader"]["detail"] and "simulated" in checks["card reader"]["detail"]
     assert "640x" in checks["camera"]["detail"] and "frames/s" in checks["camera"]["detail"]
     assert checks["master key"]["detail"].startswith("mode 0600")
     assert checks["database facepay.db"]["detail"] == "integrity_check: ok"
     assert "consent ledger" in checks and "clock" in checks and "free space" in checks
-    code, checks = doctor(cli, "--skip", "display", "--blink")
+    code, checks = doctor(cli, "--demo", "--skip", "display", "--blink")
     assert code == 0 and checks["LEDs"]["detail"].startswith("mock: blinked privacy, consent")
+
+
+def test_doctor_warns_about_simulated_parts_outside_demo(cli, tmp_path):
+    """The simulators named in a config are warnings, and a missing staff PIN fails: not a healthy shop terminal."""
+    cli("recover")
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('terminal_id = "t"\n[camera]\nbackend = "replay"\n[reader]\nport = "sim"\n[leds]\nbackend = "mock"\n')
+    r = cli("--config", cfg, "doctor", "--json", "--skip", "display")
+    out = json.loads(r.stdout)
+    checks = {c["name"]: c for c in out["checks"]}
+    assert r.returncode == 1 and not checks["staff PIN"]["ok"] and "facepay staff-pin" in checks["staff PIN"]["hint"]
+    for part in ("camera", "card reader", "LEDs", "payment processor"):
+        assert checks[part]["ok"] and checks[part]["warn"], (part, checks[part])
+        assert "--demo" in checks[part]["hint"]
+    assert out["warnings"] == 4
+    pin = cli("staff-pin", "--pin", "4821").stdout
+    cfg.write_text(cfg.read_text() + pin)
+    r = cli("--config", cfg, "doctor", "--skip", "display")
+    assert r.returncode == 0, r.stdout  # warnings do not fail the check...
+    assert r.stdout.count("[WARN]") == 4 and "[WARN] camera" in r.stdout and "SIMULATED" in r.stdout
+    assert "4 warning(s)" in r.stdout  # ...but they are said
+
+
+def test_doctor_lights_the_privacy_led_while_the_camera_is_open(tmp_path, monkeypatch, capsys):
+    """`facepay doctor` (the CLI, in this process) drives the privacy LED around the camera check."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    from terminal.cli import main
+
+    factory = MockFactory()
+    monkeypatch.setattr(Device, "pin_factory", factory)  # what gpiozero uses for backend = "gpio"
+    for k in [k for k in os.environ if k.startswith("FACEPAY_")]:
+        monkeypatch.delenv(k)
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('terminal_id = "t"\n[camera]\nbackend = "replay"\nfps = 20.0\n[leds]\nbackend = "gpio"\n')
+    code = main(["--config", str(cfg), "--data-dir", str(tmp_path / "data"), "doctor", "--json",
+                 "--skip", "display", "--skip", "reader", "--skip", "leds"])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert checks["camera"]["ok"] and "frames/s" in checks["camera"]["detail"], checks["camera"]
+    states = factory.pin(17).states  # GPIO17, the privacy LED: (seconds since the previous change, level)
+    assert [s.state for s in states] == [False, True, False], states
+    lit_for = states[-1].timestamp
+    assert lit_for >= 5 / 20.0, f"lit {lit_for:.3f} s: shorter than the six frames the check reads at 20 fps"
+    assert code == 1  # no staff PIN in this config
 
 
 def test_doctor_fails_clearly_when_parts_are_missing(cli, tmp_path):
     cli("recover")
     cfg = tmp_path / "t.toml"
-    cfg.write_text(f'terminal_id = "t"\n[reader]\nport = "{tmp_path}/ttyNOPE"\n'
-                   f'[camera]\nreplay_path = "{tmp_path}/no-such-folder"\n')
+    cfg.write_text(f'terminal_id = "t"\n[reader]\nport = "{tmp_path}/ttyNOPE"\n[leds]\nbackend = "mock"\n'
+                   f'[camera]\nbackend = "replay"\nreplay_path = "{tmp_path}/no-such-folder"\n')
     os.chmod(cli.data_dir / "master.key", 0o644)
     r = cli("--config", cfg, "doctor", "--skip", "display")
     assert r.returncode == 1
