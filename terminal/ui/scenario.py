@@ -301,6 +301,7 @@ class ScenarioPlayer:
             return True
         if kind == "camera":
             cam = self.app.hw.camera
+            self.app.hw.shopper = None   # the scenario says what the camera sees: the demo's shopper steps aside
             if step["source"] == "unplugged":  # the camera's cable is out: opening it fails
                 cam.video = Path("/dev/null/camera-unplugged.mp4")
                 return True
