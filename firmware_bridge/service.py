@@ -1,6 +1,7 @@
 """The reader service: a daemon thread that polls the PN532 and reports card events on a queue.
 
-Events: :class:`CardPresented` (once per tap), :class:`CardRemoved`,
+Events: :class:`CardPresented` (once per tap; a phone left on the reader, whose random UID
+changes at every poll, is one tap), :class:`CardRemoved`,
 :class:`ReaderLost` (once, when the port vanishes or stops answering) and
 :class:`ReaderBack`.  While the reader is lost the thread keeps trying to
 reopen the port in the background; the rest of the terminal keeps running.
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import serial
 
-from .pn532 import PN532, PN532Error
+from .pn532 import PN532, PN532Error, is_random_uid
 
 _log = logging.getLogger(__name__)
 
@@ -28,6 +29,11 @@ _log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CardPresented:
     uid: bytes
+
+    @property
+    def random_uid(self) -> bool:
+        """A phone or card showing a random UID (08xxxxxx): a new number at every tap."""
+        return is_random_uid(self.uid)
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,9 @@ class ReaderService:
                 target = self.reader.list_passive_target(self.poll_timeout)
                 if target is not None:
                     self._misses = 0
-                    if target.uid != self._card:
+                    # A phone left on the reader shows a new random UID at each poll: one tap, not many.
+                    same_phone = target.random_uid and self._card is not None and is_random_uid(self._card)
+                    if target.uid != self._card and not same_phone:
                         if self._card is not None:
                             self.events.put(CardRemoved(self._card))
                         self._card = target.uid

@@ -16,6 +16,8 @@ The promises it enforces:
 - no liveness, no match: with liveness required, a face is matched or an
   enrolment capture kept only after ``LivenessPassed`` in that very scan; three
   failed challenges in a row put face pay into a cool-down.
+- a random card UID (a phone, many bank cards: a new number at each tap) is never linked to a
+  shopper: refused at enrolment and "my data", paid without a shopper link;
 - a charge has one of three outcomes: approved, declined (the processor said
   no) or unknown.  Unknown is never shown as declined: the screen says
   :data:`UNKNOWN_MESSAGE`, the fault LED blinks, and the processor is asked by
@@ -61,6 +63,8 @@ RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.UNKNOWN, State.
 MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
 MAX_PHONE_TRIES = 3
 LIVENESS_STRIKES = 3       # failed liveness challenges in a row before the cool-down
+# What the shopper reads when a random UID is tapped where the card must name them.
+RANDOM_UID_SENTENCE = "This card or phone shows a different number each time. Please use a physical card."
 
 # What a Charge can come to.  "not_charged": the request was certainly never made (the journal could
 # not record the sale, or the processor refused a reused idempotency key), so the sale ends cancelled.
@@ -137,6 +141,7 @@ class CardTapped:
     card_hash: str
     masked_card: str
     token: str
+    random_uid: bool = False   # ISO/IEC 14443-3 random ID (08xxxxxx): a new number at every tap
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,11 @@ class ReaderStatus:
 
 
 @dataclass(frozen=True)
+class FleetStatus:
+    paused: bool  # in a fleet and not caught up with its revocations within [fleet] max_staleness_s: card only
+
+
+@dataclass(frozen=True)
 class CameraFault:
     reason: str
 
@@ -392,6 +402,7 @@ class Context:
     reader_ok: bool = True
     camera_ok: bool = True
     camera_open: bool = False
+    fleet_paused: bool = False
     scan: int = 0
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
@@ -418,7 +429,8 @@ class CheckoutMachine:
 
     @property
     def face_pay_on(self) -> bool:
-        return self.ctx.face_pay_config and self.ctx.mode not in ("card_only", "out_of_service")
+        return (self.ctx.face_pay_config and not self.ctx.fleet_paused
+                and self.ctx.mode not in ("card_only", "out_of_service"))
 
     def startup_effects(self) -> list:
         eff = [LoadGallery()] if self.face_pay_on else [DropGallery()]
@@ -540,14 +552,21 @@ class CheckoutMachine:
             eff = self._close_camera()
             self._go(State.CHARGING)
             c.message = None
-            return eff + [Leds("processing"), Charge(c.sale, "card", e.token, None, e.card_hash)]
+            # the processor decides on the card; a random UID never links the sale to anyone
+            return eff + [Leds("processing"), Charge(c.sale, "card", e.token, None,
+                                                     None if e.random_uid else e.card_hash)]
+        if e.random_uid and c.state in (State.ENROL_CARD, State.MYDATA_TAP):
+            c.message = "random_uid"        # nothing is stored or looked up; a physical card may follow
+            return []
         if c.state == State.ENROL_CARD:
             d = c.enrol_details
             self._go(State.ENROL_SAVING)
+            c.message = None
             return [StoreEnrolment(d.name, d.phone_last4, c.enrol_consent[0], c.enrol_consent[1],
                                    e.card_hash, e.masked_card, e.token)]
         if c.state == State.MYDATA_TAP:
             self._go(State.MYDATA_LOOKUP)
+            c.message = None
             return [LookupCard(e.card_hash)]
         raise Rejected(f"a card tap is not expected in state {c.state.value}")
 
@@ -832,6 +851,15 @@ class CheckoutMachine:
         elif self.face_pay_on and not was_on:
             eff.append(LoadGallery())
         return eff + self._to_idle()
+
+    def _on_FleetStatus(self, e: FleetStatus) -> list:
+        was_on = self.face_pay_on
+        self.ctx.fleet_paused = e.paused
+        if was_on and not self.face_pay_on:
+            return [DropGallery()]
+        if self.face_pay_on and not was_on:
+            return [LoadGallery()]
+        return []
 
     def _on_ReaderStatus(self, e: ReaderStatus) -> list:
         self.ctx.reader_ok = e.ok

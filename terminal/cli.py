@@ -64,13 +64,22 @@ def out(args, data, text: str | None = None) -> None:
         print(text)
 
 
-def parse_uid_arg(text: str, flag: str = "--card-uid") -> bytes:
+def parse_uid_arg(text: str, flag: str = "--card-uid", identity: bool = False) -> bytes:
+    """A UID from the command line; ``identity``: it must name one card for good (enrolment, look-ups)."""
     from .crypto import parse_uid
 
     try:
-        return parse_uid(text)
+        uid = parse_uid(text)
     except ValueError as exc:
         raise UsageError(str(exc), flag, "give the UID in hex, e.g. 04A1B2C3") from None
+    if identity:
+        from firmware_bridge.pn532 import is_random_uid
+
+        from .checkout import RANDOM_UID_SENTENCE
+
+        if is_random_uid(uid):
+            raise UsageError(RANDOM_UID_SENTENCE, flag)
+    return uid
 
 
 # --------------------------------------------------------------------------- commands
@@ -106,7 +115,7 @@ def cmd_enroll(ctx: Context) -> int:
     if not a.consent:
         raise UsageError("enrolment needs the shopper's consent: they must read the consent text and agree; "
                          "then pass --consent", "enroll")
-    uid = parse_uid_arg(a.card_uid)
+    uid = parse_uid_arg(a.card_uid, identity=True)
     if a.video and a.images:
         raise UsageError("give photos or --video, not both", "enroll")
     if a.video is None and len(a.images) < 3:
@@ -133,8 +142,10 @@ def cmd_enroll(ctx: Context) -> int:
                          "enrol one person from photos of that person only")
     shopper = term.enrol(name=a.name, card_uid=uid, embeddings=embeddings, consent_text=text,
                          phone_last4=a.phone_last4)
-    out(a, {"shopper_id": shopper.id, "name": shopper.name},
-        f"enrolled {shopper.name} as {shopper.id} (card {shopper.card_mask}, consent {text.version})")
+    code = term.optout_codes.get(shopper.id)  # only in a fleet: the back office honours it
+    out(a, {"shopper_id": shopper.id, "name": shopper.name, "optout_code": code},
+        f"enrolled {shopper.name} as {shopper.id} (card {shopper.card_mask}, consent {text.version})"
+        + (f"\nopt-out code (give it to the shopper): {code}" if code else ""))
     return EXIT_OK
 
 
@@ -221,8 +232,8 @@ def cmd_revoke(ctx: Context) -> int:
     a = ctx.args
     if bool(a.shopper_id) == bool(a.card_uid):
         raise UsageError("give either SHOPPER_ID or --card-uid HEX", "revoke")
+    uid = parse_uid_arg(a.card_uid, identity=True) if a.card_uid else None
     term = ctx.terminal()
-    uid = parse_uid_arg(a.card_uid) if a.card_uid else None
     shopper = term.resolve_shopper(a.shopper_id, uid)
     receipt = term.revoke(shopper.id)
     out(a, receipt.as_dict(),
@@ -415,6 +426,12 @@ def cmd_flash(ctx: Context) -> int:
     return run_flash(ctx)
 
 
+def cmd_agent(ctx: Context) -> int:
+    from .fleet.agent import run_headless
+
+    return run_headless(ctx.cfg, ctx.data_dir)
+
+
 def cmd_config(ctx: Context) -> int:
     from .config import to_dict, to_toml
 
@@ -519,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("mode", cmd_mode, "show or set the terminal mode")
     sp.add_argument("mode", nargs="?", choices=["normal", "card_only", "enrolment", "training", "out_of_service"])
 
+    add("agent", cmd_agent, "sync with the fleet's back office (needs [fleet] in the config): outbox, "
+                            "revocations, mode, heartbeats; runs until stopped")
+
     sp = add("staff-pin", cmd_staff_pin, "hash a new staff PIN for [staff] pin_hash")
     sp.add_argument("--pin", help="the PIN (prompted for if left out)")
 
@@ -560,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"facepay processor: error: 'fault' needs a mode: {', '.join(FAULTS)}\n")
     if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
-    if args.command == "run":
+    if args.command in ("run", "agent"):
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

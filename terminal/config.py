@@ -71,6 +71,8 @@ from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, Val
 from pydantic.dataclasses import dataclass
 
 from .errors import ConfigError
+from .fleet import FleetConfig
+from .fleet import validate as validate_fleet
 
 # Values as TOML gives them, no silent conversions: "3" is not a number and true is not 1.
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]   # an integer is accepted for a number
@@ -250,6 +252,8 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    # [fleet]: absent (no nats_url) = the terminal works alone (terminal/fleet/)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     source: Text = "<built-in defaults>"   # where it was read from; not a key of the file
 
 
@@ -289,6 +293,7 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError("the LED pins in [leds] must all be different", src)
     if cfg.detector.min_brightness >= cfg.detector.max_brightness:
         raise ConfigError("'detector.min_brightness' must be below 'detector.max_brightness'", src)
+    validate_fleet(cfg.fleet, cfg.terminal_id, src)
 
 
 def parse_config(text: str, source: str) -> Config:

@@ -19,6 +19,8 @@ NAMES = {
     "after_consent_ledger_write": "an enrolment's consent is in the ledger; the template is not yet stored",
     "after_revoke_ledger_write": "an opt-out is in the consent ledger; the face data is not yet deleted",
     "after_data_key_deleted": "an opt-out destroyed the data key; the row and receipt are not yet written",
+    "fleet_after_publish": "the agent published an outbox row and JetStream acknowledged it; the row is not yet "
+                           "marked sent",
 }
 
 

@@ -84,6 +84,8 @@ def _now() -> str:
 
 
 class ConsentLedger:
+    outbox = False  # set by terminal.fleet.link.FleetLink when the terminal is in a fleet
+
     def __init__(self, conn: sqlite3.Connection, master_key: bytes):
         self._conn = conn
         self._key = crypto.derive(master_key, "consent-ledger")
@@ -117,6 +119,11 @@ class ConsentLedger:
                 "ON CONFLICT(id) DO UPDATE SET seq=excluded.seq, mac=excluded.mac, head_mac=excluded.head_mac",
                 (seq, mac, self._head_mac(seq, mac)),
             )
+            if self.outbox:  # fleet hook: the same transaction queues the event for the back office
+                from .fleet import outbox
+
+                conn.execute(*outbox.row(f"ledger:{seq}:{mac[:16]}", "ledger", {
+                    "seq": seq, "at": at, "kind": kind, "subject": subject, "details": details, "mac": mac}))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

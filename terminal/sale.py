@@ -55,6 +55,12 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
         raise UsageError(str(exc), "--amount") from None
     camera = None
     by_face = face is not None or face_video is not None
+    if by_face and term.fleet_paused():
+        from .fleet.link import PAUSED_MESSAGE
+
+        return {"sale_id": None, "amount": to_decimal_str(minor, currency), "amount_minor": minor,
+                "currency": currency, "method": "face", "status": "face_pay_paused",
+                "reason": PAUSED_MESSAGE + ": pay by card"}
     if by_face:
         camera = face_source(term, face, face_video, challenge, "--face")
         record_liveness_off(term, "facepay sale")
@@ -69,7 +75,7 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
     try:
         runner.dispatch(co.StartSale(sale_id, minor, currency))
         if card_uid is not None:
-            runner.dispatch(co.CardTapped(*term.card(card_uid)))
+            runner.dispatch(term.tap(card_uid))
         else:
             runner.dispatch(co.ChooseFace(challenge if term.cfg.liveness.required else None))
             guidance = []

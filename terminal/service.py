@@ -16,8 +16,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from firmware_bridge.pn532 import is_random_uid
+
 from . import consent, crypto, failpoints
-from .checkout import ShopperView
+from .checkout import RANDOM_UID_SENTENCE, CardTapped, ShopperView
 from .config import Config
 from .datadir import ensure_data_dir, load_or_create_master_key
 from .errors import InputError, NotFoundError
@@ -56,6 +58,13 @@ class Terminal:
         self._pipeline = None
         self._gallery: Gallery | None = None
         self._gallery_version = -1
+        # fleet hook (terminal/fleet/): None when the config has no [fleet] section
+        self.fleet = None
+        self.optout_codes: dict[str, str] = {}  # shopper id -> opt-out code, shown once after enrolment
+        if cfg.fleet.enabled:
+            from .fleet.link import FleetLink
+
+            self.fleet = FleetLink(self)
 
     def close(self) -> None:
         self.drop_gallery()
@@ -80,6 +89,9 @@ class Terminal:
         anywhere takes effect at the next match, not at the next restart.
         """
         version = self.store.data_version()
+        if self.fleet_paused():  # fail closed: no template in memory while out of touch with the fleet
+            self.drop_gallery()
+            return Gallery([], np.zeros((0, 128), np.float32))
         if self._gallery is not None and version != self._gallery_version:
             self.drop_gallery()
         if self._gallery is None:
@@ -107,7 +119,11 @@ class Terminal:
             self.drop_gallery()
 
     def face_pay_on(self) -> bool:
-        return self.cfg.face_pay and self.mode() not in ("card_only", "out_of_service")
+        return self.cfg.face_pay and self.mode() not in ("card_only", "out_of_service") and not self.fleet_paused()
+
+    def fleet_paused(self) -> bool:
+        """In a fleet and not caught up with its revocations within [fleet] max_staleness_s: card only."""
+        return self.fleet is not None and self.fleet.paused()
 
     def policy(self):
         from .checkout import Policy
@@ -139,10 +155,18 @@ class Terminal:
     def card(self, uid: bytes) -> tuple[str, str, str]:
         """A tapped card as the terminal may keep it: (keyed hash, masked form, processor token)."""
         h = crypto.card_hash(self.master_key, uid)
+        if self.fleet is not None:
+            self.fleet.card_seen(uid, h)
         return h, crypto.mask_uid(uid), self.processor.tokenize(h)
+
+    def tap(self, uid: bytes) -> CardTapped:
+        """A card tapped at the reader, as the state machine takes it: a random UID is flagged."""
+        return CardTapped(*self.card(uid), random_uid=is_random_uid(uid))
 
     def enrol(self, *, name: str, card_uid: bytes, embeddings: list[np.ndarray], consent_text: consent.ConsentText,
               phone_last4: str | None = None) -> Shopper:
+        if is_random_uid(card_uid):
+            raise InputError(RANDOM_UID_SENTENCE, "--card-uid")
         h, mask, token = self.card(card_uid)
         return self.enrol_hashed(name=name, card_hash=h, masked_card=mask, token=token, embeddings=embeddings,
                                  consent_text=consent_text, phone_last4=phone_last4)
@@ -175,6 +199,8 @@ class Terminal:
                                  template=template, captures=len(embeddings), consent_version=consent_text.version,
                                  consent_hash=consent_text.sha256, phone_last4=phone_last4)
         self._gallery = None
+        if self.fleet is not None and (code := self.fleet.enrolled(shopper)):
+            self.optout_codes[shopper.id] = code
         return shopper
 
     def resolve_shopper(self, shopper_id: str | None = None, card_uid: bytes | None = None) -> Shopper:
@@ -195,12 +221,17 @@ class Terminal:
             raise KeyError(shopper_id)
         receipt_id = self.store.new_receipt_id()
         kind = "template_purged" if cause == "retention" else "consent_revoked"
+        if self.fleet is not None and cause == "opt-out":  # the fleet follows an opt-out made here
+            self.fleet.optout_requested(shopper_id, receipt_id)
         self.ledger.append(kind, shopper_id, receipt_id=receipt_id, cause=cause,
                            deleted=self.store.deletion_list(shopper))
         if self._gallery is not None:
             self._gallery = self._gallery.without(shopper_id)
         failpoints.hit("after_revoke_ledger_write")
-        return self.store.delete(shopper_id, cause, receipt_id)
+        receipt = self.store.delete(shopper_id, cause, receipt_id)
+        if self.fleet is not None and cause != "fleet opt-out":
+            self.fleet.forget(shopper_id)
+        return receipt
 
     def _deletion_events(self) -> dict:
         """shopper id -> the ledger's opt-out or purge event for them."""

@@ -28,6 +28,7 @@ def identify(cli, image):
 
 def test_enrol_then_identify_same_person_and_strangers(cli, enrolled):
     assert enrolled["name"] == "Barack Obama" and enrolled["shopper_id"].startswith("shp_")
+    assert enrolled["optout_code"] is None  # no [fleet]: nothing would honour a code
     for probe in OBAMA_PROBES:
         code, out = identify(cli, probe)
         assert code == 0, out

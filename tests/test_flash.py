@@ -25,25 +25,34 @@ def mtools(cmd, img, *args):
     return subprocess.run([cmd, "-i", f"{img}@@1M", *args], capture_output=True, env=ENV, check=True).stdout
 
 
+ROOT_OFFSET = (2048 + 64 * 2048) * 512  # where the image's Linux partition starts
+
+
 @pytest.fixture
 def pi_image(tmp_path):
-    """A 16 MiB disk image shaped like Raspberry Pi OS: MBR, a FAT boot partition with cmdline.txt, a Linux one."""
+    """A 72 MiB disk image shaped like Raspberry Pi OS: MBR, a FAT boot partition with cmdline.txt, a Linux one.
+
+    The boot partition is 64 MiB (Raspberry Pi OS's is 512 MiB): the payload carries the face model
+    files (about 30 MB compressed).
+    """
     img = tmp_path / "raspios-lite.img"
-    size = 16 * 1024 * 1024
+    size = 72 * 1024 * 1024
+    boot_sectors = 64 * 2048
+    root_lba = ROOT_OFFSET // 512
     mbr = bytearray(512)
 
     def entry(ptype, lba, n):
         return bytes([0, 0, 0, 0, ptype, 0, 0, 0]) + struct.pack("<II", lba, n)
 
-    mbr[446:462] = entry(0x0C, 2048, 16384)
-    mbr[462:478] = entry(0x83, 18432, size // 512 - 18432)
+    mbr[446:462] = entry(0x0C, 2048, boot_sectors)
+    mbr[462:478] = entry(0x83, root_lba, size // 512 - root_lba)
     mbr[510:512] = b"\x55\xaa"
     with open(img, "wb") as f:
         f.write(mbr)
         f.truncate(size)
-        f.seek(18432 * 512)
+        f.seek(root_lba * 512)
         f.write(b"rootfs marker " * 1000)
-    subprocess.run(["mformat", "-i", f"{img}@@1M", "-T", "16384", "-h", "64", "-s", "32", "-v", "BOOT", "::"],
+    subprocess.run(["mformat", "-i", f"{img}@@1M", "-T", str(boot_sectors), "-h", "64", "-s", "32", "-v", "BOOT", "::"],
                    env=ENV, check=True, capture_output=True)
     cmdline = tmp_path / "cmdline.txt"
     cmdline.write_text("console=serial0,115200 console=tty1 root=PARTUUID=abc-02 rootwait\n")
@@ -65,7 +74,7 @@ def test_flash_img_to_file_verifies_and_provisions(pi_image, config, tmp_path):
     assert result["terminal_id"] == "shop-7-till-2"
     original, copy = pi_image.read_bytes(), target.read_bytes()
     # the root partition is copied byte for byte; only the boot partition gained files
-    assert copy[18432 * 512:] == original[18432 * 512:]
+    assert copy[ROOT_OFFSET:] == original[ROOT_OFFSET:]
     assert copy[:512] == original[:512]
     assert mtools("mtype", target, "::facepay/terminal.toml").decode() == config.read_text()
     assert mtools("mtype", target, "::facepay/terminal-id").decode().strip() == "shop-7-till-2"
@@ -84,7 +93,7 @@ def test_flash_img_xz(pi_image, config, tmp_path):
     assert xz_uncompressed_size(xz) == pi_image.stat().st_size
     target = tmp_path / "sd.bin"
     result = flash(xz, target, config, yes=True, view=EMPTY, out=None)
-    assert result["verified"] and target.read_bytes()[18432 * 512:] == pi_image.read_bytes()[18432 * 512:]
+    assert result["verified"] and target.read_bytes()[ROOT_OFFSET:] == pi_image.read_bytes()[ROOT_OFFSET:]
 
 
 def test_refuses_a_mounted_target(pi_image, config, tmp_path):

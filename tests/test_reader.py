@@ -3,7 +3,9 @@ service through unplug and replug, and third-party PN532 drivers against the sim
 
 import os
 import queue
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -124,9 +126,63 @@ def test_driver_reads_cards_of_every_uid_size(sim, reader):
     assert any(d == "rx" and frames.ACK in b for d, b in sim.log)
 
 
-def test_no_wake_up_no_ack(sim, reader):
+def test_a_command_without_preamble_wakes_the_chip_but_is_lost(sim, reader):
+    """UM0701: in LowVbat any byte wakes the chip; what arrives while it wakes is lost."""
+    assert sim.power == "lowvbat"
+    reader.retries = 0
+    with pytest.raises(PN532Error, match="no ACK"):
+        reader.firmware_version()       # its first bytes woke the chip and were lost with the rest
+    assert sim.power == "awake"
+    lost = b"".join(b for d, b in sim.log if d == "lost")
+    assert lost and frames.encode(bytes([0x02])).startswith(lost)
+    assert reader.firmware_version() == (0x32, 1, 6, 7)   # awake now: the same command is answered
+
+
+def acked(reader, data: bytes) -> bool:
+    """Write ``data`` in one go, as a driver does; did the chip ACK and answer the GetFirmwareVersion in it?"""
+    reader._buf = b""
+    reader.port.reset_input_buffer()
+    reader._write(data)
+    f = reader._next_frame(time.monotonic() + 0.1)
+    if f is None or f.kind != "ack":
+        return False
+    answer = reader._next_frame(time.monotonic() + 0.2)
+    return answer is not None and answer.data[:1] == b"\x03"
+
+
+@pytest.mark.parametrize("preamble,answered", [
+    (b"\x00" * 10, True),                   # nfcpy: ten zero bytes, no 55
+    (b"\x55\x55" + b"\x00" * 15, True),      # Adafruit: 55 55 and fifteen zeros
+    (b"\x13", False),                       # one byte of anything wakes it, but the frame follows too soon
+    (b"\x55\x55\x00\x00\x00", False),         # libnfc's old short preamble, reported to fail on real chips
+])
+def test_wake_up_from_lowvbat_and_from_powerdown(sim, reader, preamble, answered):
+    """Any byte wakes the chip; bytes inside the wake-up delay are lost, the same after PowerDown."""
+    get_firmware_version = frames.encode(bytes([0x02]))
+    for state in ("lowvbat", "powerdown"):
+        assert sim.power == state
+        assert acked(reader, preamble + get_firmware_version) is answered
+        assert sim.power == "awake"
+        assert reader.firmware_version() == (0x32, 1, 6, 7)       # awake now, whatever was lost
+        reader.command(0x16, bytes([0x10]), timeout=0.2)          # PowerDown, the HSU may wake it
+        time.sleep(0.02)
+
+
+def test_powerdown_without_hsu_wake_up_stays_asleep(sim, reader):
+    reader.wake_up()
+    reader.command(0x16, bytes([0x20]), timeout=0.2)      # PowerDown, only SPI may wake it
+    reader.retries = 0
+    reader._write(b"\x55\x55" + b"\x00" * 15)
     with pytest.raises(PN532Error, match="no ACK"):
         reader.firmware_version()
+    assert sim.power == "powerdown"
+    sim.replug()                                          # a power cycle: LowVbat, and any byte wakes it
+    r = PN532.open(str(sim.link))
+    try:
+        r.wake_up()
+        assert r.firmware_version() == (0x32, 1, 6, 7)
+    finally:
+        r.close()
 
 
 @pytest.mark.parametrize("fault", ["drop", "garbage"])
@@ -241,6 +297,11 @@ def test_sim_command_line_control_channel(tmp_path):
         p.stdin.flush()
         assert p.stdout.readline().strip() == "ok present"
         assert r.list_passive_target(0.3).uid == UID4
+        p.stdin.write("present random\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok present"
+        uids = {r.list_passive_target(0.3).uid for _ in range(3)}
+        assert len(uids) == 3 and all(u[0] == 0x08 and len(u) == 4 for u in uids)
         p.stdin.write("unplug\n")
         p.stdin.flush()
         assert p.stdout.readline().strip() == "ok unplug"
@@ -262,6 +323,51 @@ def test_sim_command_line_control_channel(tmp_path):
         p.kill()
 
 
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
+def test_sim_keeps_serving_when_its_stdin_closes(tmp_path, stop_with):
+    """`python -m firmware_bridge.sim --link /tmp/x &` from a script or a unit file: stdin is at EOF."""
+    link = tmp_path / "pn"
+    p = subprocess.Popen([sys.executable, "-m", "firmware_bridge.sim", "--link", str(link), "--card", "04A1B2C3"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in p.stdout.readline()
+        time.sleep(1.0)
+        assert p.poll() is None, "the simulator quit when its standard input closed"
+        r = PN532.open(str(link))
+        try:
+            r.wake_up()
+            assert r.list_passive_target(0.3).uid == UID4
+        finally:
+            r.close()
+        p.send_signal(stop_with)
+        assert p.wait(5) == 0
+        assert not link.exists()
+        assert "standard input closed" in p.stderr.read()
+    finally:
+        p.kill()
+
+
+def test_sim_card_random_from_the_command_line(tmp_path):
+    link = tmp_path / "pn"
+    p = subprocess.Popen([sys.executable, "-m", "firmware_bridge.sim", "--link", str(link), "--card", "random"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in p.stdout.readline()
+        r = PN532.open(str(link))
+        try:
+            r.wake_up()
+            first, second = r.list_passive_target(0.3), r.list_passive_target(0.3)
+        finally:
+            r.close()
+        assert first.uid[0] == second.uid[0] == 0x08 and len(first.uid) == 4 and first.uid != second.uid
+        assert first.sel_res == 0x20 and first.ats        # ISO 14443-4, as a phone
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        assert p.wait(5) == 0
+    finally:
+        p.kill()
+
+
 def test_sim_rejects_bad_card(tmp_path):
     r = subprocess.run([sys.executable, "-m", "firmware_bridge.sim", "--link", str(tmp_path / "x"), "--card", "zz"],
                        capture_output=True, text=True, timeout=20)
@@ -269,7 +375,9 @@ def test_sim_rejects_bad_card(tmp_path):
 
 
 # -- third-party PN532 drivers against the simulator -------------------------------------
-def test_adafruit_circuitpython_pn532_reads_uid(sim):
+# Each test names the peer it stands for: a driver that talks to real PN532 boards.
+def test_peer_adafruit_circuitpython_pn532_reads_uid(sim):
+    """Peer: Adafruit CircuitPython PN532 (PN532_UART over a pyserial port), as on a Pi with Blinka."""
     from adafruit_pn532.uart import PN532_UART
 
     uart = serial.Serial(str(sim.link), baudrate=115200, timeout=0.1)
@@ -280,14 +388,139 @@ def test_adafruit_circuitpython_pn532_reads_uid(sim):
         assert pn.read_passive_target(timeout=0.3) is None
         sim.present(UID7)
         assert bytes(pn.read_passive_target(timeout=0.5)) == UID7
+        sim.present_random()            # a phone: ISO 14443-4 with an ATS, a new UID each activation
+        first = bytes(pn.read_passive_target(timeout=0.5))
+        second = bytes(pn.read_passive_target(timeout=0.5))
+        assert first[0] == second[0] == 0x08 and len(first) == 4 and first != second
     finally:
         uart.close()
 
 
 @pytest.mark.skipif(shutil.which("nfc-list") is None, reason="libnfc-bin is not installed (it is in the README's apt line)")
-def test_libnfc_nfc_list_reads_uid(sim):
+def test_peer_libnfc_nfc_list_reads_uid(sim):
+    """Peer: libnfc's pn532_uart driver (`nfc-list` from libnfc-bin)."""
     sim.present(UID4)
     env = dict(os.environ, LIBNFC_DEFAULT_DEVICE=f"pn532_uart:{sim.link}", LIBNFC_AUTO_SCAN="false")
     r = subprocess.run(["nfc-list"], capture_output=True, text=True, timeout=30, env=env)
     assert "UID (NFCID1): 04  a1  b2  c3" in r.stdout, r.stdout + r.stderr
     assert "SAK (SEL_RES): 08" in r.stdout
+    sim.present_random()
+    r = subprocess.run(["nfc-list"], capture_output=True, text=True, timeout=30, env=env)
+    first = r.stdout.split("target:")[1]
+    uid = re.search(r"UID \(NFCID3\): ((?:[0-9a-f]{2}\s+){4})", first)  # libnfc calls an 08 UID NFCID3: random
+    assert uid and bytes.fromhex(uid.group(1)) in sim.activations, r.stdout + r.stderr
+    assert "SAK (SEL_RES): 20" in first and "ATS: 75  77  81  02  80" in first
+
+
+# nfcpy finds serial readers by their name in /dev ("tty:NAME:pn532"): the pty gets a /dev name
+# when this process may create one (root), and is removed after; otherwise nfcpy's own TTY
+# transport and PN532 driver are pointed at the pty path.  No real device is ever opened.
+@pytest.fixture(params=["dev-name", "pty-path"])
+def nfcpy_open(sim, request):
+    nfc = pytest.importorskip("nfc")
+    from nfc.clf import pn532 as nfcpy_pn532
+    from nfc.clf import transport
+
+    name = f"ttyFACEPAYSIM{os.getpid()}"
+    dev = f"/dev/{name}" if request.param == "dev-name" else None
+    if dev is not None:
+        try:
+            os.symlink(os.readlink(sim.link), dev)
+        except OSError as exc:
+            pytest.skip(f"cannot give the pty a name in /dev ({exc}); the pty-path variant runs instead")
+    opened = []
+
+    def open_():
+        clf = nfc.ContactlessFrontend()
+        if dev is not None:
+            if os.readlink(dev) != os.readlink(sim.link):     # replugged: a new pty
+                os.unlink(dev)
+                os.symlink(os.readlink(sim.link), dev)
+            try:
+                if not clf.open(f"tty:{name}:pn532"):
+                    return None
+            except OSError:                 # nfcpy raises when the one device it was given does not answer
+                return None
+        else:
+            try:
+                clf.device = nfcpy_pn532.init(transport.TTY(os.readlink(sim.link)))
+                clf.device._path = os.readlink(sim.link)    # what device.connect() sets after init
+            except OSError:
+                return None
+        opened.append(clf)
+        return clf
+
+    yield open_
+    for clf in opened:
+        if clf.device is not None:
+            clf.close()
+    if dev is not None:
+        os.unlink(dev)
+
+
+def test_peer_nfcpy_reads_uid_through_sense(sim, nfcpy_open):
+    """Peer: nfcpy 1.0.4, nfc.ContactlessFrontend("tty:NAME:pn532"), as used on a Pi's UART.
+
+    Its first command is GetFirmwareVersion after ten zero bytes and no 55: those bytes wake the
+    chip from LowVbat (some are lost in the wake-up) and the command is answered within 100 ms."""
+    from nfc.clf import RemoteTarget
+
+    sim.present(UID4)
+    clf = nfcpy_open()
+    assert clf is not None, "nfcpy did not find a PN532"
+    lost = b"".join(b for d, b in sim.log if d == "lost")
+    assert lost and set(lost) == {0}, "the wake-up ate part of nfcpy's zero preamble, not its command"
+    assert str(clf.device).startswith("PN532v1.6")
+    target = clf.sense(RemoteTarget("106A"))
+    assert bytes(target.sdd_res) == UID4 and bytes(target.sel_res) == b"\x08"
+    sim.present(UID7)
+    assert bytes(clf.sense(RemoteTarget("106A")).sdd_res) == UID7
+    sim.remove()
+    assert clf.sense(RemoteTarget("106A")) is None
+    sim.present_random()
+    uids = [bytes(clf.sense(RemoteTarget("106A")).sdd_res) for _ in range(3)]
+    assert all(u[0] == 0x08 and len(u) == 4 for u in uids) and len(set(uids)) == 3
+
+
+def test_peer_nfcpy_baud_rate_switch(sim, nfcpy_open):
+    """Peer: nfcpy 1.0.4's speed switch: it asks `stty` for 921600, 460800, 230400 and 115200 in turn
+    and sends SetSerialBaudRate for the first the port takes; the chip follows after the host's ACK.
+    nfcpy's close() sets 115200 again and sends PowerDown (HSU wake-up); the next open wakes it."""
+    from nfc.clf import RemoteTarget
+
+    sim.present(UID4)
+    clf = nfcpy_open()
+    assert clf is not None
+    host = clf.device.chipset.transport
+    assert host.baudrate == 921600 and sim.baudrate == 921600      # a pty takes 921600: the chip followed
+    assert bytes(clf.sense(RemoteTarget("106A")).sdd_res) == UID4  # and is heard at the new speed
+    clf.close()
+    clf.device = None
+    assert sim.baudrate == 115200 and sim.power == "powerdown"
+    clf = nfcpy_open()                                             # ten zeros wake it from PowerDown
+    assert clf is not None and sim.baudrate == 921600
+    assert bytes(clf.sense(RemoteTarget("106A")).sdd_res) == UID4
+    # nfcpy killed without close(): the chip stays at 921600 until it is power-cycled, as a real one does
+    clf.device.chipset.transport.close()
+    clf.device = None
+    assert nfcpy_open() is None
+    assert any(d == "garbled" for d, _ in sim.log)
+    sim.replug()
+    clf = nfcpy_open()
+    assert clf is not None and bytes(clf.sense(RemoteTarget("106A")).sdd_res) == UID4
+
+
+def test_the_chip_refuses_what_a_chip_refuses(sim, reader):
+    """Peer: this project's driver.  A host that changes its speed alone is not heard; a rate code
+    past 1288000 baud gets the application error frame; the chip stays where it was."""
+    reader.wake_up()
+    reader.port.baudrate = 230400
+    reader.retries = 0
+    with pytest.raises(PN532Error, match="no ACK"):
+        reader.firmware_version()
+    assert sim.baudrate == 115200 and any(d == "garbled" for d, _ in sim.log)
+    reader.port.baudrate = 115200
+    assert reader.firmware_version() == (0x32, 1, 6, 7)
+    with pytest.raises(PN532Error, match="application error"):
+        reader.command(0x10, bytes([9]), timeout=0.2)
+    assert sim.baudrate == 115200

@@ -102,6 +102,8 @@ class SaleRecord:
 
 
 class Journal:
+    outbox = False  # set by terminal.fleet.link.FleetLink when the terminal is in a fleet
+
     def __init__(self, path: Path):
         self.path = path
         self.db = connect(path, wal=True)
@@ -138,7 +140,7 @@ class Journal:
             ("UPDATE sales SET status=?, reason=?, reference=?, settled_at=? WHERE id=? AND status='pending'",
              (status, reason, reference, _now(), sale_id)),
             ("INSERT INTO steps (sale_id, at, step, detail) VALUES (?,?,?,?)", (sale_id, _now(), via, status)),
-        ])
+        ] + ([_fleet_sale_row(sale_id)] if self.outbox else []))
 
     @staticmethod
     def _sale(row) -> SaleRecord:
@@ -195,3 +197,9 @@ def with_tx(db, statements) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _fleet_sale_row(sale_id: str):
+    from ..fleet import outbox
+
+    return outbox.sale_row(sale_id)

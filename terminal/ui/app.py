@@ -115,6 +115,10 @@ def _make_app_class():
     Factory.register("KioskRoot", cls=KioskRoot)
     if "Preview" not in Factory.classes:
         Factory.register("Preview", cls=Preview)
+    if "QrCode" not in Factory.classes:
+        from .qr import QrCode
+
+        Factory.register("QrCode", cls=QrCode)
 
     class KioskApp(App):
         ctl = ObjectProperty(None)

@@ -43,6 +43,7 @@ MESSAGES = {
     "shopper opted out": "Cancelled. Nothing was charged.",
     "phone digits did not match": "The phone digits did not match. Nothing was charged.",
     "liveness_failed": "Please try again or pay by card",
+    "random_uid": co.RANDOM_UID_SENTENCE,
     "not_recorded": "This terminal cannot record payments right now. Nothing was charged. Please ask staff.",
     "key_reused": "The payment service refused this payment before making it. Nothing was charged. Please ask staff.",
     "not_sent": "This payment was not sent. Nothing was charged.",
@@ -97,6 +98,9 @@ class KioskController(EventDispatcher):
     receipt_text = StringProperty("")
     mydata_text = StringProperty("")
     enrolled_text = StringProperty("")
+    optout_code = StringProperty("")    # fleet only: shown once on the enrolment-done screen (text + QR)
+    optout_qr = StringProperty("")      # what the QR code holds: the opt-out page's address with the code
+    fleet_notice = StringProperty("")   # "Face pay paused: this terminal is offline" while failing closed
     staff_unlocked = BooleanProperty(False)
     staff_message = StringProperty("")
     keypad = StringProperty("")
@@ -118,6 +122,13 @@ class KioskController(EventDispatcher):
         self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
         self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
         self.runner.on_cooldown = self._start_cooldown
+        self.agent = None
+        if term.fleet is not None:  # fleet hook: the same agent as `facepay agent`, in a thread
+            from ..fleet.agent import AgentThread
+
+            self.machine.ctx.fleet_paused = term.fleet_paused()
+            self.agent = AgentThread(term.cfg, term.data_dir,
+                                     is_idle=lambda: self.state in ("idle", "out_of_service")).start()
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
         self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
                             save=lambda state: term.store.set_setting("staff_pin", state))
@@ -258,11 +269,18 @@ class KioskController(EventDispatcher):
         mode = self.term.mode()
         if mode != self.machine.ctx.mode and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
             self.send(co.SetMode(mode, record=False))
+        if self.term.fleet is not None:  # fail closed while out of touch with the fleet's revocations
+            from ..fleet.link import PAUSED_MESSAGE
+
+            paused = self.term.fleet_paused()
+            self.fleet_notice = PAUSED_MESSAGE if paused else ""
+            if paused != self.machine.ctx.fleet_paused:
+                self.send(co.FleetStatus(paused))
 
     def card_tapped(self, uid: bytes) -> None:
         s = self.machine.state
         if s in (co.State.AMOUNT_DUE, co.State.FACE_SCAN, co.State.ENROL_CARD, co.State.MYDATA_TAP):
-            self.send(co.CardTapped(*self.term.card(uid)))
+            self.send(self.term.tap(uid))
 
     def _refresh(self) -> None:
         snap = self.machine.snapshot()
@@ -295,6 +313,9 @@ class KioskController(EventDispatcher):
         elif self.state == "mydata_show":
             self.mydata_text = "No face is enrolled for this card. Nothing about you is stored for face pay."
         en = snap["enrolled"]
+        self.optout_code = self.term.optout_codes.get(en["shopper_id"], "") if en else ""
+        url = self.term.cfg.fleet.optout_url
+        self.optout_qr = (f"{url}?code={self.optout_code}" if url else self.optout_code) if self.optout_code else ""
         if en:
             self.enrolled_text = (f"Stored: one encrypted face template (no photo), linked to card {en['masked_card']}"
                                   f"{', with a phone-digits check' if en['has_phone'] else ''}.\n"
@@ -477,15 +498,17 @@ class KioskController(EventDispatcher):
 
     # -- demo helpers: simulated hardware only ------------------------------------------------
     def demo_tap(self, which: str = "shopper"):
-        """Put a card on the simulated reader for a moment (demo only)."""
+        """Put a card (or a phone, showing a random UID) on the simulated reader for a moment (demo only)."""
         if self.hw.sim is None:
             return
         from ..hardware import DEMO_CARD, DEMO_OTHER_CARD
 
-        self.hw.sim.present(DEMO_CARD if which == "shopper" else DEMO_OTHER_CARD)
+        self.hw.sim.present({"shopper": DEMO_CARD, "other": DEMO_OTHER_CARD, "phone": "random"}[which])
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
+        if self.agent is not None:
+            self.agent.stop()
         self.runner.scans.drop()
         self.worker.shutdown(wait=True, cancel_futures=True)
         self.runner.perform(co.CloseCamera())

@@ -21,7 +21,7 @@ A scenario file::
     do = "wait"             # wait until this screen shows
     screen = "pay"
     [[steps]]
-    do = "tap_card"         # "shopper", "other" or a hex UID, through the simulator
+    do = "tap_card"         # "shopper", "other", "random" (a phone) or a hex UID, through the simulator
     card = "shopper"
     [[steps]]
     do = "type"             # put text in a TextInput
@@ -288,9 +288,9 @@ class ScenarioPlayer:
             return self.ctl.screen == want and (not step.get("state") or self.ctl.state == step["state"])
         if kind == "tap_card":
             card = step.get("card", "shopper")
-            uid = DEMO_CARD if card == "shopper" else DEMO_OTHER_CARD if card == "other" else bytes.fromhex(card)
+            uid = {"shopper": DEMO_CARD, "other": DEMO_OTHER_CARD, "random": "random"}.get(card) or bytes.fromhex(card)
             sim = self.app.hw.sim
-            sim.present(uid)
+            sim.present(uid)            # "random": a phone, a new random UID 08xxxxxx at each activation
             Clock.schedule_once(lambda dt: sim.remove(), float(step.get("hold", 0.8)))
             return True
         if kind == "type":

@@ -1,0 +1,194 @@
+"""The back office on NATS JetStream: the streams, per-terminal provisioning, ingest and revocation publishing.
+
+Streams (all file storage):
+
+- ``REVOCATIONS`` ``facepay.revocations``: every opt-out, to every terminal; no delete, no purge.
+- ``SALES`` ``facepay.t.*.sale``: settled sales from the terminals' outboxes.
+- ``CONSENT`` ``facepay.t.*.{ledger,enrol,optout,receipt}``: consent ledger events, enrolment links,
+  opt-outs made at a terminal and deletion receipts; no delete, no purge.
+- ``HEARTBEATS`` ``facepay.t.*.hb``: kept one hour.
+
+Per terminal: a durable pull consumer ``rev_<id>`` on REVOCATIONS and a key-value bucket ``fleet_<id>``.
+Every publish carries ``Nats-Msg-Id`` (duplicate window 10 minutes) and the back office stores each event
+once by that id besides, so retries past the window change nothing either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import nats
+import psycopg
+from nats.js import api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from . import db
+
+_log = logging.getLogger("facepay.backoffice")
+
+DUP_WINDOW_S = 600.0
+STREAMS = {
+    "REVOCATIONS": dict(subjects=["facepay.revocations"], deny_delete=True, deny_purge=True),
+    "SALES": dict(subjects=["facepay.t.*.sale"]),
+    "CONSENT": dict(subjects=["facepay.t.*.ledger", "facepay.t.*.enrol", "facepay.t.*.optout", "facepay.t.*.receipt"],
+                    deny_delete=True, deny_purge=True),
+    "HEARTBEATS": dict(subjects=["facepay.t.*.hb"], max_age=3600.0, max_msgs_per_subject=100),
+}
+INGESTED = ("SALES", "CONSENT", "HEARTBEATS")
+
+
+async def ensure_streams(js) -> None:
+    for name, params in STREAMS.items():
+        cfg = api.StreamConfig(name=name, storage=api.StorageType.FILE, duplicate_window=DUP_WINDOW_S, **params)
+        try:
+            await js.add_stream(cfg)
+        except BadRequestError:
+            await js.update_stream(cfg)
+
+
+async def provision_terminal(nats_url: str, tid: str) -> None:
+    """The terminal's consumer of the revocation stream (from now on) and its key-value bucket."""
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        try:
+            await js.consumer_info("REVOCATIONS", f"rev_{tid}")
+        except NotFoundError:
+            await js.add_consumer("REVOCATIONS", api.ConsumerConfig(
+                durable_name=f"rev_{tid}", ack_policy=api.AckPolicy.EXPLICIT, deliver_policy=api.DeliverPolicy.NEW,
+                ack_wait=10.0, max_ack_pending=1000))
+        await js.create_key_value(bucket=f"fleet_{tid}", history=5)
+    finally:
+        await nc.close()
+
+
+def _parse(subject: str) -> tuple[str, str]:
+    parts = subject.split(".")  # facepay.t.<id>.<kind>
+    return parts[2], parts[3]
+
+
+class Bus:
+    """Ingest from the terminal streams into PostgreSQL, publish revocations, set terminal modes."""
+
+    def __init__(self, nats_url: str, db_url: str):
+        self.nats_url = nats_url
+        self.db_url = db_url
+        self.nc = None
+        self.js = None
+        self.kick = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+
+    async def start(self) -> None:
+        async def error_cb(exc):
+            _log.warning("nats: %s", exc)
+
+        self.nc = await nats.connect(self.nats_url, name="facepay-backoffice", max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.5, connect_timeout=5, error_cb=error_cb)
+        self.js = self.nc.jetstream(timeout=5)
+        await ensure_streams(self.js)
+        for stream in INGESTED:
+            try:
+                await self.js.consumer_info(stream, "backoffice")
+            except NotFoundError:
+                await self.js.add_consumer(stream, api.ConsumerConfig(
+                    durable_name="backoffice", ack_policy=api.AckPolicy.EXPLICIT, ack_wait=30.0,
+                    max_ack_pending=20000))
+            self._tasks.append(asyncio.create_task(self._ingest(stream)))
+        self._tasks.append(asyncio.create_task(self._publish_revocations()))
+
+    async def stop(self) -> None:
+        self._stopping = True  # loops end even where the client turns a cancellation into a timeout
+        for t in self._tasks:
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self.nc is not None:
+            try:
+                await asyncio.wait_for(self.nc.close(), 3)
+            except Exception:
+                pass
+
+    async def _ingest(self, stream: str) -> None:
+        conn = await db_connect(self.db_url)
+        sub = None
+        while not self._stopping:
+            try:
+                if sub is None:
+                    sub = await self.js.pull_subscribe_bind(durable="backoffice", stream=stream)
+                try:
+                    msgs = await sub.fetch(batch=500, timeout=1.0)
+                except TimeoutError:
+                    continue
+                new_revocation = False
+                async with conn.transaction():
+                    for m in msgs:
+                        try:
+                            async with conn.transaction():  # a savepoint: one malformed event cannot block the rest
+                                new_revocation |= await self._handle(conn, m)
+                        except (KeyError, TypeError, ValueError, psycopg.errors.DataError) as exc:
+                            _log.warning("malformed event on %s dropped: %r", m.subject, exc)
+                for m in msgs:
+                    await m.ack()
+                if new_revocation:
+                    self.kick.set()
+            except asyncio.CancelledError:
+                await conn.close()
+                raise
+            except Exception as exc:  # NATS away or PostgreSQL hiccup: not acked, so redelivered later
+                _log.warning("ingest %s: %r", stream, exc)
+                if conn.closed:
+                    conn = await db_connect(self.db_url)
+                await asyncio.sleep(0.5)
+
+    async def _handle(self, conn, m) -> bool:
+        tid, kind = _parse(m.subject)
+        try:
+            ev = json.loads(m.data)
+        except ValueError:
+            _log.warning("unreadable event on %s dropped", m.subject)
+            return False
+        if kind == "hb":
+            await db.heartbeat(conn, tid, ev)
+            return False
+        msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{tid}:{m.metadata.sequence.stream}"
+        if not msg_id.startswith(tid + ":"):
+            msg_id = f"{tid}:{msg_id}"
+        if await db.store_event(conn, msg_id, tid, kind, ev):
+            return await db.apply_event(conn, tid, kind, ev) is not None
+        return False
+
+    async def _publish_revocations(self) -> None:
+        conn = await db_connect(self.db_url)
+        while not self._stopping:
+            try:
+                for rid, card_hash in await db.unpublished(conn):
+                    await self.js.publish("facepay.revocations",
+                                          json.dumps({"revocation_id": rid, "card_hash": card_hash}).encode(),
+                                          headers={"Nats-Msg-Id": rid}, timeout=3)
+                    await conn.execute("UPDATE revocations SET published_at = now() WHERE id = %s", (rid,))
+            except asyncio.CancelledError:
+                await conn.close()
+                raise
+            except Exception as exc:
+                _log.warning("revocations not published yet: %s", exc)
+                if conn.closed:
+                    conn = await db_connect(self.db_url)
+            try:
+                await asyncio.wait_for(self.kick.wait(), 0.5)
+            except TimeoutError:
+                pass
+            self.kick.clear()
+
+    async def set_mode(self, tid: str, mode: str) -> None:
+        kv = await self.js.key_value(f"fleet_{tid}")
+        await kv.put("mode", mode.encode())
+
+
+async def db_connect(url: str):
+    import psycopg
+
+    return await psycopg.AsyncConnection.connect(url, autocommit=True)

@@ -1,0 +1,385 @@
+"""``facepay-backoffice``: migrate, serve, provision, dev, staff.
+
+``--workdir DIR`` holds the fleet's state (``fleet.json``, mode 0600: NATS users and the fleet's card
+key) and the generated ``nats.conf``.  ``dev`` fills a fresh DIR with everything and runs it;
+``provision`` adds a terminal to a running fleet (the NATS server reloads its config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from terminal.fleet import TERMINAL_ID_RE
+
+from . import db, natsconf, servers
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+_log = logging.getLogger("facepay.backoffice")
+
+
+class CliError(Exception):
+    def __init__(self, what: str, hint: str = "", code: int = EXIT_USAGE):
+        super().__init__(what + (f" ({hint})" if hint else ""))
+        self.code = code
+
+
+# -- workdir state ------------------------------------------------------------------------------------
+def state_path(workdir: Path) -> Path:
+    return workdir / "fleet.json"
+
+
+def load_state(workdir: Path) -> dict:
+    try:
+        return json.loads(state_path(workdir).read_text())
+    except FileNotFoundError:
+        raise CliError(f"{workdir} holds no back office", "start one with `facepay-backoffice --workdir "
+                       f"{workdir} dev`, or pass the --workdir of a running one") from None
+
+
+def save_state(workdir: Path, state: dict) -> None:
+    tmp = state_path(workdir).with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(tmp, state_path(workdir))
+    natsconf.write(workdir / "nats.conf", state)
+
+
+@contextlib.contextmanager
+def locked(workdir: Path):
+    with open(workdir / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def admin_url(state: dict) -> str:
+    return f"nats://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
+
+
+def public_nats_url(state: dict) -> str:
+    return f"nats://127.0.0.1:{state['nats_port']}"
+
+
+def new_state(workdir: Path, nats_port: int) -> dict:
+    return {"nats_port": nats_port, "admin_user": "backoffice", "admin_password": secrets.token_urlsafe(24),
+            "nats_pid_file": str(workdir / "nats.pid"), "nats_store": str(workdir / "nats-store"),
+            "db_url": "", "card_key": secrets.token_hex(32), "terminals": {}}
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"--listen {text!r} is not HOST:PORT", "e.g. --listen 127.0.0.1:8080")
+    return host, int(port)
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    try:
+        n, _, s = text.partition("/")
+        rate = int(n), float(s or 60)
+        if rate[0] < 1 or rate[1] <= 0:
+            raise ValueError
+        return rate
+    except ValueError:
+        raise CliError(f"--optout-rate {text!r} is not COUNT/SECONDS", "e.g. --optout-rate 10/60") from None
+
+
+# -- commands ------------------------------------------------------------------------------------------
+def cmd_migrate(args) -> int:
+    url = args.db or load_state(args.workdir)["db_url"]
+    print(f"schema at version {db.migrate(url)}")
+    return EXIT_OK
+
+
+def toml_config(tid: str, state: dict, password: str, max_staleness_s: float) -> str:
+    q = json.dumps  # a JSON string is a valid TOML basic string for these values
+    return (f"terminal_id = {q(tid)}\n\n[fleet]\nnats_url = {q(public_nats_url(state))}\n"
+            f"user = {q('t-' + tid)}\npassword = {q(password)}\ncard_key = {q(state['card_key'])}\n"
+            f"max_staleness_s = {max_staleness_s!r}\n"
+            + (f"optout_url = {q(state['web_url'] + '/')}\n" if state.get("web_url") else ""))
+
+
+def network_dropin(nats_url: str) -> str:
+    """A systemd drop-in for facepay-kiosk.service and facepay-agent.service: the NATS server's address only."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(nats_url)
+    addrs = sorted({ai[4][0] for ai in socket.getaddrinfo(u.hostname, u.port or 4222, type=socket.SOCK_STREAM)})
+    return ("# Install as /etc/systemd/system/facepay-kiosk.service.d/fleet.conf (and facepay-agent.service.d/):\n"
+            f"# the terminal may reach exactly its fleet's NATS server ({nats_url}) and nothing else.\n"
+            "[Service]\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nIPAddressDeny=any\n"
+            f"IPAddressAllow={' '.join(addrs)}\n")
+
+
+async def _wait_terminal_login(url: str, user: str, password: str, timeout: float = 10.0) -> None:
+    import nats
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            nc = await nats.connect(url, user=user, password=password, allow_reconnect=False, connect_timeout=2,
+                                    max_reconnect_attempts=0)
+            await nc.close()
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise CliError("the NATS server did not accept the new terminal's credentials",
+                               "is the back office's nats-server running with this --workdir?", EXIT_ERROR) from None
+            await asyncio.sleep(0.2)
+
+
+def cmd_provision(args) -> int:
+    from .bus import provision_terminal
+
+    tid = args.terminal_id
+    if not TERMINAL_ID_RE.match(tid):
+        raise CliError(f"--terminal-id {tid!r} may use only letters, digits, - and _ (64 at most)")
+    out = Path(args.out)
+    if out.is_dir():
+        raise CliError(f"--out {out} is a folder", "give a file name, e.g. terminal.toml")
+    if not out.parent.is_dir():
+        raise CliError(f"--out: folder {out.parent} does not exist")
+    workdir = args.workdir
+    load_state(workdir)  # a clear error before anything is written
+    with locked(workdir):
+        state = load_state(workdir)
+        password = secrets.token_urlsafe(24)
+        state["terminals"][tid] = password
+        save_state(workdir, state)
+        pid_file = Path(state["nats_pid_file"])
+        if pid_file.exists():  # a running server learns the new user by a config reload
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGHUP)
+            except (ProcessLookupError, ValueError):
+                pass
+    asyncio.run(provision_terminal(admin_url(state), tid))
+    if state["db_url"]:
+        db.add_terminal(state["db_url"], tid)
+    asyncio.run(_wait_terminal_login(public_nats_url(state), f"t-{tid}", password))
+    tmp = out.with_name(out.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(toml_config(tid, state, password, args.max_staleness_s))
+    os.replace(tmp, out)
+    dropin = out.with_name(out.stem + ".network.conf")
+    dropin.write_text(network_dropin(public_nats_url(state)))
+    print(json.dumps({"terminal_id": tid, "config": str(out), "systemd_dropin": str(dropin)}) if args.json
+          else f"wrote {out} for {tid}, and {dropin} for its systemd units")
+    return EXIT_OK
+
+
+def cmd_staff(args) -> int:
+    from .web import hash_password
+
+    url = args.db or load_state(args.workdir)["db_url"]
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    if not password:
+        raise CliError("no password given", "pipe it in: echo PASSWORD | facepay-backoffice staff add "
+                       "--user NAME --password-stdin")
+    if len(password) < 10:
+        raise CliError("a staff password needs at least 10 characters")
+    db.migrate(url)
+    db.set_staff(url, args.user, hash_password(password))
+    print(f"staff user {args.user} saved")
+    return EXIT_OK
+
+
+class _Server:
+    """uvicorn without its own signal handling: the back office decides when to stop."""
+
+    def __init__(self, app, host: str, port: int):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def capture_signals(self):
+                return contextlib.nullcontext()
+
+        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self.task = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+                raise CliError("the web server did not start", code=EXIT_ERROR)
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def _run_backoffice(db_url: str, nats_url: str, host: str, port: int, rate, stop: asyncio.Event,
+                          ready=None, supervise=None) -> None:
+    import psycopg
+
+    from .bus import Bus
+    from .web import make_app
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        secret = db.session_secret(conn)
+    bus = Bus(nats_url, db_url)
+    await bus.start()
+    web = _Server(make_app(bus, db_url, secret, rate), host, port)
+    await web.start()
+    try:
+        if ready is not None:
+            ready()
+        waiters = [asyncio.create_task(stop.wait())] + ([asyncio.create_task(supervise)] if supervise else [])
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+    finally:
+        await web.stop()
+        await bus.stop()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def cmd_serve(args) -> int:
+    host, port = parse_listen(args.listen)
+    rate = parse_rate(args.optout_rate)
+    db.migrate(args.db)
+
+    async def main():
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await _run_backoffice(args.db, args.nats, host, port, rate, stop,
+                              ready=lambda: print(f"back office on http://{host}:{port}", flush=True))
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_dev(args) -> int:
+    host, port = parse_listen(args.listen)
+    rate = parse_rate(args.optout_rate)
+    workdir = args.workdir
+    if workdir.exists() and any(workdir.iterdir()):
+        raise CliError(f"--workdir {workdir} is not empty", "dev makes a fresh fleet: give a new or empty folder")
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state = new_state(workdir, servers.free_port())
+    save_state(workdir, state)
+    log = workdir / "nats.log"
+    procs = {"nats": servers.start_nats(workdir / "nats.conf", state["nats_port"], log)}
+    pg = servers.PgCluster(workdir, servers.free_port())
+    try:
+        state["db_url"] = pg.start()
+        with locked(workdir):
+            fresh = load_state(workdir)
+            fresh["db_url"] = state["db_url"]
+            fresh["web_url"] = f"http://{host}:{port}"
+            save_state(workdir, fresh)
+        db.migrate(state["db_url"])
+        from .web import hash_password
+
+        staff_pw = secrets.token_urlsafe(12)
+        db.set_staff(state["db_url"], "manager", hash_password(staff_pw))
+        fd = os.open(workdir / "staff.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"username": "manager", "password": staff_pw}, f)
+
+        async def supervise():  # a nats-server that dies is started again (the failure tests kill it)
+            while True:
+                await asyncio.sleep(0.2)
+                if procs["nats"].poll() is not None:
+                    _log.warning("nats-server exited (%s); starting it again", procs["nats"].returncode)
+                    await asyncio.sleep(1.0)
+                    procs["nats"] = await asyncio.to_thread(
+                        servers.start_nats, workdir / "nats.conf", state["nats_port"], log)
+
+        def ready():
+            print(json.dumps({"web": f"http://{host}:{port}", "nats": public_nats_url(state),
+                              "db": state["db_url"]}), flush=True)
+
+        async def main():
+            stop = asyncio.Event()
+            _stop_on_signals(stop)
+            await _run_backoffice(state["db_url"], admin_url(state), host, port, rate, stop, ready, supervise())
+
+        asyncio.run(main())
+    finally:
+        # a second SIGTERM/Ctrl-C must not cut the clean-up short (the throwaway cluster's files go too)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        servers.stop_pid(procs["nats"].pid)
+        pg.stop()
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facepay-backoffice",
+                                description="facepay back office: opt-outs fleet-wide, sales and consent records, "
+                                            "terminal health (NATS JetStream + PostgreSQL)")
+    p.add_argument("--workdir", type=Path, default=Path(os.environ.get("FACEPAY_BACKOFFICE_DIR", "backoffice-data")),
+                   help="the fleet's state folder (default $FACEPAY_BACKOFFICE_DIR or ./backoffice-data)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sp = sub.add_parser("migrate", help="create or update the PostgreSQL schema")
+    sp.add_argument("--db", help="postgresql:// URL (default: the workdir's)")
+    sp.set_defaults(func=cmd_migrate)
+
+    sp = sub.add_parser("serve", help="run the back office: ingest, revocations, web pages")
+    sp.add_argument("--db", required=True, help="postgresql://USER:PASSWORD@HOST:PORT/DB")
+    sp.add_argument("--nats", required=True, help="nats://USER:PASSWORD@HOST:PORT of the back office's NATS user")
+    sp.add_argument("--listen", required=True, help="HOST:PORT for the web pages")
+    sp.add_argument("--optout-rate", default="10/60", help="opt-out requests allowed per client: COUNT/SECONDS")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("provision", help="add a terminal: its NATS user, consumer, bucket and config file")
+    sp.add_argument("--terminal-id", required=True)
+    sp.add_argument("--out", required=True, help="the terminal's TOML config to write (mode 0600)")
+    sp.add_argument("--max-staleness-s", type=float, default=300.0,
+                    help="face pay pauses after this long without catching up with revocations")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_provision)
+
+    sp = sub.add_parser("dev", help="nats-server, a throwaway PostgreSQL cluster and the back office in the "
+                                    "workdir; prints one JSON line when ready; stops all on SIGTERM")
+    sp.add_argument("--listen", required=True, help="HOST:PORT for the web pages")
+    sp.add_argument("--optout-rate", default="10/60", help="opt-out requests allowed per client: COUNT/SECONDS")
+    sp.set_defaults(func=cmd_dev)
+
+    sp = sub.add_parser("staff", help="add a staff user (or set a new password)")
+    sp.add_argument("staff_cmd", choices=["add"])
+    sp.add_argument("--user", required=True)
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sp.add_argument("--db", help="postgresql:// URL (default: the workdir's)")
+    sp.set_defaults(func=cmd_staff)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"facepay-backoffice {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except servers.ServerError as exc:
+        print(f"facepay-backoffice {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

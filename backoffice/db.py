@@ -1,0 +1,190 @@
+"""The back office's PostgreSQL schema, created and migrated by the back office itself, and its queries.
+
+Each migration runs once, in its own transaction, recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import psycopg
+
+MIGRATIONS = [
+    # 1: the first schema
+    """
+    CREATE TABLE terminals (
+        id text PRIMARY KEY,
+        provisioned_at timestamptz NOT NULL DEFAULT now(),
+        last_heartbeat timestamptz,
+        version text, mode text, wanted_mode text, reader text, camera text,
+        outbox_backlog integer, face_pay_paused boolean,
+        ledger_seq bigint NOT NULL DEFAULT 0,
+        ledger_mac text NOT NULL DEFAULT '',
+        ledger_flag text
+    );
+    CREATE TABLE events (
+        id text PRIMARY KEY,
+        terminal_id text NOT NULL,
+        kind text NOT NULL,
+        payload jsonb NOT NULL,
+        received_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE sales (
+        sale_id text PRIMARY KEY,
+        terminal_id text NOT NULL,
+        created_at timestamptz NOT NULL,
+        amount_minor bigint NOT NULL,
+        currency text NOT NULL,
+        method text NOT NULL,
+        training boolean NOT NULL,
+        status text NOT NULL
+    );
+    CREATE INDEX sales_terminal_day ON sales (terminal_id, created_at);
+    CREATE TABLE optout_codes (
+        code_hash text PRIMARY KEY,
+        card_hash text NOT NULL,
+        terminal_id text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE revocations (
+        id text PRIMARY KEY,
+        card_hash text NOT NULL,
+        source text NOT NULL,
+        requested_at timestamptz NOT NULL DEFAULT now(),
+        published_at timestamptz
+    );
+    CREATE TABLE revocation_states (
+        revocation_id text NOT NULL REFERENCES revocations(id),
+        terminal_id text NOT NULL,
+        state text NOT NULL CHECK (state IN ('pending', 'deleted', 'none-held')),
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (revocation_id, terminal_id)
+    );
+    CREATE TABLE staff (
+        username text PRIMARY KEY,
+        password_hash text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
+    """,
+]
+
+
+def migrate(url: str) -> int:
+    """Bring the schema up to date; returns the version now in force."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("SELECT pg_advisory_lock(7341)")  # two back offices starting together migrate once
+        try:
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, sql in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7341)")
+    return len(MIGRATIONS)
+
+
+def session_secret(conn: psycopg.Connection) -> str:
+    conn.execute("INSERT INTO settings (key, value) VALUES ('session_secret', %s) ON CONFLICT DO NOTHING",
+                 (secrets.token_hex(32),))
+    return conn.execute("SELECT value FROM settings WHERE key = 'session_secret'").fetchone()[0]
+
+
+def add_terminal(url: str, tid: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO terminals (id) VALUES (%s) ON CONFLICT DO NOTHING", (tid,))
+
+
+def set_staff(url: str, username: str, password_hash: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO staff (username, password_hash) VALUES (%s, %s) "
+                     "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash",
+                     (username, password_hash))
+
+
+# -- ingest: each event stored once by id; its effect applied only when it was new --------------------
+async def store_event(conn: psycopg.AsyncConnection, event_id: str, tid: str, kind: str, ev: dict) -> bool:
+    cur = await conn.execute("INSERT INTO events (id, terminal_id, kind, payload) VALUES (%s,%s,%s,%s) "
+                             "ON CONFLICT (id) DO NOTHING RETURNING id", (event_id, tid, kind, json.dumps(ev)))
+    return await cur.fetchone() is not None
+
+
+async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: dict) -> str | None:
+    """The effect of one new event; returns a revocation id when the event asked for one."""
+    if kind == "sale":
+        await conn.execute(
+            "INSERT INTO sales (sale_id, terminal_id, created_at, amount_minor, currency, method, training, status) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sale_id) DO UPDATE SET status = excluded.status",
+            (ev["sale_id"], tid, ev["created_at"], ev["amount_minor"], ev["currency"], ev["method"],
+             bool(ev["training"]), ev["status"]))
+    elif kind == "enrol":
+        await conn.execute("INSERT INTO optout_codes (code_hash, card_hash, terminal_id) VALUES (%s,%s,%s) "
+                           "ON CONFLICT DO NOTHING", (ev["code_hash"], ev["card_hash"], tid))
+    elif kind == "optout":
+        return await create_revocation(conn, ev["card_hash"], f"terminal {tid}", done_at=tid)
+    elif kind == "receipt":
+        await conn.execute("UPDATE revocation_states SET state = %s, updated_at = now() "
+                           "WHERE revocation_id = %s AND terminal_id = %s AND state = 'pending'",
+                           (ev["state"], ev["revocation_id"], tid))
+    return None
+
+
+async def heartbeat(conn: psycopg.AsyncConnection, tid: str, hb: dict) -> None:
+    """Health, and the ledger head anchor: a head that goes backwards (an old copy restored) is flagged."""
+    cur = await conn.execute("SELECT ledger_seq, ledger_mac FROM terminals WHERE id = %s FOR UPDATE", (tid,))
+    row = await cur.fetchone()
+    if row is None:
+        return
+    seq, mac = int(hb["ledger_head"]["seq"]), hb["ledger_head"]["mac"]
+    flag = None
+    if seq < row[0]:
+        flag = f"ledger head went back from {row[0]} to {seq}"
+    elif seq == row[0] and mac != row[1] and row[0] > 0:
+        flag = f"ledger entry {seq} was rewritten"
+    await conn.execute(
+        "UPDATE terminals SET last_heartbeat = now(), version = %s, mode = %s, reader = %s, camera = %s, "
+        "outbox_backlog = %s, face_pay_paused = %s, ledger_seq = GREATEST(ledger_seq, %s), "
+        "ledger_mac = CASE WHEN %s >= ledger_seq THEN %s ELSE ledger_mac END, "
+        "ledger_flag = COALESCE(%s, ledger_flag) WHERE id = %s",
+        (hb.get("version"), hb.get("mode"), hb.get("reader"), hb.get("camera"), hb.get("outbox_backlog"),
+         hb.get("face_pay_paused"), seq, seq, mac, flag, tid))
+
+
+# -- revocations ----------------------------------------------------------------------------------
+async def create_revocation(conn: psycopg.AsyncConnection, card_hash: str, source: str,
+                            done_at: str | None = None) -> str:
+    rid = "rev_" + secrets.token_hex(8)
+    await conn.execute("INSERT INTO revocations (id, card_hash, source) VALUES (%s,%s,%s)", (rid, card_hash, source))
+    await conn.execute(
+        "INSERT INTO revocation_states (revocation_id, terminal_id, state) "
+        "SELECT %s, id, CASE WHEN id = %s THEN 'deleted' ELSE 'pending' END FROM terminals", (rid, done_at))
+    return rid
+
+
+async def revocation_for_code(conn: psycopg.AsyncConnection, code_hash: str) -> str:
+    """A revocation for an opt-out code.  An unknown code gets one too, for a card no terminal holds,
+    so the answer and what follows look the same: nobody learns whether a code exists."""
+    cur = await conn.execute("SELECT card_hash FROM optout_codes WHERE code_hash = %s", (code_hash,))
+    row = await cur.fetchone()
+    card_hash = row[0] if row else secrets.token_hex(32)
+    return await create_revocation(conn, card_hash, "opt-out code")
+
+
+async def revocation_states(conn: psycopg.AsyncConnection, rid: str) -> dict | None:
+    cur = await conn.execute("SELECT 1 FROM revocations WHERE id = %s", (rid,))
+    if await cur.fetchone() is None:
+        return None
+    cur = await conn.execute("SELECT terminal_id, state FROM revocation_states WHERE revocation_id = %s "
+                             "ORDER BY terminal_id", (rid,))
+    return {tid: state for tid, state in await cur.fetchall()}
+
+
+async def unpublished(conn: psycopg.AsyncConnection) -> list[tuple[str, str]]:
+    cur = await conn.execute("SELECT id, card_hash FROM revocations WHERE published_at IS NULL ORDER BY requested_at")
+    return await cur.fetchall()

@@ -1,0 +1,220 @@
+"""A fleet on one machine for tests: `facepay-backoffice dev` (nats-server + throwaway PostgreSQL + web),
+terminals provisioned into it, agents as separate processes.  Everything on loopback, free ports, temp
+folders, and stopped by pid.  The servers are installed when missing (backoffice.servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _env() -> dict:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("FACEPAY_")}
+    e["PYTHONUNBUFFERED"] = "1"
+    return e
+
+
+def free_port() -> int:
+    from backoffice.servers import free_port as fp
+
+    return fp()
+
+
+def wait_for(cond, timeout: float, what: str, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Fleet:
+    def __init__(self, workdir: Path, optout_rate: str = "1000/60"):
+        from backoffice.servers import ensure_nats_server, ensure_postgres
+
+        ensure_nats_server()
+        ensure_postgres()
+        self.workdir = workdir
+        self.port = free_port()
+        self.log = (workdir.parent / f"{workdir.name}-dev.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backoffice.cli", "--workdir", str(workdir), "dev",
+             "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=_env(), cwd=ROOT)
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            raise AssertionError("facepay-backoffice dev exited: " + Path(self.log.name).read_text()[-2000:])
+        info = json.loads(line)
+        self.web, self.nats, self.db = info["web"], info["nats"], info["db"]
+        self.agents: dict[str, subprocess.Popen] = {}
+
+    # -- terminals ----------------------------------------------------------------------------
+    def provision(self, tid: str, *, max_staleness_s: float = 300.0, heartbeat_s: float = 1.0) -> Path:
+        out = self.workdir.parent / f"{tid}.toml"
+        r = subprocess.run([sys.executable, "-m", "backoffice.cli", "--workdir", str(self.workdir), "provision",
+                            "--terminal-id", tid, "--out", str(out), "--max-staleness-s", str(max_staleness_s)],
+                           capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60)
+        assert r.returncode == 0, r.stderr
+        with out.open("a") as f:  # [fleet] is the file's last table
+            f.write(f"heartbeat_s = {heartbeat_s}\n")
+        return out
+
+    def data_dir(self, tid: str) -> Path:
+        return self.workdir.parent / f"data-{tid}"
+
+    def start_agent(self, tid: str, env: dict | None = None) -> subprocess.Popen:
+        log = (self.workdir.parent / f"agent-{tid}.log").open("a")
+        proc = subprocess.Popen([sys.executable, "-m", "terminal", "--config", str(self.workdir.parent / f"{tid}.toml"),
+                                 "--data-dir", str(self.data_dir(tid)), "agent"],
+                                stdout=log, stderr=subprocess.STDOUT, env=_env() | (env or {}), cwd=ROOT)
+        self.agents[tid] = proc
+        return proc
+
+    def stop_agent(self, tid: str, sig=signal.SIGTERM) -> int:
+        proc = self.agents.pop(tid)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"agent {tid} did not stop within 15 s of {sig!r}") from None
+
+    def nats_pid(self) -> int:
+        return int((self.workdir / "nats.pid").read_text().split()[0])
+
+    # -- web ------------------------------------------------------------------------------------
+    def http(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.web + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def sql(self, query: str, *args):
+        import psycopg
+
+        with psycopg.connect(self.db, autocommit=True) as conn:
+            return conn.execute(query, args).fetchall()
+
+    def staff(self) -> dict:
+        return json.loads((self.workdir / "staff.json").read_text())
+
+    def close(self) -> None:
+        for proc in self.agents.values():  # all at once: each takes a moment to close its connection
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for tid in list(self.agents):
+            self.stop_agent(tid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def enrol_direct(cfg_path: Path, data_dir: Path, uid: bytes, name: str = "Test Shopper", seed: int = 1) -> str:
+    """Enrol through Terminal.enrol (the same path as `facepay enroll`) with made-up descriptors; returns the
+    opt-out code.  The face pipeline is not what these tests are about."""
+    import numpy as np
+
+    from terminal import consent
+    from terminal.config import load_config
+    from terminal.service import Terminal
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=128).astype(np.float32)
+    base /= np.linalg.norm(base)
+    term = Terminal(load_config(cfg_path), data_dir)
+    try:
+        shopper = term.enrol(name=name, card_uid=uid, embeddings=[base, base, base], consent_text=consent.load("en"),
+                             phone_last4="1234")
+        return term.optout_codes[shopper.id]
+    finally:
+        term.close()
+
+
+def shopper_count(cfg_path: Path, data_dir: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "facepay.db") as c:
+        return c.execute("SELECT COUNT(*) FROM shoppers").fetchone()[0]
+
+
+def provision_many(fleet: Fleet, tids: list[str], **kw) -> dict[str, Path]:
+    """Provision in parallel (each is its own process, as an installer would run it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(6) as pool:
+        return dict(zip(tids, pool.map(lambda t: fleet.provision(t, **kw), tids)))
+
+
+def admin_nats(fleet: Fleet):
+    """An async NATS connection as the back office's own user (for stream counts)."""
+    import nats
+
+    state = json.loads((fleet.workdir / "fleet.json").read_text())
+    return nats.connect(f"nats://127.0.0.1:{state['nats_port']}", user=state["admin_user"],
+                        password=state["admin_password"])
+
+
+def stream_count(fleet: Fleet, stream: str, subject: str) -> int:
+    import asyncio
+
+    async def go():
+        nc = await admin_nats(fleet)
+        try:
+            info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
+            return sum((info.state.subjects or {}).values())
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+def chromium():
+    """Debian's chromium driven by Playwright (no browser download); installed when missing, like Xvfb."""
+    import contextlib
+
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        from backoffice.servers import _apt_install
+
+        _apt_install("chromium")
+
+    @contextlib.contextmanager
+    def launch():
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
+
+    return launch()

@@ -1,0 +1,427 @@
+"""Issue 14: an opt-out made at the back office reaches every terminal's agent; each deletes and answers."""
+
+import pytest
+
+from tests.helpers.fleet import Fleet, enrol_direct, shopper_count, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    f = Fleet(tmp_path_factory.mktemp("fleet") / "bo")
+    yield f
+    f.close()
+
+
+def test_optout_code_reaches_every_agent(fleet):
+    tids = ["opt-a", "opt-b", "opt-c"]
+    cfgs = {t: fleet.provision(t) for t in tids}
+    uid = bytes.fromhex("04AABBCC")
+    code = enrol_direct(cfgs["opt-a"], fleet.data_dir("opt-a"), uid, seed=1)
+    enrol_direct(cfgs["opt-b"], fleet.data_dir("opt-b"), uid, seed=2)
+    other = enrol_direct(cfgs["opt-b"], fleet.data_dir("opt-b"), bytes.fromhex("04DDEEFF"), seed=3)
+    assert other != code
+    for t in tids:
+        fleet.start_agent(t)
+    # the enrolment links reach the back office before the code can be honoured
+    wait_for(lambda: fleet.sql("SELECT count(*) FROM optout_codes")[0][0] == 3, 30, "enrolment links")
+
+    status, body = fleet.http("POST", "/api/optout", {"code": code.lower().replace("-", " ")})
+    assert status == 202 and body["revocation_id"].startswith("rev_")
+    rid = body["revocation_id"]
+
+    def done():
+        s, b = fleet.http("GET", f"/api/revocations/{rid}")
+        return b["terminals"] if s == 200 and "pending" not in b["terminals"].values() else None
+
+    states = wait_for(done, 30, "every terminal's receipt")
+    assert states == {"opt-a": "deleted", "opt-b": "deleted", "opt-c": "none-held"}
+    assert shopper_count(cfgs["opt-a"], fleet.data_dir("opt-a")) == 0
+    assert shopper_count(cfgs["opt-b"], fleet.data_dir("opt-b")) == 1  # the other card's enrolment stays
+
+    # an unknown code gets the same answer; every terminal reports none-held
+    status, body = fleet.http("POST", "/api/optout", {"code": "AAAA-BBBB-CCCC-DDDD"})
+    assert status == 202
+    rid2 = body["revocation_id"]
+    wait_for(lambda: "pending" not in fleet.http("GET", f"/api/revocations/{rid2}")[1]["terminals"].values(), 30,
+             "receipts for an unknown code")
+    assert set(fleet.http("GET", f"/api/revocations/{rid2}")[1]["terminals"].values()) == {"none-held"}
+    assert fleet.http("GET", "/api/revocations/rev_nosuch")[0] == 404
+    assert fleet.http("POST", "/api/optout", {"nocode": 1})[0] == 400
+
+
+
+def test_optout_at_one_terminals_my_data_goes_fleet_wide(fleet):
+    """`facepay revoke --card-uid` (the till's version of "my data" with the card) at one terminal: every
+    other terminal holding that card's enrolment deletes it too, and the enrolment's code is gone with it."""
+    import subprocess
+    import sys
+
+    tids = ["md-a", "md-b"]
+    cfgs = {t: fleet.provision(t) for t in tids}
+    uid = bytes.fromhex("04ABCDEF")
+    for i, t in enumerate(tids):
+        enrol_direct(cfgs[t], fleet.data_dir(t), uid, seed=20 + i)
+        fleet.start_agent(t)
+    r = subprocess.run([sys.executable, "-m", "terminal", "--config", str(cfgs["md-a"]), "--data-dir",
+                        str(fleet.data_dir("md-a")), "revoke", "--card-uid", uid.hex(), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert shopper_count(cfgs["md-a"], fleet.data_dir("md-a")) == 0
+    wait_for(lambda: shopper_count(cfgs["md-b"], fleet.data_dir("md-b")) == 0, 30, "md-b deleting the same card")
+    rid, source = fleet.sql("SELECT id, source FROM revocations WHERE source = 'terminal md-a'")[0]
+    states = fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]
+    assert states["md-a"] == "deleted"
+    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]["md-b"] == "deleted", 20,
+             "md-b's receipt")
+
+
+def test_partitioned_terminal_deletes_before_it_serves_a_face_payment(fleet, pipeline, embeddings):
+    from terminal import consent
+    from terminal.config import load_config
+    from terminal.sale import run_sale
+    from terminal.service import Terminal
+    from tests.conftest import OBAMA_ENROL, OBAMA_PROBES
+
+    tid = "part-1"
+    cfg = fleet.provision(tid, max_staleness_s=2)
+    term = Terminal(load_config(cfg), fleet.data_dir(tid))
+    term._pipeline = pipeline
+    try:
+        shopper = term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04B0B0B0"),
+                             embeddings=[embeddings[p.name] for p in OBAMA_ENROL], consent_text=consent.load("en"),
+                             phone_last4="1234")
+        code = term.optout_codes[shopper.id]
+        assert term.fleet_paused()  # never caught up yet: fail closed
+        fleet.start_agent(tid)
+        wait_for(lambda: not term.fleet_paused() and term.fleet.backlog() == 0, 30, "the agent caught up")
+        face = dict(amount="1.00", face=str(OBAMA_PROBES[0]), confirm=True, phone_last4="1234")
+        assert run_sale(term, **face)["status"] == "approved"
+
+        fleet.stop_agent(tid)  # partitioned: nothing reaches this terminal from now on
+        status, body = fleet.http("POST", "/api/optout", {"code": code})
+        assert status == 202
+        rid = body["revocation_id"]
+        wait_for(lambda: fleet.sql("SELECT published_at FROM revocations WHERE id = %s", rid)[0][0], 20,
+                 "the revocation on the stream")
+        wait_for(term.fleet_paused, 10, "face pay paused after max_staleness_s")
+        assert term.store.get(shopper.id) is not None  # not deleted yet: it has not heard
+        paused = run_sale(term, **face)
+        assert paused["status"] == "face_pay_paused" and "Face pay paused: this terminal is offline" in paused["reason"]
+        assert term.gallery().ids == []  # no template is matched while paused
+        assert run_sale(term, amount="1.00", card_uid=bytes.fromhex("04B0B0B0"))["status"] == "approved"
+
+        fleet.start_agent(tid)  # reconnects
+        while term.fleet_paused():  # face pay comes back only after the deletion
+            assert fleet.agents[tid].poll() is None
+        assert term.store.get(shopper.id) is None
+        assert run_sale(term, **face)["status"] == "no_match"
+        wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 20,
+                 "the receipt of the partitioned terminal")
+    finally:
+        term.close()
+
+
+def test_offline_past_max_staleness_refuses_face_pay(fleet, tmp_path):
+    """`facepay sale --face` on a terminal that has not heard from the back office: card only."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import OBAMA_PROBES
+
+    cfg = fleet.provision("stale-1", max_staleness_s=1)
+    r = subprocess.run([sys.executable, "-m", "terminal", "--config", str(cfg), "--data-dir", str(tmp_path / "d"),
+                        "sale", "--amount", "2.00", "--face", str(OBAMA_PROBES[0]), "--confirm", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "face_pay_paused"
+    assert out["reason"].startswith("Face pay paused: this terminal is offline")
+    r = subprocess.run([sys.executable, "-m", "terminal", "--config", str(cfg), "--data-dir", str(tmp_path / "d"),
+                        "sale", "--amount", "2.00", "--card-uid", "04A1B2C3", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert json.loads(r.stdout)["status"] == "approved"  # the card is always offered
+
+
+def test_a_terminal_cannot_publish_on_another_terminals_subjects(fleet):
+    import asyncio
+    import tomllib
+
+    import nats
+
+    cfg_a = tomllib.loads(fleet.provision("perm-a").read_text())["fleet"]
+    fleet.provision("perm-b")
+
+    async def go():
+        errors = []
+
+        async def error_cb(exc):
+            errors.append(str(exc))
+
+        nc = await nats.connect(cfg_a["nats_url"], user=cfg_a["user"], password=cfg_a["password"],
+                                inbox_prefix="_INBOX_perm-a", error_cb=error_cb, allow_reconnect=False)
+        js = nc.jetstream(timeout=2)
+        try:
+            ack = await js.publish("facepay.t.perm-a.sale", b'{"sale_id": "own"}', headers={"Nats-Msg-Id": "perm-a:x"})
+            assert ack.stream == "SALES"  # its own subject: accepted
+            with pytest.raises(nats.errors.TimeoutError):  # the server drops it: no ack ever comes
+                await js.publish("facepay.t.perm-b.sale", b'{"sale_id": "forged"}')
+            with pytest.raises(nats.errors.TimeoutError):  # nor may it inject revocations
+                await js.publish("facepay.revocations", b'{"revocation_id": "x", "card_hash": "y"}')
+            await nc.flush()
+            await asyncio.sleep(0.3)
+        finally:
+            await nc.close()
+        return errors
+
+    errors = asyncio.run(go())
+    assert any("permissions violation for publish to \"facepay.t.perm-b.sale\"" in e.lower() for e in errors), errors
+    assert any("permissions violation for publish to \"facepay.revocations\"" in e.lower() for e in errors), errors
+
+
+def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from terminal.config import load_config
+    from terminal.service import Terminal
+
+    tid = "mode-1"
+    cfg = fleet.provision(tid)
+    fleet.start_agent(tid)
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def post(path, **form):
+        return opener.open(fleet.web + path, data=urllib.parse.urlencode(form).encode(), timeout=10)
+
+    assert opener.open(fleet.web + "/dashboard", timeout=10).url.endswith("/login")  # staff only
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        post("/login", username="manager", password="wrong password")
+    assert bad.value.code == 401
+    staff = fleet.staff()
+    assert post("/login", username=staff["username"], password=staff["password"]).url.endswith("/dashboard")
+    post(f"/terminals/{tid}/mode", mode="card_only")
+    wait_for(lambda: fleet.sql("SELECT mode FROM terminals WHERE id = %s", tid)[0][0] == "card_only", 30,
+             "the terminal's heartbeat with the new mode")
+    term = Terminal(load_config(cfg), fleet.data_dir(tid))
+    try:
+        assert term.mode() == "card_only"
+        changes = term.ledger.events(kind="mode_changed")
+        assert changes[-1].details["to"] == "card_only" and changes[-1].details["by"] == "back office"
+    finally:
+        term.close()
+    assert "card_only" in opener.open(fleet.web + "/dashboard", timeout=10).read().decode()
+
+
+def test_browser_shopper_opts_out_with_a_code_and_sees_the_receipts(fleet):
+    from tests.helpers.fleet import chromium
+
+    tids = ["web-a", "web-b"]
+    cfgs = {t: fleet.provision(t) for t in tids}
+    code = enrol_direct(cfgs["web-a"], fleet.data_dir("web-a"), bytes.fromhex("04C0FFEE"), seed=7)
+    for t in tids:
+        fleet.start_agent(t)
+    wait_for(lambda: fleet.sql("SELECT count(*) FROM optout_codes WHERE terminal_id = 'web-a'")[0][0] == 1, 30,
+             "the enrolment link")
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(fleet.web + "/")
+        page.get_by_label("Opt-out code").fill(code)
+        page.get_by_role("button", name="Opt out").click()
+        page.wait_for_url("**/optout/rev_*")
+        assert page.get_by_role("heading").inner_text() == "Received"
+        row = page.locator('tr[data-terminal="web-a"] .state')
+        row.filter(has_text="deleted").wait_for(timeout=20000)
+        page.locator('tr[data-terminal="web-b"] .state').filter(has_text="none-held").wait_for(timeout=20000)
+        page.screenshot(path=str(fleet.workdir.parent / "optout-page.png"))
+    assert shopper_count(cfgs["web-a"], fleet.data_dir("web-a")) == 0
+
+
+KIOSK_ENROL = """
+name = "fleet kiosk: the enrolment-done screen shows the opt-out code as text and QR code"
+[[steps]]
+do = "wait"
+screen = "attract"
+[[steps]]
+do = "see"
+target = "facepay_state"
+text = "Face pay ON"
+[[steps]]
+do = "press"
+target = "enrol"
+[[steps]]
+do = "wait"
+screen = "enrol_consent"
+[[steps]]
+do = "press"
+target = "agree"
+[[steps]]
+do = "wait"
+screen = "enrol_details"
+[[steps]]
+do = "type"
+target = "name"
+text = "Kit Harington"
+[[steps]]
+do = "type"
+target = "phone"
+text = "4321"
+[[steps]]
+do = "camera"
+source = "newcomer"
+[[steps]]
+do = "press"
+target = "next"
+[[steps]]
+do = "wait"
+screen = "enrol_card"
+[[steps]]
+do = "tap_card"
+card = "other"
+[[steps]]
+do = "wait"
+screen = "enrol_done"
+[[steps]]
+do = "see"
+target = "optout"
+text = "Your opt-out code: "
+[[steps]]
+do = "screenshot"
+label = "enrol_done-optout"
+[[steps]]
+do = "press"
+target = "done"
+[[steps]]
+do = "wait"
+screen = "attract"
+"""
+
+KIOSK_PAUSED = """
+name = "fleet kiosk out of touch: face pay paused, card only"
+[[steps]]
+do = "wait"
+screen = "attract"
+[[steps]]
+do = "see"
+target = "consent_state"
+text = "Face pay paused: this terminal is offline. Please pay by card."
+[[steps]]
+do = "see"
+target = "facepay_state"
+text = "Face pay paused: this terminal is offline"
+[[steps]]
+do = "screenshot"
+label = "attract-paused"
+"""
+
+
+def _kiosk(cfg, data, script, shots, tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "scenario.toml").write_text(script)
+    cmd = [sys.executable, "-m", "terminal", "--config", str(cfg), "--data-dir", str(data), "run", "--demo",
+           "--script", str(tmp_path / "scenario.toml"), "--screenshots", str(shots)]
+    if not os.environ.get("DISPLAY"):
+        cmd = [shutil.which("xvfb-run") or "xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *cmd]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPAY_")} | {"KIVY_NO_ARGS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    result = json.loads((shots / "result.json").read_text()) if (shots / "result.json").exists() else None
+    assert r.returncode == 0 and result and result["passed"], (result, r.stdout[-2000:], r.stderr[-3000:])
+
+
+@pytest.mark.ui
+def test_kiosk_shows_the_optout_code_and_its_agent_links_the_enrolment(fleet, tmp_path):
+    import tomllib
+
+    from terminal.ui.qr import qr_matrix
+
+    cfg = fleet.provision("kiosk-1")
+    shots = tmp_path / "shots"
+    _kiosk(cfg, fleet.data_dir("kiosk-1"), KIOSK_ENROL, shots, tmp_path)
+    assert list(shots.glob("*enrol_done-optout*.png"))
+    # the kiosk's in-process agent sent both enrolment links (the demo shopper's and Kit's)
+    wait_for(lambda: fleet.sql("SELECT count(*) FROM optout_codes WHERE terminal_id = 'kiosk-1'")[0][0] == 2, 30,
+             "the kiosk's enrolment links")
+    url = tomllib.loads(cfg.read_text())["fleet"]["optout_url"]
+    assert url == fleet.web + "/" and len(qr_matrix(url + "?code=ABCD-EFGH-JKLM-NPQR")) > 21
+    assert not [p for p in fleet.data_dir("kiosk-1").rglob("*") if p.suffix.lower() in (".png", ".jpg")]
+
+
+@pytest.mark.ui
+def test_kiosk_out_of_touch_shows_face_pay_paused(fleet, tmp_path):
+    from tests.helpers.fleet import free_port
+
+    cfg = fleet.provision("kiosk-2", max_staleness_s=1)
+    text = cfg.read_text().replace(fleet.nats, f"nats://127.0.0.1:{free_port()}")  # nothing listens there
+    cfg.write_text(text)
+    _kiosk(cfg, tmp_path / "data", KIOSK_PAUSED, tmp_path / "shots", tmp_path)
+
+
+def test_a_ledger_head_that_goes_backwards_is_flagged(fleet):
+    """The back office anchors each terminal's ledger head: restoring an old copy of facepay.db shows."""
+    import shutil
+
+    tid = "rb-1"
+    cfg = fleet.provision(tid)
+    data = fleet.data_dir(tid)
+    enrol_direct(cfg, data, bytes.fromhex("04010101"), seed=31)  # ledger entry 1
+    backup = data.parent / f"{tid}-backup"
+    shutil.copytree(data, backup)
+    enrol_direct(cfg, data, bytes.fromhex("04020202"), seed=32)  # 2
+    enrol_direct(cfg, data, bytes.fromhex("04030303"), seed=33)  # 3
+    fleet.start_agent(tid)
+    wait_for(lambda: fleet.sql("SELECT ledger_seq FROM terminals WHERE id = %s", tid)[0][0] == 3, 30, "head 3")
+    assert fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0] is None
+    fleet.stop_agent(tid)
+    shutil.rmtree(data)
+    shutil.copytree(backup, data)  # the old copy, whose own chain verifies
+    fleet.start_agent(tid)
+    flag = wait_for(lambda: fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0], 30, "the flag")
+    assert flag == "ledger head went back from 3 to 1"
+
+
+def test_serve_rate_limits_the_public_optout(fleet):
+    """A second back office (`facepay-backoffice serve`) on the same PostgreSQL and NATS, with a low limit:
+    the public opt-out answers 429 past it, and "received" the same way for any code before it."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers.fleet import free_port
+
+    state = json.loads((fleet.workdir / "fleet.json").read_text())
+    nats = f"nats://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "backoffice.cli", "serve", "--db", fleet.db, "--nats", nats,
+                             "--listen", f"127.0.0.1:{port}", "--optout-rate", "2/60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("back office on http://127.0.0.1:")
+        web = f"http://127.0.0.1:{port}"
+
+        def post(code):
+            req = urllib.request.Request(web + "/api/optout", data=json.dumps({"code": code}).encode(),
+                                         method="POST", headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        a, b, c = post("AAAA-AAAA-AAAA-AAAA"), post("BBBB-BBBB-BBBB-BBBB"), post("CCCC-CCCC-CCCC-CCCC")
+        assert a[0] == b[0] == 202 and set(a[1]) == set(b[1]) == {"status", "revocation_id"}
+        assert a[1]["status"] == b[1]["status"] == "received"
+        assert c[0] == 429
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
