@@ -85,6 +85,66 @@ def bench_frames(files: list[Path], pipeline, threshold: float, margin: float, r
             "per_decision_ms": _stats(per_decision), "stages_ms": {k: _stats(v) for k, v in stages.items()}}
 
 
+def bench_liveness(files: list[Path], pipeline, cfg, threshold: float, repeat: int = 3) -> dict:
+    """The liveness stage on a head turn rendered from the first frontal photo (terminal/face/synth.py).
+
+    Per scan frame, detection to decision: detect -> gates -> landmarks -> the check (``liveness``: yaw,
+    continuity, and the planarity fit on the frame that decides).  Then what two frames add: the one
+    where the turn gets under way computes the start frame's descriptor, and the deciding frame the end
+    frame's descriptor and the 1:N match against 1,000 templates (as ``runner.run_challenge`` does).
+    """
+    from .camera.replay import ReplayCamera
+    from .face import synth
+    from .face.images import load_rgb
+    from .face.liveness import LivenessCheck, LivenessParams, mesh_box
+
+    model = None
+    for f in files:
+        model = synth.prepare(load_rgb(f), pipeline)
+        if model is not None and abs(model.own_yaw) <= 12:
+            break
+        model = None
+    if model is None:
+        return {"skipped": "no photo of a frontal face to render a head turn from"}
+    seq = synth.genuine(model, "left", 25.0, 1.0, fps=30.0, back=False)
+    gallery = synthetic_gallery(1000)
+    params = LivenessParams(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s)
+    stages: dict[str, list[float]] = {"detect": [], "gates": [], "landmarks": [], "liveness": []}
+    per_frame, decision, decided = [], [], 0
+    for _ in range(repeat):
+        cam = ReplayCamera(files=[], fps=seq.fps, loop=False, paced=False)
+        cam._frames = seq.frames
+        cam.open()
+        check = LivenessCheck("left", params)
+        frames = {}
+        while (frame := cam.read()) is not None:
+            t0 = time.perf_counter()
+            a = pipeline.analyse(frame.image, embed=False)
+            lm = pipeline.landmarks(frame.image, a)
+            t1 = time.perf_counter()
+            result = check.add(frame.timestamp, lm, mesh_box(lm) if lm is not None else None,
+                               (frame.image.shape[1], frame.image.shape[0]))
+            t2 = time.perf_counter()
+            frames[check.frames - 1] = (frame.image, a.gate.face)
+            for k in ("detect", "gates", "landmarks"):
+                stages[k].append(a.timings_ms.get(k, 0.0))
+            stages["liveness"].append((t2 - t1) * 1000)
+            per_frame.append((t2 - t0) * 1000)
+            if result is not None:
+                if result.live:
+                    start = pipeline.embedder.embed(*frames[result.start_frame])
+                    t3 = time.perf_counter()
+                    pipeline.embedder.embed(*frames[result.end_frame])
+                    gallery.match(start, threshold, 0.06)
+                    decision.append((time.perf_counter() - t3) * 1000)
+                    decided += 1
+                break
+        cam.close()
+    return {"sequence_frames": len(seq.frames), "passes": repeat, "live": decided,
+            "scan_frame_ms": _stats(per_frame), "stages_ms": {k: _stats(v) for k, v in stages.items()},
+            "deciding_frame_adds_ms": _stats(decision)}
+
+
 def run_bench(ctx) -> int:
     from .face.embedder import dlib_build
 
@@ -108,6 +168,8 @@ def run_bench(ctx) -> int:
     cfg = ctx.cfg
     result = bench_frames(files, FacePipeline(cfg.detector), cfg.match.threshold, cfg.match.margin, a.repeat)
     result["match_ms"] = time_matching(sizes)
+    result["liveness"] = bench_liveness(files, FacePipeline(cfg.detector), cfg.liveness, cfg.match.threshold,
+                                        a.repeat)
     result["dlib"] = dlib_build()
     if a.json:
         print(json.dumps(result))
@@ -121,4 +183,17 @@ def run_bench(ctx) -> int:
             print(f"  {k:<9} median {v['median']} ms, p95 {v['p95']} ms")
         for n, ms in result["match_ms"].items():
             print(f"1:N match against {int(n):>7,} templates: median {ms} ms")
+        lv = result["liveness"]
+        if "skipped" in lv:
+            print(f"liveness: skipped ({lv['skipped']})")
+        else:
+            f = lv["scan_frame_ms"]
+            print(f"liveness, a rendered head turn ({lv['sequence_frames']} frames at 30 fps, {lv['live']} of "
+                  f"{lv['passes']} passes live): per scan frame, detection to decision, median {f['median']} ms, "
+                  f"p95 {f['p95']} ms")
+            for k, v in lv["stages_ms"].items():
+                print(f"  {k:<9} median {v['median']} ms, p95 {v['p95']} ms")
+            d = lv["deciding_frame_adds_ms"]
+            print(f"  the deciding frame adds one descriptor and the match: median {d['median']} ms "
+                  "(the frame where the turn gets under way adds the other descriptor)")
     return 0

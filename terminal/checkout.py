@@ -13,6 +13,9 @@ The promises it enforces:
   shopper shown (and the phone digits when a step-up was asked) does;
 - a revoked shopper is never shown again, whatever the matcher says;
 - with face pay off (config or staff mode) no face step can start;
+- no liveness, no match: with liveness required, a face is matched or an
+  enrolment capture kept only after ``LivenessPassed`` in that very scan; three
+  failed challenges in a row put face pay into a cool-down.
 - a random card UID (a phone, many bank cards: a new number at each tap) is never linked to a
   shopper: refused at enrolment and "my data", paid without a shopper link;
 - a charge has one of three outcomes: approved, declined (the processor said
@@ -26,6 +29,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
+from .face.liveness import CHALLENGES, pick_challenge
 from .face.matcher import false_match_in_gallery
 
 
@@ -58,6 +62,7 @@ RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.UNKNOWN, State.
                            State.MYDATA_DELETED})
 MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
 MAX_PHONE_TRIES = 3
+LIVENESS_STRIKES = 3       # failed liveness challenges in a row before the cool-down
 # What the shopper reads when a random UID is tapped where the card must name them.
 RANDOM_UID_SENTENCE = "This card or phone shows a different number each time. Please use a physical card."
 
@@ -103,6 +108,8 @@ class Policy:
     scan_timeout_s: float = 15.0
     consent_timeout_s: float = 20.0
     result_timeout_s: float = 6.0
+    liveness_required: bool = True
+    cooldown_s: float = 60.0
     resolve_interval_s: float = 5.0   # how often an unknown outcome is asked about again
 
     def needs_stepup(self, margin: float | None, gallery_size: int) -> bool:
@@ -127,7 +134,7 @@ class StartSale:
 
 @dataclass(frozen=True)
 class ChooseFace:
-    pass
+    challenge: str | None = None   # None: the machine draws left or right at random (the kiosk)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,21 @@ class FaceMatched:
 @dataclass(frozen=True)
 class FaceNoMatch:
     reason: str
+
+
+@dataclass(frozen=True)
+class LivenessPassed:
+    pass
+
+
+@dataclass(frozen=True)
+class LivenessFailed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class CooldownOver:
+    token: int
 
 
 @dataclass(frozen=True)
@@ -222,6 +244,7 @@ class AgreeConsent:
 class EnrolDetails:
     name: str
     phone_last4: str | None = None
+    challenge: str | None = None   # None: drawn at random
 
 
 @dataclass(frozen=True)
@@ -286,6 +309,13 @@ class CameraFault:
 class OpenCamera:
     purpose: str  # "payment" or "enrolment"
     scan: int = 0  # this opening's token: the runner opens the device only while it is the scan wanted
+    challenge: str | None = None  # the head turn asked for; None when liveness is not required
+
+
+@dataclass(frozen=True)
+class StartCooldown:
+    token: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -397,6 +427,11 @@ class Context:
     scan: int = 0
     timer: int = 0
     revoked: frozenset = field(default_factory=frozenset)
+    challenge: str | None = None      # the head turn asked of the shopper in this scan
+    live: bool = False                # the challenge was passed in this scan
+    liveness_strikes: int = 0         # failed challenges in a row
+    cooldown: int = 0                 # token of the running face-pay cool-down, 0 when none
+    cooldown_token: int = 0
 
 
 def _four_digits(digits: str) -> str:
@@ -441,13 +476,24 @@ class CheckoutMachine:
     def _close_camera(self) -> list:
         if self.ctx.camera_open:
             self.ctx.camera_open = False
+            self.ctx.challenge = None
+            self.ctx.live = False
             return [CloseCamera(self.ctx.scan)]
         return []
 
-    def _open_camera(self, purpose: str) -> list:
-        self.ctx.camera_open = True
-        self.ctx.scan += 1
-        return [OpenCamera(purpose, self.ctx.scan)]
+    def _need_live(self) -> None:
+        if self.policy.liveness_required and not self.ctx.live:
+            raise Rejected("no liveness, no match: the head-turn challenge has not been passed in this scan")
+
+    def _open_camera(self, purpose: str, challenge: str | None = None) -> list:
+        if challenge is not None and challenge not in CHALLENGES:
+            raise Rejected(f"the challenge must be left or right, not {challenge!r}")
+        c = self.ctx
+        c.camera_open = True
+        c.scan += 1
+        c.live = False
+        c.challenge = (challenge or pick_challenge()) if self.policy.liveness_required else None
+        return [OpenCamera(purpose, c.scan, c.challenge)]
 
     def _go(self, state: State) -> None:
         self.ctx.state = state
@@ -520,9 +566,12 @@ class CheckoutMachine:
             raise Rejected("face pay is off at this terminal")
         if not self.ctx.camera_ok:
             raise Rejected("the camera is not working: pay by card")
+        if self.ctx.cooldown:
+            raise Rejected("face pay is cooling down after failed liveness checks: pay by card")
+        eff = self._open_camera("payment", e.challenge)
         self._go(State.FACE_SCAN)
         self.ctx.message = None
-        return self._open_camera("payment") + [Leds("scanning"), self._timer(self.policy.scan_timeout_s)]
+        return eff + [Leds("scanning"), self._timer(self.policy.scan_timeout_s)]
 
     def _on_CardTapped(self, e: CardTapped) -> list:
         c = self.ctx
@@ -555,6 +604,7 @@ class CheckoutMachine:
 
     def _on_FaceMatched(self, e: FaceMatched) -> list:
         self._need(State.FACE_SCAN)
+        self._need_live()
         c = self.ctx
         eff = self._close_camera()
         if e.shopper.shopper_id in c.revoked:
@@ -585,6 +635,47 @@ class CheckoutMachine:
         self._go(State.AMOUNT_DUE)
         self.ctx.message = "no_match"
         return eff + [Leds("amount_due")]
+
+    # -- liveness ------------------------------------------------------------
+    def _on_LivenessPassed(self, e: LivenessPassed) -> list:
+        self._need(State.FACE_SCAN, State.ENROL_CAPTURE)
+        if self.ctx.challenge is None:
+            raise Rejected("no challenge was asked in this scan")
+        self.ctx.live = True
+        self.ctx.liveness_strikes = 0
+        self.ctx.guidance = None
+        return []
+
+    def _on_LivenessFailed(self, e: LivenessFailed) -> list:
+        self._need(State.FACE_SCAN, State.ENROL_CAPTURE)
+        c = self.ctx
+        if c.challenge is None or c.live:
+            raise Rejected("no challenge is pending in this scan")
+        purpose = "payment" if c.state == State.FACE_SCAN else "enrolment"
+        c.liveness_strikes += 1
+        eff = [Record("liveness_failed", "", {"reason": e.reason, "challenge": c.challenge, "purpose": purpose,
+                                              "strike": c.liveness_strikes})]
+        if c.state == State.FACE_SCAN:
+            eff += self._close_camera()
+            self._go(State.AMOUNT_DUE)
+            c.message = "liveness_failed"
+            eff.append(Leds("amount_due"))
+        else:
+            eff += self._result(State.CANCELLED, "liveness_failed", "declined")
+        if c.liveness_strikes >= LIVENESS_STRIKES:
+            c.liveness_strikes = 0
+            c.cooldown_token += 1
+            c.cooldown = c.cooldown_token
+            eff += [Record("liveness_cooldown", "", {"seconds": self.policy.cooldown_s,
+                                                     "after_failures": LIVENESS_STRIKES}),
+                    StartCooldown(c.cooldown, self.policy.cooldown_s)]
+        return eff
+
+    def _on_CooldownOver(self, e: CooldownOver) -> list:
+        if e.token != self.ctx.cooldown or not e.token:
+            raise Rejected("no such cool-down is running")
+        self.ctx.cooldown = 0
+        return []
 
     def _on_PhoneDigits(self, e: PhoneDigits) -> list:
         self._need(State.CONSENT)
@@ -705,13 +796,17 @@ class CheckoutMachine:
             raise Rejected("the phone digits must be exactly four digits")
         if e.phone_last4 is None and self.policy.phone_required:
             raise Rejected("enter the last 4 digits of your phone number: they are asked before face payments")
+        if self.ctx.cooldown:
+            raise Rejected("face pay is cooling down after failed liveness checks: try again in a minute")
+        eff = self._open_camera("enrolment", e.challenge)
         self.ctx.enrol_details = e
         self.ctx.enrol_captures = 0
         self._go(State.ENROL_CAPTURE)
-        return self._open_camera("enrolment") + [Leds("scanning"), self._timer(self.policy.scan_timeout_s * 2)]
+        return eff + [Leds("scanning"), self._timer(self.policy.scan_timeout_s * 2)]
 
     def _on_CaptureAccepted(self, e: CaptureAccepted) -> list:
         self._need(State.ENROL_CAPTURE)
+        self._need_live()
         self.ctx.enrol_captures = e.count
         self.ctx.guidance = None
         if e.count >= self.policy.enrol_captures:
@@ -854,4 +949,5 @@ class CheckoutMachine:
             "guidance": c.guidance, "message": c.message, "enrol_captures": c.enrol_captures,
             "enrolled": None if c.enrolled is None else c.enrolled.__dict__,
             "mydata": None if c.mydata is None else c.mydata.__dict__, "receipt_id": c.receipt_id,
+            "challenge": c.challenge, "live": c.live, "cooldown": bool(c.cooldown),
         }

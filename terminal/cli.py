@@ -117,13 +117,24 @@ def cmd_enroll(ctx: Context) -> int:
         raise UsageError("enrolment needs the shopper's consent: they must read the consent text and agree; "
                          "then pass --consent", "enroll")
     uid = parse_uid_arg(a.card_uid, identity=True)
-    if len(a.images) < 3:
+    if a.video and a.images:
+        raise UsageError("give photos or --video, not both", "enroll")
+    if a.video is None and len(a.images) < 3:
         raise UsageError(f"enrolment needs at least 3 photos, got {len(a.images)}", "enroll")
     text = consent.load(a.lang)
     term = ctx.terminal()
     if not term.cfg.face_pay:
         raise UsageError("face pay is switched off in this terminal's config", "enroll")
-    embeddings = [term.embed_photo(p) for p in a.images]  # every photo checked before anything is stored
+    from .sale import face_source, record_liveness_off
+
+    cam = face_source(term, a.images[0] if a.images else None, a.video, a.challenge, "--video")
+    if a.video is not None:
+        embeddings = enrol_from_video(term, cam, a.challenge)
+        if embeddings is None:
+            return EXIT_NO
+    else:
+        record_liveness_off(term, "facepay enroll")
+        embeddings = [term.embed_photo(p) for p in a.images]  # every photo checked before anything is stored
     from .runner import consistent_captures
 
     bad = consistent_captures(embeddings, term.cfg.match.threshold)
@@ -137,6 +148,45 @@ def cmd_enroll(ctx: Context) -> int:
         f"enrolled {shopper.name} as {shopper.id} (card {shopper.card_mask}, consent {text.version})"
         + (f"\nopt-out code (give it to the shopper): {code}" if code else ""))
     return EXIT_OK
+
+
+def enrol_from_video(term, cam, challenge: str):
+    """The liveness challenge on the video, then captures of the same face from the frames after it.
+
+    None (and the failure in the consent ledger) when the challenge was not passed; nothing is stored.
+    """
+    import numpy as np
+
+    from .runner import run_challenge
+
+    cfg = term.cfg
+    cam.open()
+    try:
+        result, start = run_challenge(term.pipeline, cam, challenge, cfg.liveness, cfg.match.threshold)
+        if not result.live:
+            if result.reason == "no_face":
+                raise InputError("no single face in the video", str(cam.video), "film one face, facing the camera")
+            term.ledger.append("liveness_failed", "", reason=result.reason, challenge=challenge, purpose="enrolment",
+                               channel="cli", terminal_id=cfg.terminal_id)
+            print(f"facepay enroll: not enrolled: the liveness check failed: {result.words} ({result.reason})",
+                  file=sys.stderr)
+            return None
+        embeddings = [start]
+        while len(embeddings) < cfg.match.enrol_captures:
+            frame = cam.read()
+            if frame is None:
+                break
+            emb = term.pipeline.analyse(frame.image).embedding
+            if emb is not None and all(float(np.linalg.norm(emb - e)) > 1e-4 for e in embeddings) \
+                    and float(np.linalg.norm(emb - start)) < cfg.match.threshold:
+                embeddings.append(emb)
+    finally:
+        cam.close()
+    if len(embeddings) < cfg.match.enrol_captures:
+        raise InputError(f"after the head turn the video shows {len(embeddings) - 1} usable frame(s) of the same "
+                         f"face; {cfg.match.enrol_captures - 1} are needed", str(cam.video),
+                         "let the video run on for a second with the face looking at the camera")
+    return embeddings
 
 
 def cmd_identify(ctx: Context) -> int:
@@ -220,7 +270,8 @@ def cmd_sale(ctx: Context) -> int:
     from .sale import run_sale
 
     result = run_sale(ctx.terminal(), amount=a.amount, card_uid=parse_uid_arg(a.card_uid) if a.card_uid else None,
-                      face=a.face, confirm=a.confirm, phone_last4=a.phone_last4)
+                      face=a.face, confirm=a.confirm, phone_last4=a.phone_last4, face_video=a.face_video,
+                      challenge=a.challenge)
     text = f"{result['status']}: {result['amount']} {result['currency']} by {result['method']}"
     if result.get("reason"):
         text += f" ({result['reason']})"
@@ -328,6 +379,35 @@ def cmd_staff_pin(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_liveness(ctx: Context) -> int:
+    a = ctx.args
+    from .camera.replay import open_clip
+    from .runner import run_challenge
+
+    if bool(a.video) == bool(a.frames):
+        raise UsageError("give either --video FILE or --frames DIR", "liveness")
+    if a.frames and (a.start_frame or a.end_frame is not None):
+        raise UsageError("--start-frame and --end-frame go with --video", "liveness")
+    cfg = ctx.cfg
+    cam = open_clip(a.video, a.frames, a.fps, a.start_frame or 0, a.end_frame)
+    try:
+        from .face.pipeline import FacePipeline
+
+        result, _ = run_challenge(FacePipeline(cfg.detector), cam, a.challenge, cfg.liveness, cfg.match.threshold)
+    finally:
+        cam.close()
+    data = result.as_dict()
+    text = (f"{'LIVE' if result.live else 'NOT LIVE'}: {result.words} (challenge {result.challenge}, "
+            f"yaw change {data['yaw_change_deg']} degrees, planarity {data['planarity']}, {result.frames} frames)")
+    if result.reason == "no_face":
+        if not a.json:
+            raise InputError("no single face in any frame", a.video or a.frames, "film one face, facing the camera")
+        out(a, data)
+        return EXIT_USAGE
+    out(a, data, text)
+    return EXIT_OK if result.live else EXIT_NO
+
+
 def cmd_bench(ctx: Context) -> int:
     from .bench import run_bench
 
@@ -405,7 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(the operator's statement: recorded as channel cli)")
     sp.add_argument("--phone-last4", help="last 4 phone digits for the step-up check")
     sp.add_argument("--lang", default="en", choices=["en", "zh"], help="language of the consent text shown")
-    sp.add_argument("images", nargs="+", metavar="IMAGE", help="3 or more photos of the shopper")
+    sp.add_argument("--video", metavar="FILE", help="a video of the shopper doing the head-turn challenge, then "
+                                                    "looking at the camera (needed while [liveness] required = true)")
+    sp.add_argument("--challenge", choices=["left", "right"], help="with --video: the side the shopper was asked "
+                                                                   "to turn to")
+    sp.add_argument("images", nargs="*", metavar="IMAGE", help="3 or more photos of the shopper "
+                                                               "(only with [liveness] required = false)")
 
     sp = add("identify", cmd_identify, "operator tool: which enrolled shopper is in this photo? Recorded in the "
                                        "consent ledger; refused with face pay off (exit 0 match, 1 no match, "
@@ -431,7 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--amount", required=True, help="e.g. 12.50")
     g = sp.add_mutually_exclusive_group(required=True)
     g.add_argument("--card-uid", help="pay by this card (hex UID)")
-    g.add_argument("--face", metavar="IMAGE", help="pay by face: the photo stands in for the camera")
+    g.add_argument("--face", metavar="IMAGE", help="pay by face: the photo stands in for the camera "
+                                                   "(only with [liveness] required = false)")
+    g.add_argument("--face-video", metavar="FILE", help="pay by face: a video of the shopper doing the head-turn "
+                                                        "challenge stands in for the camera")
+    sp.add_argument("--challenge", choices=["left", "right"], help="with --face-video: the side the shopper was "
+                                                                   "asked to turn to")
     sp.add_argument("--confirm", action="store_true", help="the shopper agreed to the amount (the operator's "
                                                            "statement: recorded as channel cli, not a kiosk press)")
     sp.add_argument("--phone-last4", help="digits typed at the phone step-up")
@@ -460,6 +550,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("staff-pin", cmd_staff_pin, "hash a new staff PIN for [staff] pin_hash")
     sp.add_argument("--pin", help="the PIN (prompted for if left out)")
+
+    sp = add("liveness", cmd_liveness, "the kiosk's head-turn liveness check on a video or a folder of frames "
+                                       "(exit 0 live, 1 not live, 2 unusable input)")
+    sp.add_argument("--video", metavar="FILE", help="a video file OpenCV reads (.mp4, .avi, ...)")
+    sp.add_argument("--start-frame", type=int, default=0, metavar="N", help="first frame of the video to use (0-based)")
+    sp.add_argument("--end-frame", type=int, metavar="M", help="last frame of the video to use")
+    sp.add_argument("--frames", metavar="DIR", help="a folder of frames, read in name order")
+    sp.add_argument("--fps", type=float, help="frame rate (default: the video's own; 30 for a folder)")
+    sp.add_argument("--challenge", required=True, choices=["left", "right"],
+                    help="the side the shopper was asked to turn to (their own left or right)")
 
     sp = add("bench", cmd_bench, "time the face pipeline and 1:N matching")
     sp.add_argument("--frames", required=True, help="folder of images")

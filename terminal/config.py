@@ -220,6 +220,17 @@ class RetentionConfig:
 
 
 @section
+class LivenessConfig:
+    # The head-turn challenge before any face match or enrolment capture (docs/privacy.md).
+    # false only for tests; recorded in the consent ledger whenever a face step runs without it.
+    required: Flag = True
+    min_yaw_deg: Annotated[Number, Field(ge=8, le=40)] = 15.0       # the turn asked for, degrees of head yaw
+    # the nose off the plane of the rest of the face, in eye distances (docs/privacy.md)
+    planarity_min: Annotated[Number, Field(ge=0.005, le=0.5)] = 0.055
+    timeout_s: Annotated[Number, Field(ge=1, le=30)] = 4.0          # from the first face seen to the turn
+
+
+@section
 class TerminalConfig:
     # IANA name ("Europe/Berlin"): report days run midnight to midnight here. Empty: the system's zone.
     timezone: Zone = ""
@@ -240,6 +251,7 @@ class Config:
     staff: StaffConfig = field(default_factory=StaffConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
     # [fleet]: absent (no nats_url) = the terminal works alone (terminal/fleet/)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     source: Text = "<built-in defaults>"   # where it was read from; not a key of the file

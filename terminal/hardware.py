@@ -37,6 +37,7 @@ class Hardware:
     reader: object | None          # firmware_bridge.service.ReaderService
     sim: object | None             # firmware_bridge.sim.PN532Simulator (demo)
     events: queue.Queue
+    shopper: object | None = None  # terminal.face.synth.DemoShopper: the demo's simulated shopper
 
     def close(self) -> None:
         if self.reader is not None:

@@ -48,6 +48,9 @@ EVENT_KINDS = (
     "phone_check_failed",   # wrong phone digits entered for a shopper
     "face_pay_suspended",   # too many wrong phone digits: face pay off for that shopper
     "face_pay_unlocked",    # the shopper tapped their card at "my data" and entered the digits
+    "liveness_failed",      # a head-turn challenge failed: reason, challenge, purpose (no biometric data)
+    "liveness_cooldown",    # three failures in a row: face pay paused for a while
+    "liveness_off",         # a face step ran with [liveness] required = false (demo, tests)
 )
 
 SCHEMA = """

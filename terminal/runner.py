@@ -47,6 +47,8 @@ def _result(report) -> co.ChargeResult:
 
 NO_MATCH_FRAMES = 2      # embedded frames without a match before "no match"
 MAX_FRAMES = 200         # frames per scan before giving up (the timer usually ends it first)
+# Gate failures worth telling the shopper during the head-turn challenge ("not frontal" is the point of it).
+CHALLENGE_GUIDANCE = ("no_face", "multiple_faces", "too_small", "partly_outside", "too_dark", "too_bright")
 
 
 class ScanGate:
@@ -100,6 +102,8 @@ class Runner:
         self.lock = threading.RLock()
         self.last_match = None
         self.last_receipt = None
+        self.last_liveness = None
+        self.on_cooldown: Callable[[co.StartCooldown], None] | None = None
 
     # -- the loop -----------------------------------------------------------
     def dispatch(self, event, *, deferred: set[type] | None = None) -> list:
@@ -145,6 +149,10 @@ class Runner:
         if isinstance(eff, co.Leds):
             if self.leds:
                 self.leds.show(eff.pattern)
+            return []
+        if isinstance(eff, co.StartCooldown):
+            if self.on_cooldown:
+                self.on_cooldown(eff)
             return []
         if isinstance(eff, co.StartTimer):
             self.last_timer = eff
@@ -258,15 +266,48 @@ class Runner:
                 on_frame(frame, analysis)
             yield analysis
 
+    def liveness_challenge(self, emit: Callable, challenge: str, on_frame: Callable | None = None,
+                           scan: int | None = None):
+        """Run the head-turn challenge on the open camera; the start frame's descriptor when it was passed.
+
+        Emits guidance while it runs, then ``LivenessPassed`` or ``LivenessFailed(reason)``; returns None
+        when the check failed or scan ``scan`` was stopped.
+        """
+        t = self.term
+        result, start = run_challenge(t.pipeline, self.camera, challenge, t.cfg.liveness, t.cfg.match.threshold,
+                                      stopped=lambda: not self.scans.live(scan), on_frame=on_frame, emit=emit)
+        if result is None:  # stopped: cancel or timeout closed the camera
+            return None
+        self.last_liveness = result
+        if not result.live:
+            emit(co.LivenessFailed(result.reason))
+            return None
+        emit(co.LivenessPassed())
+        return start
+
     def scan_payment(self, emit: Callable, on_frame: Callable | None = None, scan: int | None = None) -> None:
         """Read frames until a decision, passing guidance and then the decision to ``emit``.
 
-        ``scan`` is the opening's token (default: the scan wanted now); the scan stops early when
-        that token is dropped (cancel, timeout).
+        With liveness required, the head-turn challenge comes first and the descriptor matched is the
+        one from the challenge's start frame.  ``scan`` is the opening's token (default: the scan wanted
+        now); the scan stops early when that token is dropped (cancel, timeout).
         """
         scan = self.scans.wanted if scan is None else scan
         t = self.term
         gallery: Gallery = t.gallery()
+        challenge = self.machine.ctx.challenge
+        if challenge is not None:
+            probe = self.liveness_challenge(emit, challenge, on_frame, scan)
+            if probe is None:
+                return
+            m = gallery.match(probe, t.cfg.match.threshold, t.cfg.match.margin)
+            self.last_match = m
+            shopper = t.store.get(m.shopper_id) if m.matched else None
+            if shopper is not None:
+                emit(co.FaceMatched(t.view(shopper), m.distance, m.margin, len(gallery)))
+            else:
+                emit(co.FaceNoMatch(m.reason or "no match"))
+            return
         misses, last_reason = 0, None
         for analysis in self._analysed_frames(on_frame, scan):
             if not analysis.gate.ok:
@@ -293,6 +334,14 @@ class Runner:
         t = self.term
         needed = t.cfg.match.enrol_captures
         last_reason = None
+        live = None
+        challenge = self.machine.ctx.challenge
+        if challenge is not None:
+            # the challenge first: no capture is kept before it is passed, and every capture after it
+            # must be the person who passed it
+            live = self.liveness_challenge(emit, challenge, on_frame, scan)
+            if live is None:
+                return
         for analysis in self._analysed_frames(on_frame, scan):
             if len(self.enrol_embeddings) >= needed:
                 break
@@ -301,8 +350,8 @@ class Runner:
             if emb is not None:
                 if any(float(np.linalg.norm(emb - e)) < 1e-4 for e in self.enrol_embeddings):
                     continue  # the very same frame again: not a new capture
-                if self.enrol_embeddings and \
-                        float(np.linalg.norm(emb - self.enrol_embeddings[0])) >= t.cfg.match.threshold:
+                first = self.enrol_embeddings[0] if self.enrol_embeddings else live
+                if first is not None and float(np.linalg.norm(emb - first)) >= t.cfg.match.threshold:
                     reason = "multiple_faces"  # a different person stepped in
             if reason is not None:
                 if reason != last_reason:
@@ -312,3 +361,66 @@ class Runner:
             last_reason = None
             self.enrol_embeddings.append(emb)
             emit(co.CaptureAccepted(len(self.enrol_embeddings)))
+
+
+def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: float, *,
+                  stopped: Callable[[], bool] | None = None, on_frame: Callable | None = None,
+                  emit: Callable | None = None):
+    """The liveness check the kiosk, ``facepay sale`` and ``facepay liveness`` all run on an open camera.
+
+    Per frame: detect, gates (for guidance only: the turn is not frontal), landmarks, the check.  Only
+    the two frames the decision rests on, the start and the end of the turn, are embedded, and they must
+    be the same person (descriptor distance under ``threshold``).  Returns (result, start descriptor), the
+    descriptor only when live; (None, None) when ``stopped()`` said so before a decision.
+    """
+    from dataclasses import replace
+
+    from .face.liveness import LivenessCheck, LivenessParams, mesh_box
+
+    check = LivenessCheck(challenge, LivenessParams(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s))
+    kept: dict[int, tuple] = {}   # frame index -> (image, detection) of the check's current start and peak
+    recent: list[tuple] = []
+    descriptors: dict[int, np.ndarray] = {}
+    last_reason, result = None, None
+    for _ in range(MAX_FRAMES * 5):
+        if (stopped is not None and stopped()) or not camera.is_open:
+            return None, None
+        frame = camera.read()
+        if frame is None:
+            break
+        rgb = frame.image
+        analysis = pipeline.analyse(rgb, embed=False)
+        landmarks = pipeline.landmarks(rgb, analysis)
+        if on_frame:
+            on_frame(frame, analysis)
+        reason = analysis.gate.reason if analysis.gate.reason in CHALLENGE_GUIDANCE else None
+        if reason != last_reason:
+            last_reason = reason
+            if emit:
+                emit(co.FaceGuidance(reason or ""))   # "" clears it: the face is back, the arrow shows
+        box = mesh_box(landmarks) if landmarks is not None else None
+        recent = (recent + [(check.frames, rgb, analysis.gate.face)])[-4:]
+        result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))
+        for want in (check.start_index, check.peak_index):
+            if want is not None and want not in kept:
+                kept.update({i: (img, det) for i, img, det in recent if i == want})
+        kept = {i: v for i, v in kept.items() if i in (check.start_index, check.peak_index)}
+        if result is not None:
+            break
+        if check.start_index is not None and check.progress >= cfg.min_yaw_deg / 2 \
+                and check.start_index not in descriptors:
+            # the turn is under way from this start: its descriptor now, so the deciding frame needs one only
+            descriptors = {check.start_index: pipeline.embedder.embed(*kept[check.start_index])}
+    if stopped is not None and stopped():
+        return None, None
+    if result is None:
+        result = check.finish()
+    if not result.live:
+        return result, None
+    start = descriptors.get(result.start_frame)
+    if start is None:
+        start = pipeline.embedder.embed(*kept[result.start_frame])
+    end = pipeline.embedder.embed(*kept[result.end_frame])
+    if float(np.linalg.norm(start - end)) >= threshold:
+        return replace(result, live=False, reason="different_person"), None
+    return result, start

@@ -1,6 +1,8 @@
 """One sale, headless: ``facepay sale`` drives the same state machine, runner and processor as the kiosk.
 
-A face sale uses the photo as a one-frame replay camera.  Without
+A face sale uses the photo as a one-frame replay camera, or, with the
+liveness check required (the default), a video of the shopper doing the
+head-turn challenge (``--face-video FILE --challenge left|right``).  Without
 ``confirm`` the consent step times out, exactly as if the shopper walked
 away: the sale ends cancelled and nothing is charged.
 """
@@ -19,44 +21,80 @@ SUSPENDED = ("face pay is suspended for this shopper after too many wrong phone 
              "the shopper switches it back on at the kiosk (My data, tap the card, enter the digits)")
 
 
+def face_source(term: Terminal, still: str | None, video: str | None, challenge: str | None, flag: str):
+    """The camera standing in for the kiosk's: a still photo (only without liveness) or a challenge video."""
+    if still is not None:
+        if term.cfg.liveness.required:
+            raise UsageError("a still photo cannot do the head-turn liveness check ([liveness] required = true)",
+                             flag, f"film the shopper turning their head and pass {flag}-video FILE --challenge "
+                                   "left|right" if flag == "--face" else "pass --video FILE --challenge left|right")
+        from .camera.replay import single_image
+
+        return single_image(still)
+    if challenge is None:
+        raise UsageError("a face video needs the side the shopper was asked to turn to", "--challenge",
+                         "pass --challenge left or --challenge right")
+    from .camera.replay import open_clip
+
+    cam = open_clip(video, None, None)
+    cam.close()
+    return cam
+
+
+def record_liveness_off(term: Terminal, where: str) -> None:
+    """Running a face step with liveness switched off is itself a consent-ledger event."""
+    if not term.cfg.liveness.required:
+        term.ledger.append("liveness_off", "", terminal_id=term.cfg.terminal_id, where=where,
+                           config=term.cfg.source)
+
+
 def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face: str | None = None,
-             confirm: bool = False, phone_last4: str | None = None) -> dict:
+             confirm: bool = False, phone_last4: str | None = None, face_video: str | None = None,
+             challenge: str | None = None) -> dict:
     currency = term.cfg.payment.currency
     try:
         minor = parse_amount(amount, currency)
     except ValueError as exc:
         raise UsageError(str(exc), "--amount") from None
     camera = None
-    if face is not None and term.fleet_paused():
+    by_face = face is not None or face_video is not None
+    if by_face and term.fleet_paused():
         from .fleet.link import PAUSED_MESSAGE
 
         return {"sale_id": None, "amount": to_decimal_str(minor, currency), "amount_minor": minor,
                 "currency": currency, "method": "face", "status": "face_pay_paused",
                 "reason": PAUSED_MESSAGE + ": pay by card"}
-    if face is not None:
-        from .camera.replay import single_image
-
-        camera = single_image(face)
+    if by_face:
+        camera = face_source(term, face, face_video, challenge, "--face")
+        record_liveness_off(term, "facepay sale")
     machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
     runner = Runner(term, machine, camera)
     for eff in machine.startup_effects():
         runner.perform(eff)
     sale_id = new_sale_id()
     result = {"sale_id": sale_id, "amount": to_decimal_str(minor, currency), "amount_minor": minor,
-              "currency": currency, "method": "face" if face else "card", "shopper": None,
+              "currency": currency, "method": "face" if by_face else "card", "shopper": None,
               "step_up": False, "reason": None}
     try:
         runner.dispatch(co.StartSale(sale_id, minor, currency))
         if card_uid is not None:
             runner.dispatch(term.tap(card_uid))
         else:
-            runner.dispatch(co.ChooseFace())
+            runner.dispatch(co.ChooseFace(challenge if term.cfg.liveness.required else None))
             guidance = []
             runner.scan_payment(lambda ev: (guidance.append(ev.reason) if isinstance(ev, co.FaceGuidance) else None,
                                             runner.dispatch(ev)))
             if machine.state == co.State.AMOUNT_DUE:
+                lv = runner.last_liveness
+                if lv is not None and not lv.live:
+                    if lv.reason == "no_face":
+                        raise InputError("no single face in the video", face_video, "film one face, facing the camera")
+                    return result | {"status": "not_live", "reason": f"liveness check failed: {lv.words} "
+                                     f"({lv.reason}); nothing charged: try again or pay by card",
+                                     "liveness": lv.as_dict()}
                 if guidance and runner.last_match is None:
-                    raise InputError(f"unusable photo: {guidance[-1]} ({GUIDANCE.get(guidance[-1], '')})", face)
+                    raise InputError(f"unusable photo: {guidance[-1]} ({GUIDANCE.get(guidance[-1], '')})",
+                                     face or face_video)
                 if machine.ctx.message == "face_pay_suspended":
                     return result | {"status": "no_match", "reason": SUSPENDED}
                 if machine.ctx.message == "stepup_unavailable":

@@ -29,15 +29,30 @@ def run_cli(*args, data_dir: Path, env: dict | None = None, timeout: float = 120
                           env=e, timeout=timeout, cwd=ROOT)
 
 
+# Still photos stand in for the camera only with the liveness check off: the config tests of photo
+# enrolment and photo sales use (the check itself is tested on generated videos).
+STILLS_CONFIG = 'terminal_id = "test-stills"\n[liveness]\nrequired = false\n'
+
+
 @pytest.fixture
 def cli(tmp_path):
     data = tmp_path / "data"
 
     def call(*args, env=None, timeout=120):
-        return run_cli(*args, data_dir=data, env=env, timeout=timeout)
+        return run_cli(*args, data_dir=data, env={**call.env, **(env or {})}, timeout=timeout)
 
     call.data_dir = data
+    call.env = {}
     return call
+
+
+@pytest.fixture
+def stills(cli, tmp_path):
+    """``cli`` with a config that lets still photos stand in for the camera ([liveness] required = false)."""
+    cfg = tmp_path / "stills.toml"
+    cfg.write_text(STILLS_CONFIG)
+    cli.env["FACEPAY_CONFIG"] = str(cfg)
+    return cli
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,12 @@ def test_bench_json_shape(cli):
     assert out["per_decision_ms"]["median"] >= out["stages_ms"]["embed"]["median"]
     assert set(out["match_ms"]) == {"100", "1000"} and all(v > 0 for v in out["match_ms"].values())
     assert isinstance(out["dlib"]["blas"], bool)
+    # the liveness stage, on a head turn rendered from the first frontal photo
+    lv = out["liveness"]
+    assert lv["live"] == 1 and lv["passes"] == 1
+    assert set(lv["stages_ms"]) == {"detect", "gates", "landmarks", "liveness"}
+    assert lv["scan_frame_ms"]["median"] >= lv["stages_ms"]["landmarks"]["median"] > 0
+    assert lv["deciding_frame_adds_ms"]["median"] > 0
 
 
 def test_bench_bad_input(cli, tmp_path):

@@ -26,16 +26,19 @@ CARDS = [co.CardTapped(f"hash{i}", f"•••• 10{i}", f"tok_card{i}") for i 
 HASH = "a" * 64
 # Effects left to the test (they need a terminal); the camera and LED effects are performed for real.
 DEFERRED = {co.StartTimer, co.Record, co.Charge, co.VerifyPhone, co.StoreEnrolment, co.LookupCard,
-            co.RevokeShopper, co.LoadGallery, co.DropGallery, co.ResolveCharge}
+            co.RevokeShopper, co.LoadGallery, co.DropGallery, co.ResolveCharge, co.StartCooldown}
 CAMERA = ReplayCamera(files=[FACES / "obama2.jpg"], loop=True, paced=False)
 
 
 class CheckoutRules(RuleBasedStateMachine):
     @initialize(face_pay=st.sampled_from([True, True, False]),
                 mode=st.sampled_from(["normal", "normal", "training", "card_only", "enrolment", "out_of_service"]),
-                f=st.sampled_from([0.0, 0.00001, 0.033]))
-    def setup(self, face_pay, mode, f):
-        self.m = co.CheckoutMachine(co.Policy(false_match_rate=f), face_pay=face_pay, mode=mode)
+                f=st.sampled_from([0.0, 0.00001, 0.033]), live=st.sampled_from([True, True, False]))
+    def setup(self, face_pay, mode, f, live):
+        self.m = co.CheckoutMachine(co.Policy(false_match_rate=f, liveness_required=live), face_pay=face_pay,
+                                    mode=mode)
+        self.passed_in_scan = False   # LivenessPassed was accepted since the camera last opened
+        self.failures_in_row = 0
         CAMERA.close()
         self.cam = CAMERA
         if getattr(self, "board", None) is None:
@@ -66,7 +69,20 @@ class CheckoutRules(RuleBasedStateMachine):
         if self.cam.opened_count != opened:
             assert self.cam.opened_count == opened + 1 and not was_open
             assert self.m.face_pay_on, "camera opened while face pay is off"
+            assert not self.m.ctx.cooldown, "camera opened during the liveness cool-down"
+            assert (self.m.ctx.challenge in ("left", "right")) == self.m.policy.liveness_required
+            self.passed_in_scan = False
+        if isinstance(event, co.LivenessPassed):
+            self.passed_in_scan = True
+            self.failures_in_row = 0
+        if isinstance(event, co.LivenessFailed):
+            self.failures_in_row += 1
+        if isinstance(event, (co.FaceMatched, co.CaptureAccepted)) and self.m.policy.liveness_required:
+            assert self.passed_in_scan, "no liveness, no match: a face was used without the challenge passed"
         for eff in effects:
+            if isinstance(eff, co.StartCooldown):
+                assert self.failures_in_row == co.LIVENESS_STRIKES
+                self.failures_in_row = 0
             if isinstance(eff, co.ResolveCharge):
                 # asking the processor again is the only thing an unknown outcome leads to: never a new charge
                 assert self.m.state == co.State.UNKNOWN and eff.sale_id == self.m.ctx.sale.sale_id
@@ -117,6 +133,32 @@ class CheckoutRules(RuleBasedStateMachine):
     def no_match(self):
         self.send(co.FaceNoMatch("no match"))
 
+    @precondition(lambda self: self.m.state in co.CAMERA_STATES)
+    @rule()
+    def liveness_passed(self):
+        self.send(co.LivenessPassed())
+
+    @precondition(lambda self: self.m.state in co.CAMERA_STATES)
+    @rule(reason=st.sampled_from(["flat", "timeout", "wrong_direction"]))
+    def liveness_failed(self, reason):
+        self.send(co.LivenessFailed(reason))
+
+    @rule(stale=st.booleans())
+    def cooldown_over(self, stale):
+        if self.send(co.CooldownOver(self.m.ctx.cooldown - (1 if stale else 0))) is not None:
+            assert not self.m.ctx.cooldown
+
+    @precondition(lambda self: self.m.state == co.State.AMOUNT_DUE)
+    @rule()
+    def fail_three_times(self):
+        """Three failed challenges in a row: face pay cools down, and no face step starts until it is over."""
+        for _ in range(3):
+            self.send(co.ChooseFace())
+            self.send(co.LivenessFailed("flat"))
+        if self.m.policy.liveness_required and self.m.face_pay_on and self.m.ctx.camera_ok:
+            assert self.m.ctx.cooldown
+            assert self.send(co.ChooseFace()) is None
+
     @rule(digits=st.sampled_from(["1234", "12", "abcd"]))
     def phone(self, digits):
         self.send(co.PhoneDigits(digits))
@@ -142,13 +184,14 @@ class CheckoutRules(RuleBasedStateMachine):
         """A shortcut through the common path, so later random events hit the consent screen often."""
         self.start_sale(amount)
         self.send(co.ChooseFace())
+        self.send(co.LivenessPassed())
         self.send(co.FaceMatched(shopper, 0.3, margin, n))
 
     @precondition(lambda self: self.m.state == co.State.IDLE)
     @rule()
     def walk_to_enrol_card(self):
         for ev in (co.StartEnrolment(), co.AgreeConsent("v1", HASH), co.EnrolDetails("Ann Lee", "4321"),
-                   co.CaptureAccepted(3)):
+                   co.LivenessPassed(), co.CaptureAccepted(3)):
             self.send(ev)
 
     @rule()
@@ -234,7 +277,8 @@ class CheckoutRules(RuleBasedStateMachine):
                                  co.CaptureAccepted(3), co.EnrolStored(NEW_SHOPPER), co.LookupResult(SHOPPERS[1]),
                                  co.DeleteMyData(), co.PhoneChecked(True), co.ChargeResult("s1", "approved"),
                                  co.ChargeResult("s1", "unknown"),
-                                 co.FaceMatched(SHOPPERS[2], 0.3, None, 1)]))
+                                 co.FaceMatched(SHOPPERS[2], 0.3, None, 1), co.LivenessPassed(),
+                                 co.LivenessFailed("flat"), co.CooldownOver(1), co.ChooseFace("up")]))
     def any_event_any_state(self, event):
         """Events out of turn must be rejected without changing anything."""
         self.send(event)

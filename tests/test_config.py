@@ -208,7 +208,7 @@ def test_cli_missing_config_file(cli, tmp_path):
 @pytest.mark.parametrize("args, words", [
     ([], "required"),
     (["frobnicate"], "invalid choice"),
-    (["sale", "--amount", "5"], "one of the arguments --card-uid --face is required"),
+    (["sale", "--amount", "5"], "one of the arguments --card-uid --face --face-video is required"),
     (["sale", "--amount", "abc", "--card-uid", "04A1B2C3"], "amount 'abc' is not a number"),
     (["sale", "--amount", "1.234", "--card-uid", "04A1B2C3"], "more than 2 decimal places"),
     (["sale", "--amount", "-3", "--card-uid", "04A1B2C3"], "greater than zero"),

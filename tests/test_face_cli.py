@@ -6,6 +6,11 @@ import pytest
 from conftest import EXTRA, FACES, OBAMA_ENROL, OBAMA_PROBES, STRANGERS, needs_shared
 
 
+@pytest.fixture(autouse=True)
+def _photos_stand_in_for_the_camera(stills):
+    """Photo enrolment and identification; the liveness check has its own tests (test_liveness*.py)."""
+
+
 @pytest.fixture
 def enrolled(cli):
     r = cli("enroll", "--json", "--name", "Barack Obama", "--card-uid", "04A1B2C3", "--phone-last4", "1234",

@@ -3,7 +3,7 @@
 import time
 
 import pytest
-from conftest import FACES, OBAMA_ENROL
+from conftest import OBAMA_ENROL
 from gpiozero.pins.mock import MockFactory
 
 from terminal import checkout as co
@@ -64,20 +64,28 @@ def test_fault_latch_survives_patterns(board):
     assert board.state["fault"] == "off"
 
 
-def test_leds_follow_a_face_sale(term, embeddings, board):
-    """Privacy LED lit exactly while frames are processed; consent blinks while awaiting Confirm."""
+def test_leds_follow_a_face_sale(term, embeddings, board, pipeline):
+    """Privacy LED lit exactly while frames are processed (every frame of the head-turn challenge);
+    consent blinks while awaiting Confirm."""
+    from terminal.face import synth
+    from terminal.face.images import load_rgb
+    from terminal.hardware import DEMO_SHOPPER
+
     term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04A1B2C3"), consent_text=consent.load("en"),
                embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
-    cam = ReplayCamera(files=[FACES / "obama2.jpg"], loop=False, paced=False)
+    turn = synth.genuine(synth.prepare(load_rgb(DEMO_SHOPPER / "1.jpg"), pipeline), "left", 25.0, 1.0, fps=15.0)
+    cam = ReplayCamera(files=[], fps=15.0, loop=False, paced=False)
+    cam._frames = turn.frames
     m = co.CheckoutMachine(term.policy())
     r = Runner(term, m, cam, leds=board)
     privacy_while_processing = []
     r.dispatch(co.StartSale("s1", 500, "EUR"))
     assert lit(board) == {"consent"}
-    r.dispatch(co.ChooseFace())
+    r.dispatch(co.ChooseFace("left"))
     assert pin(board, "privacy") == 1 and cam.is_open
     r.scan_payment(r.dispatch, on_frame=lambda f, a: privacy_while_processing.append(pin(board, "privacy")))
-    assert privacy_while_processing == [1]
+    assert len(privacy_while_processing) > 10 and set(privacy_while_processing) == {1}
+    assert r.last_liveness.live
     assert m.state == co.State.CONSENT
     assert pin(board, "privacy") == 0 and not cam.is_open
     assert board.state["consent"] == "blink"

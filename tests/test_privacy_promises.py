@@ -15,6 +15,11 @@ from terminal import consent
 from terminal.ledger import ConsentLedger
 
 
+@pytest.fixture(autouse=True)
+def _photos_stand_in_for_the_camera(stills):
+    """These promises are about what is stored and charged; the liveness check has its own tests."""
+
+
 def enrol(cli, *extra):
     r = cli("enroll", "--json", "--name", "Barack Obama", "--card-uid", "04A1B2C3", "--phone-last4", "1234",
             "--consent", *OBAMA_ENROL, *extra)
@@ -187,7 +192,7 @@ def test_step_up_asks_for_phone_digits(cli):
 
 def test_step_up_off_by_config_when_bound_allows(cli, tmp_path):
     cfg = tmp_path / "t.toml"
-    cfg.write_text('terminal_id = "t"\n[match]\nstepup_false_match_bound = 0.5\n')
+    cfg.write_text('terminal_id = "t"\n[match]\nstepup_false_match_bound = 0.5\n[liveness]\nrequired = false\n')
     r = cli("--config", cfg, "enroll", "--name", "Barack Obama", "--card-uid", "04A1B2C3", "--consent", *OBAMA_ENROL)
     assert r.returncode == 0
     r = cli("--config", cfg, "sale", "--json", "--amount", "4.00", "--face", OBAMA_PROBES[0], "--confirm")

@@ -1,7 +1,9 @@
 """The replay camera: images from a folder (sorted by name) or a video file, as frames.
 
 It paces frames at ``fps`` like a real camera (``paced=False`` returns them as
-fast as asked, for the CLI and benchmarks) and loops or ends.  Images are
+fast as asked, for the CLI and benchmarks, stamped with the source's own time:
+frame n at n / fps) and loops or ends.  A video can be cut to frames
+``first``..``last`` (0-based, inclusive).  Images are
 decoded at open time and held in memory; nothing is written.
 """
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HardwareError, InputError
+from ..errors import HardwareError, InputError, UsageError
 from ..face.images import load_rgb, scale_to
 from . import Camera, Frame
 
@@ -22,7 +24,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".h264"}
 
 class ReplayCamera(Camera):
     def __init__(self, files: list[Path] | None = None, video: Path | None = None,
-                 fps: float = 10.0, loop: bool = True, paced: bool = True):
+                 fps: float = 10.0, loop: bool = True, paced: bool = True, first: int = 0, last: int | None = None):
         super().__init__()
         self.files = list(files or [])
         self.video = video
@@ -33,6 +35,9 @@ class ReplayCamera(Camera):
         self._cap = None
         self._i = 0
         self._next_t = 0.0
+        self.first, self.last = first, last
+        self._n = 0          # frames handed out since open
+        self._t0 = 0.0
 
     @classmethod
     def from_path(cls, path: str | Path, **kw) -> "ReplayCamera":
@@ -54,15 +59,22 @@ class ReplayCamera(Camera):
 
     def _open_device(self) -> None:
         self._i = 0
-        self._next_t = time.monotonic()
+        self._n = 0
+        self._next_t = self._t0 = time.monotonic()
         if self.video is not None:
             import cv2
 
             self._cap = cv2.VideoCapture(str(self.video))
             if not self._cap.isOpened():
                 raise HardwareError("video cannot be opened", str(self.video))
+            if self.first:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.first)
         elif not self._frames:
             self._frames = [load_rgb(f) for f in self.files]
+
+    def _stamp(self) -> float:
+        n, self._n = self._n, self._n + 1
+        return time.monotonic() if self.paced else self._t0 + n / self.fps
 
     def _read(self) -> Frame | None:
         if self.paced:
@@ -72,20 +84,22 @@ class ReplayCamera(Camera):
                 now = self._next_t
             self._next_t = now + 1.0 / self.fps  # the next frame is due one period after this one
         if self._cap is not None:
+            if self.last is not None and self.first + self._n > self.last:
+                return None
             ok, bgr = self._cap.read()
             if not ok and self.loop:
                 self._cap.set(1, 0)  # CAP_PROP_POS_FRAMES
                 ok, bgr = self._cap.read()
             if not ok:
                 return None
-            return Frame(scale_to(np.ascontiguousarray(bgr[:, :, ::-1])), time.monotonic())
+            return Frame(scale_to(np.ascontiguousarray(bgr[:, :, ::-1])), self._stamp())
         if self._i >= len(self._frames):
             if not self.loop:
                 return None
             self._i = 0
         frame = self._frames[self._i]
         self._i += 1
-        return Frame(frame, time.monotonic())
+        return Frame(frame, self._stamp())
 
     def _close_device(self) -> None:
         if self._cap is not None:
@@ -101,4 +115,41 @@ def single_image(path: str | Path) -> ReplayCamera:
     return cam
 
 
-__all__ = ["ReplayCamera", "single_image", "InputError"]
+def open_clip(video: str | None, frames: str | None, fps: float | None, first: int = 0, last: int | None = None):
+    """A replay camera over a video file (frames first..last) or a folder of frames, with the source's own clock."""
+    if fps is not None and not 1 <= fps <= 240:
+        raise UsageError(f"--fps {fps:g} must be between 1 and 240", "--fps")
+    if frames is not None:
+        folder = Path(frames)
+        if not folder.is_dir():
+            raise InputError("not a folder of frames", frames)
+        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError("the folder holds no images", frames, "frames are .jpg or .png files, read in name order")
+        cam = ReplayCamera(files=files, fps=fps or 30.0, loop=False, paced=False)
+    else:
+        import cv2
+
+        p = Path(video)
+        if not p.is_file():
+            raise InputError("no such video file", video)
+        cap = cv2.VideoCapture(str(p))
+        if not cap.isOpened() or not cap.read()[0]:
+            raise InputError("not a video OpenCV can read", video, "use an .mp4, .avi or .mkv file")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        own = float(cap.get(cv2.CAP_PROP_FPS) or 0)
+        cap.release()
+        if first < 0 or (last is not None and last < first):
+            raise UsageError("--start-frame must be 0 or more and --end-frame not before it", "liveness")
+        if count and first >= count:
+            raise UsageError(f"--start-frame {first} is past the video's last frame ({count - 1})", "--start-frame")
+        cam = ReplayCamera(video=p, fps=fps or (own if 1 <= own <= 240 else 30.0), loop=False, paced=False,
+                           first=first, last=last)
+    try:
+        cam.open()
+    except HardwareError as exc:
+        raise InputError(exc.what, exc.where) from None
+    return cam
+
+
+__all__ = ["ReplayCamera", "single_image", "open_clip", "InputError"]

@@ -44,10 +44,21 @@ class FacePipeline:
 
     @property
     def landmarker(self) -> FaceLandmarker:
-        """The 468-point face mesh (for the liveness check); loaded only when first asked for."""
+        """The 468-point face mesh (for the liveness check); loaded only when first asked for, and run
+        only on the frames of an open scan."""
         if self._landmarker is None:
             self._landmarker = FaceLandmarker()
         return self._landmarker
+
+    def landmarks(self, rgb: np.ndarray, analysis: Analysis) -> np.ndarray | None:
+        """The face mesh of the one face ``analysis`` found (None without exactly one face), timed."""
+        gate = analysis.gate
+        if gate.face is None or gate.reason in ("no_face", "multiple_faces", "partly_outside"):
+            return None
+        t0 = time.perf_counter()
+        lm = self.landmarker.landmarks(rgb, gate.face)
+        analysis.timings_ms["landmarks"] = (time.perf_counter() - t0) * 1000
+        return lm
 
     def warm_up(self) -> None:
         self.detector, self.embedder  # noqa: B018 - loads the models

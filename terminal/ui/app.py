@@ -82,6 +82,11 @@ def run_kiosk(ctx, demo: bool, size=None, script: str | None = None, screenshots
         ensure_demo_shopper(term)
         term.channel = "kiosk"
     hw = build_hardware(cfg, term.data_dir)
+    if demo and cfg.liveness.required:
+        from ..face.synth import DemoShopper
+        from ..hardware import DEMO_SHOPPER
+
+        hw.shopper = DemoShopper(DEMO_SHOPPER / "1.jpg", cfg.camera.fps)   # turns the way the screen asks
     _prepare_kivy(size, fullscreen)
     try:
         app = _make_app_class()(term, hw, demo=demo, font=str(font), script=script, screenshots=screenshots)

@@ -45,11 +45,17 @@ MESSAGES = {
     "face_pay_suspended": "Face pay is paused for this account after too many wrong phone digits. Please pay by "
                           "card. To switch it back on: My data, tap your card, enter your digits.",
     "face_pay_unlocked": "Face pay is on again for this card.",
+    "liveness_failed": "Please try again or pay by card",
     "random_uid": co.RANDOM_UID_SENTENCE,
     "not_recorded": "This terminal cannot record payments right now. Nothing was charged. Please ask staff.",
     "key_reused": "The payment service refused this payment before making it. Nothing was charged. Please ask staff.",
     "not_sent": "This payment was not sent. Nothing was charged.",
 }
+# The head-turn challenge: an arrow and one short sentence in the consent text's languages.  The arrow
+# points to the shopper's own side as they face the screen, whether or not the preview is mirrored.
+CHALLENGE_ARROWS = {"left": "\u2190", "right": "\u2192"}
+CHALLENGE_TEXT = {"left": "Slowly turn your head to your left\n请慢慢向左转头",
+                  "right": "Slowly turn your head to your right\n请慢慢向右转头"}
 
 
 def screen_for(state: co.State) -> str:
@@ -107,6 +113,10 @@ class KioskController(EventDispatcher):
     stepup_needed = BooleanProperty(False)   # the phone digits are asked and not yet given
     has_mydata = BooleanProperty(False)
     mydata_suspended = BooleanProperty(False)   # face pay paused for this card: the unlock keypad shows
+    challenge = StringProperty("")        # "left"/"right" while the head-turn challenge is asked, else ""
+    challenge_arrow = StringProperty("")
+    challenge_text = StringProperty("")
+    cooldown = NumericProperty(0)         # seconds left of the face-pay cool-down after failed challenges
 
     def __init__(self, term, hardware, demo: bool = False, **kw):
         super().__init__(**kw)
@@ -115,6 +125,7 @@ class KioskController(EventDispatcher):
         self.demo = demo
         self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
         self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
+        self.runner.on_cooldown = self._start_cooldown
         self.agent = None
         if term.fleet is not None:  # fleet hook: the same agent as `facepay agent`, in a thread
             from ..fleet.agent import AgentThread
@@ -131,6 +142,9 @@ class KioskController(EventDispatcher):
         self._countdown_ev = None
         self._staff_touched = 0.0
         self.load_consent("en")
+        from ..sale import record_liveness_off
+
+        record_liveness_off(term, "kiosk start")
         for eff in self.machine.startup_effects():
             self.runner.perform(eff)
         self._refresh()
@@ -174,6 +188,8 @@ class KioskController(EventDispatcher):
             self._show_frame(frame.image, analysis.gate.face.box if analysis.gate.face else None, eff.scan)
 
         try:
+            if isinstance(eff, co.OpenCamera) and eff.challenge and self.hw.shopper is not None:
+                self.hw.shopper.follow(self.hw.camera, eff.challenge)   # the demo's simulated shopper
             self.runner.work(eff, self._post, on_frame)
         except Exception as exc:  # a fault in a part must not kill the kiosk
             _log.exception("effect %s failed", type(eff).__name__)
@@ -218,6 +234,19 @@ class KioskController(EventDispatcher):
             return True
 
         self._countdown_ev = Clock.schedule_interval(tick, 1.0)
+
+    def _start_cooldown(self, eff: co.StartCooldown) -> None:
+        """Face pay pauses after failed liveness challenges; the pay screen counts the seconds down."""
+        self.cooldown = int(eff.seconds)
+
+        def tick(dt):
+            self.cooldown = max(0, self.cooldown - 1)
+            if self.cooldown == 0:
+                self.send(co.CooldownOver(eff.token))
+                return False
+            return True
+
+        Clock.schedule_interval(tick, 1.0)
 
     def _poll_reader(self, dt) -> None:
         from firmware_bridge.service import CardPresented, ReaderBack, ReaderLost
@@ -276,6 +305,10 @@ class KioskController(EventDispatcher):
         self.shopper_card = cand["masked_card"] if cand else ""
         self.captures = snap["enrol_captures"]
         self.stepup_needed = bool(snap["stepup_required"] and not snap["stepup_ok"])
+        ch = snap["challenge"] if not snap["live"] else None
+        self.challenge = ch or ""
+        self.challenge_arrow = CHALLENGE_ARROWS.get(ch, "")
+        self.challenge_text = CHALLENGE_TEXT.get(ch, "")
         md = snap["mydata"]
         self.has_mydata = bool(md)
         self.mydata_suspended = bool(md and md["suspended"])

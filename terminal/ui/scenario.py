@@ -28,8 +28,12 @@ A scenario file::
     target = "name"
     text = "Kit Harington"
     [[steps]]
-    do = "camera"           # point the replay camera at a demo folder: camera | newcomer | unplugged
-    source = "newcomer"
+    do = "camera"           # point the replay camera at a demo folder: camera | newcomer | empty | unplugged
+    source = "newcomer"     # ("empty" also waits until the scenario's rendered presentations are ready)
+    [[steps]]
+    do = "camera"           # a simulated shopper: waits for the on-screen challenge, then shows a head turn
+    source = "turn"         # ("turn", rendered from the photo's own mesh) or a print of the photo turned
+    photo = "shopper"       # the same way ("print"); photo: shopper | newcomer | a path from the scenario file
     [[steps]]
     do = "mark"             # remember the camera-open count for camera_opens_since_mark
     [[steps]]
@@ -47,6 +51,7 @@ A scenario file::
     shown = false
     [expect]
     screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
+    never_screens = ["consent"]                                 # never shown
     sales = {approved = 1}
     charges = 1
     channels = {charge_confirmed = "kiosk"}   # every event of that kind came through that channel
@@ -74,7 +79,7 @@ _log = logging.getLogger(__name__)
 
 STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
               "cli", "preview"}
-EXPECT_KEYS = {"screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
+EXPECT_KEYS = {"screens", "never_screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
                "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode", "channels"}
 
 
@@ -183,6 +188,20 @@ class ScenarioPlayer:
         self.fps_during_scan: list[float] = []
         self.ctl.bind(screen=self._note_screen)
         self._note_screen()
+        self._presentations: dict = {}
+        if any(st.get("do") == "camera" and st.get("source") in ("turn", "print") for st in self.steps):
+            app.hw.shopper = None   # this scenario shows its own presentations: the demo's shopper steps aside
+        import threading
+
+        self._material_ready = threading.Event()
+
+        def render():
+            try:
+                self._render_presentations()
+            finally:
+                self._material_ready.set()
+
+        threading.Thread(target=render, name="scenario-material", daemon=True).start()
         self.screen_since += 0.8  # the window's first frame takes longer to come up
 
     def _note_screen(self, *a):
@@ -307,16 +326,25 @@ class ScenarioPlayer:
             return True
         if kind == "camera":
             cam = self.app.hw.camera
+            self.app.hw.shopper = None   # the scenario says what the camera sees: the demo's shopper steps aside
             if step["source"] == "unplugged":  # the camera's cable is out: opening it fails
                 cam.video = Path("/dev/null/camera-unplugged.mp4")
                 return True
-            folder = {"camera": DEMO_CAMERA, "newcomer": DEMO_NEWCOMER}.get(step["source"])
-            if folder is None:
-                raise ValueError(f"unknown camera source {step['source']!r}")
+            if step["source"] in ("turn", "print"):
+                return self._show_presentation(step)
+            if step["source"] == "empty":
+                if not self._material_ready.is_set():
+                    return False  # the rendered presentations are not ready yet: keep the scene empty a bit longer
+                files = sorted(DEMO_CAMERA.glob("0-empty-*.jpg"))
+            else:
+                folder = {"camera": DEMO_CAMERA, "newcomer": DEMO_NEWCOMER}.get(step["source"])
+                if folder is None:
+                    raise ValueError(f"unknown camera source {step['source']!r}")
+                files = sorted(folder.glob("*.jpg"))
             from ..face.images import load_rgb
 
-            cam.files = sorted(folder.glob("*.jpg"))
-            cam._frames = [load_rgb(f) for f in cam.files]
+            cam.files = files
+            cam._frames = [load_rgb(f) for f in files]
             return True
         if kind == "reader":
             sim = self.app.hw.sim
@@ -355,6 +383,50 @@ class ScenarioPlayer:
             return True
         return False
 
+    def _render_presentations(self) -> None:
+        """Render every head turn or turned print the scenario will show, for both sides, on a thread.
+
+        The material is made in memory with its own face models (terminal/face/synth.py), before the
+        scan needs it, so the simulated shopper turns as soon as the arrow shows.
+        """
+        from ..config import DetectorConfig
+        from ..face import synth
+        from ..face.images import load_rgb
+        from ..face.pipeline import FacePipeline
+        from ..hardware import DEMO_SHOPPER
+
+        pipeline = None
+        for step in self.steps:
+            key = (step.get("source"), step.get("photo", "shopper"))
+            if step.get("do") != "camera" or key[0] not in ("turn", "print") or key in self._presentations:
+                continue
+            pipeline = pipeline or FacePipeline(DetectorConfig())
+            folder = {"shopper": DEMO_SHOPPER, "newcomer": DEMO_NEWCOMER}.get(key[1])
+            photo = sorted(folder.glob("*.jpg"))[0] if folder else self.path.parent / key[1]
+            model = synth.prepare(load_rgb(photo), pipeline)
+            if model is None:
+                self._presentations[key] = ValueError(f"no usable face in the photo {photo}")
+                continue
+            fps = self.app.hw.camera.fps
+            self._presentations[key] = {
+                side: (synth.genuine(model, side, 25.0, 1.0, fps=fps, seed=1) if key[0] == "turn" else
+                       synth.print_turned(model.frontal(), side, 35.0, 1.0, fps=fps, seed=1)).frames
+                for side in ("left", "right")}
+
+    def _show_presentation(self, step: dict) -> bool:
+        """Play the rendered presentation for the side the screen asks, once the arrow shows."""
+        ready = self._presentations.get((step["source"], step.get("photo", "shopper")))
+        if isinstance(ready, Exception):
+            raise ready
+        side = self.ctl.challenge
+        if ready is None or not side:
+            return False  # still rendering, or the shopper waits for the arrow
+        cam = self.app.hw.camera
+        cam._frames = ready[side]
+        cam._i = 0
+        cam.files = []
+        return True
+
     # -- expectations -------------------------------------------------------------------------
     def _check(self) -> None:
         e, t = self.expect, self.app.term
@@ -364,6 +436,9 @@ class ScenarioPlayer:
             missing = [s for s in e["screens"] if not any(v == s for v in it)]
             if missing:
                 fail(f"screens {e['screens']} not visited in order; visited {self.visited}")
+        shown = [s for s in e.get("never_screens", []) if s in self.visited]
+        if shown:
+            fail(f"screens {shown} must not be shown; visited {self.visited}")
         sales = t.journal.sales()
         if "sales" in e:
             for status, n in e["sales"].items():

@@ -1,0 +1,337 @@
+"""Liveness: a random head-turn challenge checked on face-mesh landmarks (presentation-attack detection).
+
+The check is pure: it takes, frame by frame, the 468 face-mesh landmarks (x, y in full-image
+pixels; z ignored), the detector's face box and a timestamp, and decides.  It never sees pixels
+and keeps nothing after the decision.
+
+What it asks of a sequence (all of it, in order):
+
+1. **A frontal start.**  Head yaw, from ``cv2.solvePnP`` of seven landmarks against a canonical
+   3D face, smoothed by a median of three frames, within :data:`FRONTAL_MAX_DEG` of facing the
+   camera.
+2. **The turn happened.**  The smoothed yaw changes by at least ``min_yaw_deg`` in the challenged
+   direction within ``timeout_s`` of the first face.  Direction is the shopper's own: turning to
+   their *left* moves the nose toward the *right* edge of the unmirrored camera image (positive
+   yaw here).  The preview's mirroring plays no part: only camera-image coordinates are used.
+   A turn of ``min_yaw_deg`` the other way first fails (a replayed video turning the wrong way).
+3. **It is not a flat picture.**  A print or a screen that is turned moves all its points by one
+   homography.  A homography is fitted (least squares over the 458 points off the nose) between
+   the start frame and each of the three frames around the largest turn; the median of the nose's
+   residual from it, along the turn, over the inter-ocular distance, must reach ``planarity_min``
+   (see :func:`planarity`).  A real
+   head's nose stands in front of its face and runs ahead of that plane as the head turns.
+4. **No cut.**  The face box must move continuously from frame to frame (no jump of its centre
+   by more than :data:`MAX_JUMP` box widths, no size change beyond :data:`MAX_SCALE`, no gap
+   without a face over :data:`MAX_GAP_S`).  A cut starts the check over from the new face; the
+   time limit keeps running.
+
+The same person at the start and at the end (descriptor distance) is checked by the caller,
+who holds the descriptors (see ``terminal.runner``).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CHALLENGES = ("left", "right")
+FRONTAL_MAX_DEG = 15.0     # the start pose: within this of facing the camera
+SMOOTH = 3                 # frames in the yaw median
+MAX_JUMP = 0.35            # face-box centre moves between two frames, in box widths
+MAX_SCALE = 1.35           # face-box size ratio between two frames
+MAX_GAP_S = 0.5            # longest stretch without a face before the check starts over
+WRONG_WAY = 2 / 3          # a turn of this share of min_yaw_deg to the other side fails the challenge
+END_SIDE = 0.5             # the end pose must be this share of min_yaw_deg beyond frontal, on the asked side
+SETTLE_DEG = 3.0           # after the turn passes min_yaw: the peak is over when yaw falls back this far...
+SETTLE_S = 0.6             # ...or this long after the threshold was passed
+
+# MediaPipe face-mesh indices.  "right"/"left" are the subject's own: the right eye's outer corner
+# (33) is on the image's left in an unmirrored camera frame.
+NOSE_TIP, CHIN = 1, 152
+R_EYE_OUTER, R_EYE_INNER, L_EYE_INNER, L_EYE_OUTER = 33, 133, 362, 263
+MOUTH_R, MOUTH_L = 61, 291
+NOSE = (1, 2, 4, 5, 19, 94, 195, 197)   # the nose's tip and ridge: the points furthest from the face's plane
+_PLANE = np.setdiff1d(np.arange(468), NOSE)
+POSE_POINTS = (NOSE_TIP, CHIN, R_EYE_OUTER, L_EYE_OUTER, MOUTH_R, MOUTH_L, R_EYE_INNER, L_EYE_INNER)
+
+# A canonical adult face in millimetres (average anthropometry): x toward the image's right when
+# the face looks into the camera, y down, z away from the camera (into the head); nose tip at 0.
+CANONICAL_FACE = np.array([
+    (0.0, 0.0, 0.0),          # nose tip
+    (0.0, 65.0, 14.0),        # chin
+    (-45.0, -32.0, 30.0),     # right eye, outer corner (image left)
+    (45.0, -32.0, 30.0),      # left eye, outer corner (image right)
+    (-26.0, 30.0, 20.0),      # mouth, right corner
+    (26.0, 30.0, 20.0),       # mouth, left corner
+    (-15.0, -30.0, 20.0),     # right eye, inner corner
+    (15.0, -30.0, 20.0),      # left eye, inner corner
+], dtype=np.float64)
+
+REASONS = {
+    "live": "the turn was seen and the face is not flat",
+    "no_face": "no single face was seen",
+    "not_frontal": "the face never looked straight at the camera first",
+    "timeout": "no turn to the asked side within the time limit",
+    "wrong_direction": "the head turned to the other side",
+    "flat": "the face moved like a flat picture (a print or a screen)",
+    "face_lost": "the face left the picture or jumped during the challenge",
+    "different_person": "the face at the end of the turn is not the one at its start",
+}
+
+
+def pick_challenge() -> str:
+    """``left`` or ``right``, decided by the operating system's CSPRNG when the scan starts."""
+    return secrets.choice(CHALLENGES)
+
+
+@dataclass(frozen=True)
+class LivenessParams:
+    min_yaw_deg: float = 15.0
+    planarity_min: float = 0.055
+    timeout_s: float = 4.0
+
+
+@dataclass(frozen=True)
+class LivenessResult:
+    live: bool
+    challenge: str
+    reason: str
+    yaw_change_deg: float
+    planarity: float
+    frames: int
+    # indices (in the order frames were added) of the start and end frames the decision used
+    start_frame: int | None = None
+    end_frame: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"live": self.live, "challenge": self.challenge, "reason": self.reason,
+                "yaw_change_deg": round(self.yaw_change_deg, 2), "planarity": round(self.planarity, 4),
+                "frames": self.frames}
+
+    @property
+    def words(self) -> str:
+        return REASONS.get(self.reason, self.reason)
+
+
+# --------------------------------------------------------------------------- geometry
+def camera_matrix(width: int, height: int) -> np.ndarray:
+    """Pinhole intrinsics for a camera of about 53 degrees horizontal field of view (focal = width)."""
+    f = float(width)
+    return np.array([[f, 0, width / 2.0], [0, f, height / 2.0], [0, 0, 1]], dtype=np.float64)
+
+
+def head_yaw_deg(landmarks: np.ndarray, width: int, height: int) -> float | None:
+    """Head yaw in degrees from one frame's landmarks: positive when the nose points to the image's right
+    (the shopper turned to their own left), 0 facing the camera.  None when the pose cannot be solved."""
+    import cv2
+
+    pts = np.ascontiguousarray(landmarks[list(POSE_POINTS), :2], dtype=np.float64)
+    ok, rvec, _tvec = cv2.solvePnP(CANONICAL_FACE, pts, camera_matrix(width, height), None,
+                                   flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:
+        return None
+    rot, _ = cv2.Rodrigues(rvec)
+    forward = rot @ np.array([0.0, 0.0, -1.0])  # the face's front, in camera coordinates
+    if forward[2] >= 0:  # facing away from the camera: not a solution for a face we can see
+        return None
+    return math.degrees(math.atan2(forward[0], -forward[2]))
+
+
+def mesh_box(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """The face box (x, y, w, h) the mesh spans: steadier from frame to frame than the detector's."""
+    x0, y0 = landmarks[:, 0].min(), landmarks[:, 1].min()
+    return float(x0), float(y0), float(landmarks[:, 0].max() - x0), float(landmarks[:, 1].max() - y0)
+
+
+def eye_distance(landmarks: np.ndarray) -> float:
+    right = landmarks[[R_EYE_OUTER, R_EYE_INNER], :2].mean(axis=0)
+    left = landmarks[[L_EYE_INNER, L_EYE_OUTER], :2].mean(axis=0)
+    return float(np.hypot(*(left - right)))
+
+
+def planarity(start: np.ndarray, end: np.ndarray, sign: float = 1.0) -> float:
+    """How far the nose moved off the plane of the rest of the face, in eye distances, toward the turn.
+
+    A homography is fitted by least squares from the ``start`` to the ``end`` landmarks over every
+    point but the nose's tip and ridge (458 points: eyes, brows, lips, cheeks, the face's outline).
+    A flat picture, however it is turned, moves its nose with that homography: the residual of the
+    nose points is landmark noise, near 0.  A head's nose stands in front of the face, so when the
+    head turns its nose runs ahead of the plane, toward the side turned to (``sign`` +1 for the
+    image's right, the shopper's own left).  Returned: the nose points' mean horizontal residual,
+    signed by ``sign``, over the start's eye distance.
+    """
+    import cv2
+
+    a = np.ascontiguousarray(start[:, :2], dtype=np.float64)
+    b = np.ascontiguousarray(end[:, :2], dtype=np.float64)
+    h, _ = cv2.findHomography(a[_PLANE], b[_PLANE], 0)
+    if h is None:
+        return 0.0
+    pred = cv2.perspectiveTransform(a[list(NOSE)].reshape(-1, 1, 2), h).reshape(-1, 2)
+    residual = float(np.mean(b[list(NOSE), 0] - pred[:, 0]))
+    return sign * residual / max(eye_distance(start), 1e-6)
+
+
+# --------------------------------------------------------------------------- the check
+@dataclass
+class _Frame:
+    index: int
+    t: float
+    landmarks: np.ndarray
+    yaw: float            # this frame's own estimate
+    smooth: float         # median of this and the previous SMOOTH-1 frames' yaw
+
+
+@dataclass
+class LivenessCheck:
+    """Feed frames with :meth:`add` until it returns a result; :meth:`finish` decides at the end of input."""
+
+    challenge: str
+    params: LivenessParams = field(default_factory=LivenessParams)
+
+    def __post_init__(self):
+        if self.challenge not in CHALLENGES:
+            raise ValueError(f"challenge must be left or right, not {self.challenge!r}")
+        self.sign = 1.0 if self.challenge == "left" else -1.0
+        self.frames = 0
+        self.t_first: float | None = None
+        self.result: LivenessResult | None = None
+        self._restart()
+        self.cuts = 0
+        self.saw_face = False
+        self.saw_frontal = False
+        self.best_change = 0.0
+        self.best_planarity = 0.0
+        self.progress = 0.0   # the turn so far from the current start, degrees toward the asked side
+
+    def _restart(self) -> None:
+        self._window: deque[float] = deque(maxlen=SMOOTH)
+        self._recent: deque[_Frame] = deque(maxlen=SMOOTH)
+        self._start: _Frame | None = None        # the frontal frame the turn is measured from
+        self._initial: float | None = None
+        self._peak: _Frame | None = None         # the frame of the largest turn since the threshold
+        self._peak_window: list[np.ndarray] = []
+        self._peak_change = 0.0
+        self._passed_at: float | None = None
+        self._last_t: float | None = None
+        self._last_box = None
+
+    @property
+    def start_index(self) -> int | None:
+        """Index of the frame the turn is measured from (its descriptor is the one matched)."""
+        return self._start.index if self._start else None
+
+    @property
+    def peak_index(self) -> int | None:
+        """Index of the frame of the largest turn so far past the threshold."""
+        return self._peak.index if self._peak else None
+
+    # -- feeding -----------------------------------------------------------------------
+    def add(self, t: float, landmarks: np.ndarray | None, box: tuple | None,
+            size: tuple[int, int]) -> LivenessResult | None:
+        """One frame at time ``t`` (seconds): its landmarks and face box (x, y, w, h), or None when no single
+        face was found; ``size`` = (width, height) of the frame.  Returns the decision once there is one."""
+        if self.result is not None:
+            return self.result
+        index = self.frames
+        self.frames += 1
+        if self.t_first is None and landmarks is not None:
+            self.t_first = t
+        if self.t_first is not None and t - self.t_first > self.params.timeout_s:
+            return self._decide_at_end()
+        if landmarks is None or box is None:
+            if self._last_t is not None and t - self._last_t > MAX_GAP_S:
+                self.cuts += 1
+                self._restart()
+            return None
+        self.saw_face = True
+        if self._jumped(t, box):
+            self.cuts += 1
+            self._restart()
+        self._last_t, self._last_box = t, box
+        yaw = head_yaw_deg(landmarks, *size)
+        if yaw is None:
+            return None
+        self._window.append(yaw)
+        frame = _Frame(index, t, np.asarray(landmarks, dtype=np.float32), yaw, float(np.median(self._window)))
+        self._recent.append(frame)
+        if len(self._window) < SMOOTH:
+            return None
+        centre = self._recent[len(self._recent) // 2]   # the frame the median window is centred on
+        smooth = frame.smooth
+        if abs(smooth) <= FRONTAL_MAX_DEG:
+            self.saw_frontal = True
+            # the start: the frontal frame furthest to the side opposite the challenge
+            if self._start is None or self.sign * smooth < self.sign * self._start.smooth:
+                self._start = _Frame(centre.index, centre.t, centre.landmarks, centre.yaw, smooth)
+            if self._initial is None:
+                self._initial = smooth   # the first frontal pose: a turn away from it to the other side fails
+        if self._start is None:
+            return None
+        if self.sign * (smooth - self._initial) <= -WRONG_WAY * self.params.min_yaw_deg:
+            return self._decide(False, "wrong_direction", self.sign * (smooth - self._initial), 0.0, None)
+        change = self.sign * (smooth - self._start.smooth)
+        self.progress = change
+        if self.sign * smooth < END_SIDE * self.params.min_yaw_deg:
+            change = min(change, self.params.min_yaw_deg - 1e-6)  # not yet on the asked side of frontal
+        self.best_change = max(self.best_change, change)
+        if change >= self.params.min_yaw_deg:
+            if self._passed_at is None:
+                self._passed_at = t
+            if change > self._peak_change:
+                self._peak_change, self._peak = change, centre
+                self._peak_window = [f.landmarks for f in self._recent]   # the peak and its neighbours
+            settled = (self._peak_change - change >= SETTLE_DEG) or (t - self._passed_at >= SETTLE_S)
+            if settled:
+                return self._judge_turn()
+        elif self._peak is not None:
+            return self._judge_turn()  # the head came back under the threshold: judge the peak seen
+        return None
+
+    def _jumped(self, t: float, box) -> bool:
+        if self._last_box is None:
+            return False
+        if t - self._last_t > MAX_GAP_S:
+            return True
+        x0, y0, w0, h0 = self._last_box
+        x1, y1, w1, h1 = box
+        move = math.hypot((x1 + w1 / 2) - (x0 + w0 / 2), (y1 + h1 / 2) - (y0 + h0 / 2))
+        scale = max(w1, 1) / max(w0, 1)
+        return move > MAX_JUMP * max(w0, 1) or not (1 / MAX_SCALE <= scale <= MAX_SCALE)
+
+    # -- deciding ---------------------------------------------------------------------
+    def _judge_turn(self) -> LivenessResult:
+        # the median over the peak frame and its two neighbours: one frame's landmarks are noisy
+        p = float(np.median([planarity(self._start.landmarks, lm, self.sign) for lm in self._peak_window]))
+        self.best_planarity = max(self.best_planarity, p)
+        if p >= self.params.planarity_min:
+            return self._decide(True, "live", self._peak_change, p, self._peak)
+        return self._decide(False, "flat", self._peak_change, p, self._peak)
+
+    def _decide(self, live: bool, reason: str, change: float, plan: float, end: _Frame | None) -> LivenessResult:
+        self.result = LivenessResult(live, self.challenge, reason, float(change), float(plan), self.frames,
+                                     self._start.index if self._start else None, end.index if end else None)
+        return self.result
+
+    def _decide_at_end(self) -> LivenessResult:
+        if self._peak is not None:
+            return self._judge_turn()
+        if not self.saw_face:
+            reason = "no_face"
+        elif not self.saw_frontal:
+            reason = "not_frontal"
+        elif self.cuts and self._start is None:
+            reason = "face_lost"
+        else:
+            reason = "timeout"
+        return self._decide(False, reason, self.best_change, 0.0, None)
+
+    def finish(self) -> LivenessResult:
+        """The decision when the input ends (a video file, a closed camera)."""
+        if self.result is not None:
+            return self.result
+        return self._decide_at_end()

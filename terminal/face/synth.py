@@ -1,0 +1,387 @@
+"""Generated presentations for the liveness check: genuine head turns and presentation attacks.
+
+No face video ships with the project, so the check is tested and measured on material made from
+still photos at test time, in memory (nothing is written unless a caller saves it):
+
+- **genuine**: the photo is texture-mapped onto its own 468-point face mesh (the landmarks carry a
+  relative depth), the mesh is turned in yaw about a vertical axis behind the face, step by step,
+  and each frame is rendered by a piecewise-affine warp of the mesh triangles (nearest triangles
+  drawn last), with a ring of points around the face that turns with the head and a fixed image
+  border, so hair and background follow smoothly; sensor noise on top;
+- **print_still**: the photo itself, held still for 3 s, with sensor noise and a slight tremor;
+- **print_turned**: the photo as a flat print inside a room, the print's plane turned about a
+  vertical axis (0 to 35 degrees, either way), with slight translation, blur and noise;
+- **screen**: the turned print shown on a phone: a bright bezel, a pixel grid and moire;
+- **replay**: a genuine sequence presented for the opposite challenge.
+
+Yaw sign as in :mod:`terminal.face.liveness`: positive turns the nose toward the image's right edge,
+the subject's own left.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+FPS = 30.0
+# MediaPipe face-oval indices, in order around the face
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+
+
+@dataclass(frozen=True)
+class Sequence:
+    kind: str                  # genuine, print_still, print_turned, screen, replay
+    turn: str | None           # the side the head or the print turns to ("left"/"right"), None when still
+    frames: list[np.ndarray]
+    fps: float
+    label: str
+
+
+def kiosk_view(rgb: np.ndarray, box, size=(640, 480)) -> np.ndarray:
+    """The photo cropped and scaled to what the kiosk camera sees: a 640x480 frame with the face about a
+    third of its width (edges padded by replication when the photo is too tight)."""
+    import cv2
+
+    x, y, bw, bh = box
+    cx, cy = x + bw / 2, y + bh * 0.55
+    w = 3.0 * bw
+    h = w * size[1] / size[0]
+    src = np.float32([[cx - w / 2, cy - h / 2], [cx + w / 2, cy - h / 2], [cx - w / 2, cy + h / 2]])
+    dst = np.float32([[0, 0], [size[0], 0], [0, size[1]]])
+    return cv2.warpAffine(rgb, cv2.getAffineTransform(src, dst), size, flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def yaw_profile(peak_deg: float, seconds: float, fps: float = FPS, hold_s: float = 0.6, back: bool = True,
+                uneven: bool = False) -> list[float]:
+    """Yaw per frame: frontal for ``hold_s``, a turn to ``peak_deg`` over ``seconds``, a short hold, back."""
+    n = max(2, int(round(seconds * fps)))
+    k = np.arange(n + 1) / n
+    if uneven:  # a quick start, a hesitation, then the rest: real turns are not smooth
+        k = np.interp(k, [0, 0.3, 0.55, 1.0], [0, 0.65, 0.72, 1.0])
+    ramp = list(peak_deg * (1 - np.cos(np.pi * k)) / 2)
+    seq = [0.0] * int(hold_s * fps) + ramp + [peak_deg] * int(0.3 * fps)
+    return seq + (ramp[::-1] + [0.0] * int(0.5 * fps) if back else [])
+
+
+def _noise(rng, img: np.ndarray, sigma: float) -> np.ndarray:
+    return np.clip(img.astype(np.float32) + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- genuine: the mesh turned
+def _triangles(points: np.ndarray, w: int, h: int) -> np.ndarray:
+    import cv2
+
+    sub = cv2.Subdiv2D((-w, -h, 3 * w, 3 * h))
+    index = {}
+    for i, (x, y) in enumerate(points):
+        key = (round(float(x), 3), round(float(y), 3))
+        if key in index:
+            continue
+        index[key] = i
+        sub.insert((float(x), float(y)))
+    tris = []
+    for t in sub.getTriangleList():
+        ids = [index.get((round(float(t[j]), 3), round(float(t[j + 1]), 3))) for j in (0, 2, 4)]
+        if None not in ids:
+            tris.append(ids)
+    return np.asarray(tris, dtype=np.int32)
+
+
+class HeadModel:
+    """One photo on its own face mesh, ready to be rendered at any yaw."""
+
+    def __init__(self, rgb: np.ndarray, landmarks: np.ndarray):
+        h, w = rgb.shape[:2]
+        self.rgb = rgb
+        lm = np.asarray(landmarks, dtype=np.float64)
+        eyes = lm[[33, 133], :2].mean(axis=0), lm[[362, 263], :2].mean(axis=0)
+        self.iod = float(np.hypot(*(eyes[1] - eyes[0])))
+        centre = lm[list(FACE_OVAL), :2].mean(axis=0)
+        z_front = lm[1, 2]
+        # the turning axis: vertical, through the face's centre, 1.6 eye distances behind the nose tip
+        self.pivot = np.array([centre[0], 0.0, z_front + 1.6 * self.iod])
+        # a ring around the face (hair, ears, neck) turning with the head at the depth of the face's edge
+        oval = lm[list(FACE_OVAL)]
+        ring = []
+        for scale, dz in ((1.25, 0.15), (1.6, 0.35)):
+            r = oval.copy()
+            r[:, :2] = centre + (oval[:, :2] - centre) * scale
+            r[:, 2] = oval[:, 2] + dz * self.iod
+            ring.append(r)
+        border = [(x, y, 0.0) for x in np.linspace(0, w - 1, 7) for y in (0, h - 1)] + \
+                 [(x, y, 0.0) for x in (0, w - 1) for y in np.linspace(0, h - 1, 6)[1:-1]]
+        self.points = np.vstack([lm, *ring, np.asarray(border)])
+        self.moving = np.zeros(len(self.points), bool)
+        self.moving[:len(lm) + 2 * len(oval)] = True
+        self.tris = _triangles(self.points[:, :2], w, h)
+        # the camera distance for perspective, in pixels: a face about 50 cm away (eye distance ~63 mm)
+        self.distance = self.iod * 8.0
+        from .liveness import head_yaw_deg
+
+        self.own_yaw = head_yaw_deg(lm, w, h) or 0.0   # the photo's own pose: renders start from frontal
+
+    def frontal(self) -> np.ndarray:
+        """The photo turned to face the camera (what a print of a good photo shows)."""
+        return self.render(0.0)
+
+    def project(self, yaw_deg: float, shift=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+        """2D positions of every model point and their depth after turning the head by ``yaw_deg``.
+
+        The photo's points are lifted to 3D through a pinhole camera (focal = distance, centre at the
+        image's centre), turned about the vertical axis, and projected back; yaw 0 gives the photo back.
+        """
+        a = math.radians(yaw_deg)
+        c, s = math.cos(a), math.sin(a)
+        h, w = self.rgb.shape[:2]
+        d = self.distance
+        m = self.moving
+        p = self.points
+        z = d + p[:, 2] - p[m, 2].min()
+        x3, y3 = (p[:, 0] - w / 2) * z / d, (p[:, 1] - h / 2) * z / d
+        zp = d + self.pivot[2] - p[m, 2].min()
+        xp = (self.pivot[0] - w / 2) * zp / d
+        dx, dz = x3[m] - xp, z[m] - zp
+        x3, z2 = x3.copy(), z.copy()
+        x3[m] = xp + c * dx - s * dz
+        z2[m] = zp + s * dx + c * dz
+        uv = p[:, :2].copy()
+        uv[m, 0] = w / 2 + x3[m] * d / z2[m] + shift[0]
+        uv[m, 1] = h / 2 + y3[m] * d / z2[m] + shift[1]
+        return uv, z2
+
+    def render(self, yaw_deg: float, shift=(0.0, 0.0)) -> np.ndarray:
+        """The head at ``yaw_deg`` from frontal: each output pixel looks up its triangle's affine map (cv2.remap)."""
+        import cv2
+
+        src = self.points[:, :2]
+        dst, depth = self.project(yaw_deg - self.own_yaw, shift)
+        h, w = self.rgb.shape[:2]
+        # only the moving part of the picture changes: work inside its bounding box
+        moving = np.vstack([dst[self.moving], src[self.moving]])
+        x0, y0 = np.maximum(np.floor(moving.min(axis=0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(moving.max(axis=0)).astype(int) + 3, [w, h])
+        ids = np.full((y1 - y0, x1 - x0), -1, np.int32)
+        d, sr = dst[self.tris], src[self.tris]            # (n, 3, 2) corners, output and photo
+        area = np.cross(d[:, 1] - d[:, 0], d[:, 2] - d[:, 0])
+        s_area = np.cross(sr[:, 1] - sr[:, 0], sr[:, 2] - sr[:, 0])
+        visible = (area * s_area > 0) & (np.abs(area) > 1e-3)   # not turned away from the camera nor edge-on
+        # the affine map of each triangle, output pixel -> photo pixel: S @ inverse(D)
+        dm = np.concatenate([d.transpose(0, 2, 1), np.ones((len(d), 1, 3))], axis=1)
+        dm[~visible] = np.eye(3)
+        maps = np.zeros((len(self.tris) + 1, 2, 3), np.float32)
+        maps[:-1] = sr.transpose(0, 2, 1) @ np.linalg.inv(dm)
+        maps[-1] = [[1, 0, 0], [0, 1, 0]]      # pixels no triangle covers stay where they are
+        order = np.argsort(-depth[self.tris].mean(axis=1))  # far triangles first, near ones over them
+        corners = np.round(d - [x0, y0]).astype(np.int32)
+        for k in order[visible[order]]:
+            cv2.fillConvexPoly(ids, corners[k], int(k))
+        ids[ids < 0] = len(self.tris)
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        a = maps[ids]
+        map_x = a[..., 0, 0] * xx + a[..., 0, 1] * yy + a[..., 0, 2]
+        map_y = a[..., 1, 0] * xx + a[..., 1, 1] * yy + a[..., 1, 2]
+        out = self.rgb.copy()
+        out[y0:y1, x0:x1] = cv2.remap(self.rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        return out
+
+
+def genuine(model: HeadModel, turn: str, peak_deg: float = 25.0, seconds: float = 1.0, *, uneven: bool = False,
+            fps: float = FPS, seed: int = 0, noise: float = 3.0, back: bool = True, label: str = "") -> Sequence:
+    rng = np.random.default_rng(seed)
+    sign = 1.0 if turn == "left" else -1.0
+    frames = []
+    for i, yaw in enumerate(yaw_profile(sign * peak_deg, seconds, fps, uneven=uneven, back=back)):
+        sway = (1.5 * math.sin(i / fps * 2.1), 1.0 * math.sin(i / fps * 1.3))  # the body moves a little too
+        frames.append(_noise(rng, model.render(yaw, sway), noise))
+    return Sequence("genuine", turn, frames, fps, label or f"genuine {turn} {peak_deg:g}deg {seconds:g}s")
+
+
+# --------------------------------------------------------------------------- attacks
+def _room(rng, h: int, w: int) -> np.ndarray:
+    """A plain room behind the print: a soft gradient with some texture."""
+    import cv2
+
+    y, x = np.mgrid[0:h, 0:w]
+    base = 90 + 60 * (x / w) + 20 * (y / h)
+    tex = cv2.GaussianBlur(rng.normal(0, 12, (h, w)).astype(np.float32), (0, 0), 6)
+    room = np.stack([base * 0.9 + tex, base + tex, base * 1.05 + tex], axis=-1)
+    return np.clip(room, 0, 255).astype(np.uint8)
+
+
+def print_still(rgb: np.ndarray, seconds: float = 3.0, *, fps: float = FPS, seed: int = 0,
+                label: str = "") -> Sequence:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = rgb.shape[:2]
+    frames = []
+    for i in range(int(seconds * fps)):
+        m = np.float32([[1, 0, 0.8 * math.sin(i * 0.7)], [0, 1, 0.6 * math.cos(i * 0.5)]])  # a hand's tremor
+        frames.append(_noise(rng, cv2.warpAffine(rgb, m, (w, h), borderMode=cv2.BORDER_REPLICATE), 4.0))
+    return Sequence("print_still", None, frames, fps, label or "print held still")
+
+
+def _plane_homography(w: int, h: int, yaw_deg: float, scale: float, shift, distance: float) -> np.ndarray:
+    """The homography of a w x h picture on a plane turned by ``yaw_deg`` about its vertical centre line."""
+    import cv2
+
+    a = math.radians(yaw_deg)
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    out = []
+    for x, y in corners:
+        px, py = (x - w / 2) * scale, (y - h / 2) * scale
+        # a positive turn takes the picture's right edge away from the camera, as a head turning to its
+        # own left takes the image-right half of the face away
+        rx, rz = px * math.cos(a), px * math.sin(a)
+        f = distance / (distance + rz)
+        out.append([w / 2 + rx * f + shift[0], h / 2 + py * f + shift[1]])
+    return cv2.getPerspectiveTransform(corners, np.float32(out))
+
+
+def _screen_look(rgb: np.ndarray, rng) -> np.ndarray:
+    """A photo shown on a phone: brighter, a visible pixel grid, moire bands, and a bright bezel around it."""
+    h, w = rgb.shape[:2]
+    img = rgb.astype(np.float32) * 1.08 + 18
+    y, x = np.mgrid[0:h, 0:w]
+    grid = 0.86 + 0.14 * ((x % 3 != 0) & (y % 3 != 0))
+    angle = rng.uniform(0.2, 1.2)
+    moire = 1 + 0.07 * np.sin((x * math.cos(angle) + y * math.sin(angle)) * 2 * math.pi / rng.uniform(9, 17))
+    img = img * (grid * moire)[..., None]
+    b = max(6, w // 25)
+    framed = np.full((h + 2 * b, w + 2 * b, 3), 235, np.float32)   # a white phone's bezel
+    framed[b:b + h, b:b + w] = img
+    return np.clip(framed, 0, 255).astype(np.uint8)
+
+
+def print_turned(rgb: np.ndarray, turn: str, peak_deg: float = 30.0, seconds: float = 1.0, *, screen: bool = False,
+                 fps: float = FPS, seed: int = 0, label: str = "") -> Sequence:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = rgb.shape[:2]
+    picture = _screen_look(rgb, rng) if screen else rgb
+    ph, pw = picture.shape[:2]
+    room = _room(rng, h, w)
+    sign = 1.0 if turn == "left" else -1.0
+    scale = 0.85 * min(w / pw, h / ph)
+    drift = rng.uniform(-1.0, 1.0, 2)
+    frames = []
+    for i, yaw in enumerate(yaw_profile(sign * peak_deg, seconds, fps, uneven=bool(seed % 2))):
+        shift = (drift[0] * i * 0.6 + 2 * math.sin(i * 0.3), drift[1] * i * 0.4)
+        hm = _plane_homography(pw, ph, yaw, scale, shift, distance=2.2 * w)
+        # the picture's pixels into the frame, over the room
+        warped = cv2.warpPerspective(picture, hm, (w, h), flags=cv2.INTER_LINEAR)
+        mask = cv2.warpPerspective(np.full((ph, pw), 255, np.uint8), hm, (w, h), flags=cv2.INTER_NEAREST)
+        frame = np.where(mask[..., None] > 0, warped, room)
+        frame = cv2.GaussianBlur(frame, (0, 0), 0.6 + 0.5 * rng.random())
+        if screen:  # the screen's glare: a soft bright patch
+            cx, cy = rng.uniform(0.2, 0.8) * w, rng.uniform(0.1, 0.4) * h
+            yy, xx = np.mgrid[0:h, 0:w]
+            glare = 40 * np.exp(-(((xx - cx) / (0.25 * w)) ** 2 + ((yy - cy) / (0.2 * h)) ** 2))
+            frame = np.clip(frame + glare[..., None] * (mask[..., None] > 0), 0, 255).astype(np.uint8)
+        frames.append(_noise(rng, frame, 3.0))
+    kind = "screen" if screen else "print_turned"
+    return Sequence(kind, turn, frames, fps, label or f"{kind} {turn} {peak_deg:g}deg {seconds:g}s")
+
+
+# --------------------------------------------------------------------------- a photo's whole set of trials
+GENUINE_TURNS = ((25.0, 0.5, True), (20.0, 1.0, False), (30.0, 2.0, False), (18.0, 1.5, True))
+PRINT_PEAKS = (15.0, 25.0, 35.0)
+ATTACK_KINDS = ("print_still", "print_turned", "screen", "replay")
+
+
+@dataclass(frozen=True)
+class Trial:
+    kind: str          # "genuine" or one of ATTACK_KINDS
+    challenge: str     # the side asked for
+    make: object       # () -> Sequence, rendered when the trial runs
+    label: str
+
+
+def other(side: str) -> str:
+    return "right" if side == "left" else "left"
+
+
+def prepare(rgb: np.ndarray, pipeline):
+    """A photo as the kiosk camera would see it, with its head model; None when it shows no usable face."""
+    analysis = pipeline.analyse(rgb, embed=False)
+    if analysis.gate.face is None:
+        return None
+    view = kiosk_view(rgb, analysis.gate.face.box)
+    analysis = pipeline.analyse(view, embed=False)
+    landmarks = pipeline.landmarks(view, analysis)
+    if landmarks is None:
+        return None
+    return HeadModel(view, landmarks)
+
+
+def trials(model: HeadModel, *, fps: float = 15.0, seed: int = 0) -> list[Trial]:
+    """Every presentation made from one photo: genuine turns (both ways, four speeds) presented for their own
+    side, the same sequences replayed for the other side, a still print, turned prints and screens (both
+    ways, 15 to 35 degrees) each presented for both sides."""
+    out = []
+    for n, side in enumerate(("left", "right")):
+        for m, (peak, seconds, uneven) in enumerate(GENUINE_TURNS):
+            s = seed * 100 + n * 10 + m
+
+            def make(side=side, peak=peak, seconds=seconds, uneven=uneven, s=s):
+                return genuine(model, side, peak, seconds, uneven=uneven, fps=fps, seed=s, back=False)
+
+            label = f"{side} {peak:g}deg in {seconds:g}s{' uneven' if uneven else ''}"
+            out.append(Trial("genuine", side, make, "genuine " + label))
+            out.append(Trial("replay", other(side), make, f"replay of {label}, asked {other(side)}"))
+    front = model.frontal()
+    for side in ("left", "right"):
+        out.append(Trial("print_still", side, lambda: print_still(front, fps=fps, seed=seed),
+                         f"print held still, asked {side}"))
+        for k, peak in enumerate(PRINT_PEAKS):
+            for kind in ("print_turned", "screen"):
+                def make(side=side, peak=peak, kind=kind, s=seed * 100 + k):
+                    return print_turned(front, side, peak, 1.0, screen=kind == "screen", fps=fps, seed=s)
+
+                for asked in ("left", "right"):
+                    out.append(Trial(kind, asked, make, f"{kind} turned {side} {peak:g}deg, asked {asked}"))
+    return out
+
+
+class DemoShopper:
+    """The demo's simulated shopper: reads the challenge off the screen and turns that way before the replay camera.
+
+    ``facepay run --demo`` has no one in front of its camera, only the demo photos; this stands in for
+    the shopper, with head turns rendered (on a thread, at start) from the demo shopper's photo.  It
+    never runs outside the demo, and scenarios drive the camera themselves.
+    """
+
+    def __init__(self, photo, fps: float):
+        import threading
+
+        self.photo, self.fps = photo, fps
+        self.frames: dict[str, list[np.ndarray]] = {}
+        self.ready = threading.Event()
+        threading.Thread(target=self._render, name="demo-shopper", daemon=True).start()
+
+    def _render(self) -> None:
+        from ..config import DetectorConfig
+        from .images import load_rgb
+        from .pipeline import FacePipeline
+
+        try:
+            model = prepare(load_rgb(self.photo), FacePipeline(DetectorConfig()))
+            if model is not None:
+                hold = [model.render(0.0)] * int(self.fps)   # a second looking at the screen first
+                self.frames = {side: hold + genuine(model, side, 25.0, 1.2, fps=self.fps, seed=7).frames
+                               for side in ("left", "right")}
+        finally:
+            self.ready.set()
+
+    def follow(self, camera, challenge: str) -> None:
+        """Show the turn the screen asks for (as soon as it is rendered) on the replay camera."""
+        self.ready.wait(30)
+        if challenge in self.frames:
+            camera._frames = self.frames[challenge]
+            camera._i = 0
+            camera.files = []

@@ -1,0 +1,192 @@
+"""The liveness check's geometry and challenge logic on synthetic 3D landmark sets (no images, no models).
+
+A synthetic head: the canonical pose points plus 460 points on a curved face surface, turned about a
+vertical axis behind the nose and projected through a pinhole camera.  A synthetic print: the same head's
+frontal projection laid on a plane, and the plane turned.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from terminal.face import liveness as lv
+
+W, H = 640, 480
+
+
+def synthetic_head(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-70, 70, 468)
+    y = rng.uniform(-90, 75, 468)
+    z = 22 + 50 * (1 - np.sqrt(np.clip(1 - (x / 80) ** 2 - (y / 110) ** 2, 0.05, 1)))  # behind the nose
+    pts = np.c_[x, y, z]
+    pts[list(lv.POSE_POINTS)] = lv.CANONICAL_FACE
+    # the nose's ridge and tip stand in front of the face
+    pts[[2, 4, 5, 19, 94, 195, 197]] = [(0, 8, 8), (0, -5, 1), (0, -12, 4), (0, 4, 3), (0, 10, 10), (0, -20, 9),
+                                        (0, -26, 13)]
+    return pts
+
+
+def _rot(yaw_deg):
+    a = math.radians(yaw_deg)
+    return np.array([[math.cos(a), 0, -math.sin(a)], [0, 1, 0], [math.sin(a), 0, math.cos(a)]])
+
+
+def project(points3d, yaw_deg=0.0, dist=450.0, shift=(0.0, 0.0), pivot=90.0):
+    """Positive yaw: the nose moves toward the image's right (the subject's own left)."""
+    c = np.array([0, 0, pivot])
+    p = (points3d - c) @ _rot(yaw_deg).T + c
+    p[:, 2] += dist
+    uv = p @ lv.camera_matrix(W, H).T
+    out = np.zeros((len(p), 3), np.float32)
+    out[:, :2] = uv[:, :2] / uv[:, 2:3] + np.asarray(shift)
+    out[:, 2] = p[:, 2] - dist
+    return out
+
+
+def flat_print(head):
+    """The head photographed frontally, then printed: a plane at the nose's depth with the photo's points."""
+    front = project(head)
+    f = lv.camera_matrix(W, H)[0, 0]
+    pts = np.zeros((len(head), 3))
+    pts[:, 0] = (front[:, 0] - W / 2) * 450 / f
+    pts[:, 1] = (front[:, 1] - H / 2) * 450 / f
+    return pts
+
+
+def box_of(lm):
+    x0, y0 = lm[:, 0].min(), lm[:, 1].min()
+    return (float(x0), float(y0), float(lm[:, 0].max() - x0), float(lm[:, 1].max() - y0))
+
+
+def run(check, yaws, fps=30.0, points=None, noise=0.4, seed=1, shift_per_frame=(0.0, 0.0), pivot=90.0):
+    rng = np.random.default_rng(seed)
+    points = synthetic_head() if points is None else points
+    result = None
+    for i, yaw in enumerate(yaws):
+        lm = project(points, yaw, shift=(shift_per_frame[0] * i, shift_per_frame[1] * i), pivot=pivot)
+        lm[:, :2] += rng.normal(0, noise, (len(lm), 2))
+        result = check.add(i / fps, lm, box_of(lm), (W, H))
+        if result is not None:
+            return result
+    return check.finish()
+
+
+def turn(to_deg, seconds, fps=30.0, hold=0.5, back=False):
+    n = max(2, int(seconds * fps))
+    ramp = [to_deg * (1 - math.cos(math.pi * k / n)) / 2 for k in range(n + 1)]
+    seq = [0.0] * int(hold * fps) + ramp + [to_deg] * int(0.3 * fps)
+    return seq + (ramp[::-1] if back else [])
+
+
+@pytest.mark.parametrize("yaw", [-30, -15, -5, 0, 5, 15, 30])
+def test_yaw_sign_and_size(yaw):
+    """Positive yaw is the subject's own left: the nose toward the image's right edge."""
+    lm = project(synthetic_head(), yaw)
+    assert lv.head_yaw_deg(lm, W, H) == pytest.approx(yaw, abs=0.5)
+    if yaw > 0:
+        assert lm[lv.NOSE_TIP, 0] > project(synthetic_head(), 0)[lv.NOSE_TIP, 0]
+
+
+def test_planarity_separates_a_head_from_a_turned_plane():
+    head = synthetic_head()
+    plane = flat_print(head)
+    for yaw in (15, 25, 35):
+        assert lv.planarity(project(head), project(head, yaw)) > 0.03
+        assert abs(lv.planarity(project(plane), project(plane, yaw))) < 1e-3
+        # the nose runs ahead toward the side turned to: measured against the other side it is negative
+        assert lv.planarity(project(head), project(head, -yaw), sign=-1) > 0.03
+        assert lv.planarity(project(head), project(head, -yaw), sign=1) < -0.03
+
+
+@pytest.mark.parametrize("challenge,sign", [("left", 1), ("right", -1)])
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 2.0])
+def test_a_head_turning_the_asked_way_is_live(challenge, sign, seconds):
+    r = run(lv.LivenessCheck(challenge), turn(sign * 25, seconds))
+    assert r.live and r.reason == "live", r
+    assert r.yaw_change_deg >= 15 and r.planarity >= lv.LivenessParams().planarity_min
+    assert r.start_frame is not None and r.end_frame > r.start_frame
+
+
+@pytest.mark.parametrize("challenge,sign", [("left", -1), ("right", 1)])
+def test_turning_the_other_way_fails(challenge, sign):
+    r = run(lv.LivenessCheck(challenge), turn(sign * 25, 0.8))
+    assert not r.live and r.reason == "wrong_direction"
+
+
+@pytest.mark.parametrize("yaw", [25, 35, 45])
+def test_a_turned_print_is_not_live(yaw):
+    """A turned plane shows a smaller yaw than its turn (timeout) or, turned far enough, fails as flat."""
+    r = run(lv.LivenessCheck("left"), turn(yaw, 1.0), points=flat_print(synthetic_head()), pivot=0.0)
+    assert not r.live and r.reason in ("flat", "timeout"), r
+    if r.reason == "flat":
+        assert r.planarity < 0.01
+
+
+def test_a_still_face_times_out():
+    r = run(lv.LivenessCheck("left"), [0.0] * 150)
+    assert not r.live and r.reason == "timeout"
+    assert r.frames == 122  # decided on the first frame past the 4 s limit (index 121, t = 4.03 s)
+
+
+def test_a_small_turn_is_not_enough():
+    r = run(lv.LivenessCheck("left"), turn(10, 1.0))
+    assert not r.live and r.reason == "timeout"
+
+
+def test_never_frontal():
+    r = run(lv.LivenessCheck("left"), [30.0] * 150)
+    assert not r.live and r.reason == "not_frontal"
+
+
+def test_no_face():
+    c = lv.LivenessCheck("left")
+    for i in range(10):
+        assert c.add(i / 30, None, None, (W, H)) is None
+    assert c.finish().reason == "no_face"
+
+
+def test_a_cut_starts_over():
+    """A turned face that appears by a jump of the box after a frontal one is not a turn."""
+    c = lv.LivenessCheck("left")
+    head = synthetic_head()
+    for i in range(10):
+        lm = project(head, 0)
+        assert c.add(i / 30, lm, box_of(lm), (W, H)) is None
+    # the box jumps by a third of the image: another picture; the turn is measured from the new start
+    for i in range(10, 40):
+        lm = project(head, 25, shift=(200, 0))
+        assert c.add(i / 30, lm, box_of(lm), (W, H)) is None
+    assert c.cuts == 1
+    r = c.finish()
+    assert not r.live and r.start_frame >= 10
+    # the same frames without the jump are a turn
+    c = lv.LivenessCheck("left")
+    for i in range(10):
+        lm = project(head, 0)
+        c.add(i / 30, lm, box_of(lm), (W, H))
+    for i, yaw in enumerate(np.linspace(0, 25, 10), start=10):
+        lm = project(head, yaw)
+        r = c.add(i / 30, lm, box_of(lm), (W, H))
+    for i in range(20, 40):
+        r = c.add(i / 30, lm, box_of(lm), (W, H)) or r
+    assert r.live and c.cuts == 0
+
+
+def test_the_time_limit_runs_from_the_first_face():
+    slow = turn(25, 8.0, hold=0.2)  # passes 15 degrees after about 4.7 s
+    r = run(lv.LivenessCheck("left"), slow)
+    assert not r.live and r.reason == "timeout"
+    r = run(lv.LivenessCheck("left", lv.LivenessParams(timeout_s=12)), slow)
+    assert r.live
+
+
+def test_bad_challenge():
+    with pytest.raises(ValueError):
+        lv.LivenessCheck("up")
+
+
+def test_challenge_is_random_from_both():
+    seen = {lv.pick_challenge() for _ in range(64)}
+    assert seen == {"left", "right"}
