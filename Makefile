@@ -54,7 +54,7 @@ release: $(STAMP)
 	cp $(LOCK) LICENSE SECURITY.md CHANGELOG.md README.md $(RELEASE_DIR)/
 	cp deploy/install.sh $(RELEASE_DIR)/deploy/
 	cp systemd/facepay-* $(RELEASE_DIR)/systemd/
-	cp docs/deploy.md docs/privacy.md $(RELEASE_DIR)/docs/
+	cp docs/deploy.md docs/privacy.md docs/fleet.md $(RELEASE_DIR)/docs/
 	cd $(RELEASE_DIR) && find . -type f ! -name SHA256SUMS | sort | xargs sha256sum > SHA256SUMS
 	@echo "release: $(RELEASE_DIR) ($$(cd $(RELEASE_DIR) && ls *.whl))"
 

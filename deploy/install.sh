@@ -15,7 +15,7 @@
 #      dependencies from requirements.lock (hashes checked), then the facepay wheel
 #   5. dlib built against OpenBLAS, once, cached in /var/cache/facepay/wheels (~6x faster descriptors)
 #   6. the serial console off and the UART on, for the PN532 on GPIO14/15
-#   7. the systemd units: kiosk, daily purge timer
+#   7. the systemd units: kiosk, daily purge timer (and the fleet agent's unit, not enabled)
 set -eu
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -127,8 +127,11 @@ if command -v raspi-config >/dev/null 2>&1; then
 fi
 
 echo "== 7/7 systemd units"
+# facepay-agent.service is installed, not enabled: the kiosk runs the same agent in-process; only a
+# terminal without the kiosk enables it (docs/fleet.md).
 install -m 0644 "$SRC"/systemd/facepay-kiosk.service "$SRC"/systemd/facepay-purge.service \
-    "$SRC"/systemd/facepay-purge.timer "$SRC"/systemd/facepay-firstboot.service /etc/systemd/system/
+    "$SRC"/systemd/facepay-purge.timer "$SRC"/systemd/facepay-firstboot.service \
+    "$SRC"/systemd/facepay-agent.service /etc/systemd/system/
 if [ -d /run/systemd/system ]; then  # a running systemd (not a chroot, where enabling works offline)
     systemctl daemon-reload
 fi

@@ -43,7 +43,8 @@ WHEEL_GLOB = "facepay_terminal-*.whl"
 # What a release folder must hold besides the wheel: the installer, the lock file it installs from,
 # and the units (the first-boot unit runs the installer; the installer enables the others).
 RELEASE_FILES = ("requirements.lock", "deploy/install.sh", "systemd/facepay-firstboot.service",
-                 "systemd/facepay-kiosk.service", "systemd/facepay-purge.service", "systemd/facepay-purge.timer")
+                 "systemd/facepay-kiosk.service", "systemd/facepay-purge.service", "systemd/facepay-purge.timer",
+                 "systemd/facepay-agent.service")
 RELEASE_DIR_ON_PI = "/opt/facepay-release"
 FIRSTBOOT_ARGS = ("systemd.run=/boot/firmware/facepay/firstboot.sh systemd.run_success_action=reboot "
                   "systemd.unit=kernel-command-line.target")
