@@ -62,7 +62,8 @@ class Fleet:
         self.agents: dict[str, subprocess.Popen] = {}
 
     # -- terminals ----------------------------------------------------------------------------
-    def provision(self, tid: str, *, max_staleness_s: float = 300.0, heartbeat_s: float = 1.0) -> Path:
+    def provision(self, tid: str, *, max_staleness_s: float = 300.0, heartbeat_s: float = 1.0,
+                  extra_toml: str = "") -> Path:
         out = self.workdir.parent / f"{tid}.toml"
         r = subprocess.run([sys.executable, "-m", "backoffice.cli", "--workdir", str(self.workdir), "provision",
                             "--terminal-id", tid, "--out", str(out), "--max-staleness-s", str(max_staleness_s)],
@@ -70,6 +71,7 @@ class Fleet:
         assert r.returncode == 0, r.stderr
         with out.open("a") as f:  # [fleet] is the file's last table
             f.write(f"heartbeat_s = {heartbeat_s}\n")
+            f.write(extra_toml)  # other sections, appended as an installer would
         return out
 
     def data_dir(self, tid: str) -> Path:
