@@ -2,6 +2,7 @@
 every consent names its channel, phone digits cannot be guessed across sales, the ledger has a
 genesis entry and an anchor in the key store, and every database carries a schema version."""
 
+import dataclasses
 import json
 import shutil
 import sqlite3
@@ -11,7 +12,7 @@ from conftest import FACES, OBAMA_ENROL, OBAMA_PROBES
 
 from terminal import checkout as co
 from terminal import consent
-from terminal.config import Config
+from terminal.config import Config, LivenessConfig
 from terminal.runner import Runner
 from terminal.sale import run_sale
 from terminal.service import Terminal
@@ -19,6 +20,22 @@ from terminal.service import Terminal
 CARD = bytes.fromhex("04A1B2C3")
 PHONE_FAILURE_LIMIT = 5  # wrong phone digits in 24 hours (issue 11 item 10)
 DATABASES = ("facepay.db", "keystore.db", "journal.db", "sandbox-processor.db")
+# Photos stand in for the camera: these tests are about what is stored, recorded and scrubbed; the
+# head-turn liveness check has its own tests (tests/test_liveness.py).
+STILLS = dataclasses.replace(Config(), liveness=LivenessConfig(required=False))
+
+
+@pytest.fixture(autouse=True)
+def _photos_stand_in_for_the_camera(stills):
+    """The CLI's config for this module: [liveness] required = false."""
+
+
+@pytest.fixture
+def term(tmp_path, pipeline):
+    t = Terminal(STILLS, tmp_path / "term")
+    t._pipeline = pipeline
+    yield t
+    t.close()
 
 
 def enrol(term, embeddings, name="Barack Obama", card=CARD, phone="1234"):
@@ -129,7 +146,7 @@ def test_scrub_waits_for_a_reader_and_finishes_at_next_start(term, embeddings):
     assert shopper.name.encode() in (term.data_dir / "facepay.db-wal").read_bytes()
     reader.execute("ROLLBACK")
     reader.close()
-    again = Terminal(Config(), term.data_dir)
+    again = Terminal(STILLS, term.data_dir)
     try:
         assert "scrub_pending" not in again.store.settings()
         for data in every_file(term.data_dir).values():
@@ -196,7 +213,7 @@ def test_every_consent_and_confirmation_names_its_channel(cli, tmp_path, embeddi
     cli("sale", "--amount", "2.00", "--face", OBAMA_PROBES[0], "--confirm", "--phone-last4", "1234")
     cli("sale", "--amount", "3.00", "--face", OBAMA_PROBES[0])  # not confirmed: cancelled
     # the kiosk's machine and runner on the same data folder
-    kiosk = Terminal(Config(), cli.data_dir, channel="kiosk")
+    kiosk = Terminal(STILLS, cli.data_dir, channel="kiosk")
     kiosk._pipeline = pipeline
     try:
         m, runner = face_at_consent(kiosk, "sale_kiosk", 500)
@@ -206,7 +223,9 @@ def test_every_consent_and_confirmation_names_its_channel(cli, tmp_path, embeddi
     finally:
         kiosk.close()
     events = json.loads(cli("audit", "show", "--json").stdout)
-    channels = [(e["kind"], e["details"]["channel"]) for e in events if e["kind"] != "mode_changed"]
+    # every CLI face step here ran with liveness off, itself recorded: through the CLI channel too
+    assert {e["details"]["channel"] for e in events if e["kind"] == "liveness_off"} == {"cli"}
+    channels = [(e["kind"], e["details"]["channel"]) for e in events if e["kind"] not in ("mode_changed", "liveness_off")]
     assert channels == [("genesis", "cli"), ("consent_granted", "cli"), ("charge_confirmed", "cli"),
                         ("charge_cancelled", "cli"), ("charge_confirmed", "kiosk"), ("consent_revoked", "kiosk")]
     assert cli("audit", "verify").returncode == 0
@@ -344,7 +363,7 @@ def test_an_anchor_cut_off_by_a_power_cut_is_finished_at_start(term, embeddings)
     term.ledger.append("mode_changed", "", to="normal")
     term.ledger._anchor = anchor
     assert term.ledger.anchor()[0] == a_seq and not term.ledger.verify().ok
-    again = Terminal(Config(), term.data_dir)
+    again = Terminal(STILLS, term.data_dir)
     try:
         assert again.ledger.verify().ok and again.ledger.anchor()[0] == a_seq + 1
     finally:
@@ -378,7 +397,7 @@ def test_a_data_folder_from_before_versions_is_migrated(tmp_path, embeddings):
         db.execute("COMMIT")
     db.close()
     sqlite3.connect(data / "keystore.db").executescript(KEYSTORE_SCHEMA)
-    term = Terminal(Config(), data)
+    term = Terminal(STILLS, data)
     try:
         from terminal.payments.journal import MIGRATIONS as JOURNAL_MIGRATIONS
         from terminal.shoppers import FACEPAY_MIGRATIONS, KEYSTORE_MIGRATIONS
