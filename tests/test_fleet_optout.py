@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.conftest import FACES
 from tests.helpers.fleet import Fleet, enrol_direct, shopper_count, wait_for
 
 pytestmark = pytest.mark.slow
@@ -274,10 +275,17 @@ target = "phone"
 text = "4321"
 [[steps]]
 do = "camera"
-source = "newcomer"
+source = "empty"
 [[steps]]
 do = "press"
 target = "next"
+[[steps]]
+do = "wait"
+screen = "enrol_capture"
+[[steps]]
+do = "camera"
+source = "turn"
+photo = "{ROSE}"
 [[steps]]
 do = "wait"
 screen = "enrol_card"
@@ -347,7 +355,9 @@ def test_kiosk_shows_the_optout_code_and_its_agent_links_the_enrolment(fleet, tm
 
     cfg = fleet.provision("kiosk-1")
     shots = tmp_path / "shots"
-    _kiosk(cfg, fleet.data_dir("kiosk-1"), KIOSK_ENROL, shots, tmp_path)
+    # the shopper does the head-turn challenge (a turn rendered from the photo's own face mesh)
+    rose = FACES / "extra" / "rose_leslie_1.jpg"
+    _kiosk(cfg, fleet.data_dir("kiosk-1"), KIOSK_ENROL.replace("{ROSE}", str(rose)), shots, tmp_path)
     assert list(shots.glob("*enrol_done-optout*.png"))
     # the kiosk's in-process agent sent both enrolment links (the demo shopper's and Kit's)
     wait_for(lambda: fleet.sql("SELECT count(*) FROM optout_codes WHERE terminal_id = 'kiosk-1'")[0][0] == 2, 30,
