@@ -58,6 +58,7 @@ def at_enrol_card() -> co.CheckoutMachine:
     m.handle(co.StartEnrolment())
     m.handle(co.AgreeConsent("v1", "a" * 64))
     m.handle(co.EnrolDetails("Kit Harington", "4321"))
+    m.handle(co.LivenessPassed())   # the head-turn challenge comes before any capture is kept
     m.handle(co.CaptureAccepted(3))
     assert m.state == co.State.ENROL_CARD
     return m
