@@ -31,6 +31,11 @@ FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365
              176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
 
+def _cross2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """z of the cross product of 2-D vectors (twice the signed triangle area); numpy 2.5 refuses 2-D np.cross."""
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
 @dataclass(frozen=True)
 class Sequence:
     kind: str                  # genuine, print_still, print_turned, screen, replay
@@ -166,8 +171,8 @@ class HeadModel:
         x1, y1 = np.minimum(np.ceil(moving.max(axis=0)).astype(int) + 3, [w, h])
         ids = np.full((y1 - y0, x1 - x0), -1, np.int32)
         d, sr = dst[self.tris], src[self.tris]            # (n, 3, 2) corners, output and photo
-        area = np.cross(d[:, 1] - d[:, 0], d[:, 2] - d[:, 0])
-        s_area = np.cross(sr[:, 1] - sr[:, 0], sr[:, 2] - sr[:, 0])
+        area = _cross2(d[:, 1] - d[:, 0], d[:, 2] - d[:, 0])
+        s_area = _cross2(sr[:, 1] - sr[:, 0], sr[:, 2] - sr[:, 0])
         visible = (area * s_area > 0) & (np.abs(area) > 1e-3)   # not turned away from the camera nor edge-on
         # the affine map of each triangle, output pixel -> photo pixel: S @ inverse(D)
         dm = np.concatenate([d.transpose(0, 2, 1), np.ones((len(d), 1, 3))], axis=1)
