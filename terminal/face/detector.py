@@ -38,21 +38,49 @@ class Detection:
 
 
 @contextlib.contextmanager
-def quiet_native_stderr():
-    """Silence native libraries' start-up banners on fd 2 (set FACEPAY_DEBUG=1 to see them)."""
+def quiet_native_stderr(heard: list[bytes] | None = None):
+    """Silence native libraries' banners on fd 2 (set FACEPAY_DEBUG=1 to see them).
+
+    With ``heard``, what they wrote is kept in memory (a memfd, never a file on disk) and appended to it.
+    """
     if os.environ.get("FACEPAY_DEBUG"):
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    sink = os.memfd_create("facepay-native-stderr") if heard is not None else os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 2)
+        os.dup2(sink, 2)
         yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-        os.close(devnull)
+        if heard is not None:
+            os.lseek(sink, 0, os.SEEK_SET)
+            heard.append(os.read(sink, 1 << 16))
+        os.close(sink)
+
+
+# LiteRT logs this once per process, at the first inference whose input tensor happens to be unaligned
+# (it depends on where malloc put the tensor, so not always at the first call).
+ALIGNMENT_WARNING = b"memory is not aligned"
+WARM_UP_CALLS = 8
+_alignment_warned = False
+
+
+def _warm_up(run) -> None:
+    """Run a task a few times with fd 2 quiet, until LiteRT's one-time warning has gone by.
+
+    A CLI promises one line on stderr; a native warning at the first real frame would break that.
+    """
+    global _alignment_warned
+    heard: list[bytes] = []
+    for _ in range(1 if _alignment_warned else WARM_UP_CALLS):
+        with quiet_native_stderr(heard):
+            run()
+        if any(ALIGNMENT_WARNING in h for h in heard):
+            _alignment_warned = True
+            return
 
 
 def _shifted(d: Detection, dx: int, dy: int) -> Detection:
@@ -90,8 +118,8 @@ class FaceDetector:
         self._edge = None  # a second, permissive detector for faces past the left/top edge (made when needed)
         with quiet_native_stderr():
             self._mp = self._create(min_confidence)
-            # The first call sets up the interpreter and logs LiteRT/absl banners to fd 2: do it here, quietly.
-            self._detections(self._mp, np.zeros((64, 64, 3), np.uint8))
+        # The first calls set up the interpreter and log LiteRT/absl banners to fd 2: make them here, quietly.
+        _warm_up(lambda: self._detections(self._mp, np.zeros((64, 64, 3), np.uint8)))
 
     def _create(self, min_confidence: float):
         vision, base = self._options
@@ -124,6 +152,7 @@ class FaceDetector:
         if self._edge is None:
             with quiet_native_stderr():
                 self._edge = self._create(EDGE_MIN_CONFIDENCE)
+            _warm_up(lambda: self._detections(self._edge, np.zeros((64, 64, 3), np.uint8)))
         side = max(max(d.box[2], d.box[3]) for d in found)
         left = side // 2 if any(d.box[0] <= 0 for d in found) else 0
         top = side // 2 if any(d.box[1] <= 0 for d in found) else 0
