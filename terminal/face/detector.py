@@ -6,9 +6,11 @@ The model files are vendored in terminal/models/ (from the mediapipe 0.10.18 whe
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -90,13 +92,100 @@ def _shifted(d: Detection, dx: int, dy: int) -> Detection:
 
 
 def _close_task(task) -> None:
-    with quiet_native_stderr():
+    direct = _DirectDetect._by_task.get(task)
+    with direct.lock if direct is not None else contextlib.nullcontext(), quiet_native_stderr():
         try:
             task.close()
         except RuntimeError:
             # At interpreter exit mediapipe's dispatcher thread is already gone; the native task goes
             # with the process.  Drop the handle so mediapipe's __del__ does not try again.
             task._handle = None
+
+
+def _public_detect(task, image) -> list[tuple[tuple[int, int, int, int], float, list[tuple[float, float]]]]:
+    """Boxes, scores and normalised keypoints through mediapipe's public ``FaceDetector.detect``."""
+    out = []
+    for d in task.detect(image).detections:
+        bb = d.bounding_box
+        out.append(((bb.origin_x, bb.origin_y, bb.width, bb.height), d.categories[0].score, [(kp.x, kp.y) for kp in d.keypoints]))
+    return out
+
+
+class _DirectDetect:
+    """The same C call as ``FaceDetector.detect``, made on the caller's thread.
+
+    mediapipe 1.x's Python wrapper hands every C call (detect, then free the result) to a one-thread
+    executor and waits for it: two thread hand-offs per frame, about a tenth of the detect stage on
+    this machine (benchmarks/README.md).  The executor is there to serialise calls into one task; a lock per task does the same
+    here.  The C functions, their argument types and the status handling are mediapipe's own
+    (``MpFaceDetectorDetectImage`` / ``MpFaceDetectorCloseResult`` of its C API); if a mediapipe
+    release no longer has them, detection goes through the public method (``_public_detect``), and
+    ``tests/test_face_models.py`` checks that both give identical results.
+
+    Kept per task in a weak map; it holds no reference to the task, only the task's lock.
+    """
+
+    _by_task: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def __init__(self, task):
+        from mediapipe.tasks.python.components.containers import detections_c
+        from mediapipe.tasks.python.core import mediapipe_c_utils
+
+        cdll = task._lib._lib
+        self._result_type = detections_c.MpDetectionResultC
+        self._handle_status = mediapipe_c_utils.handle_status
+        self._error_free = cdll.MpErrorFree
+        self._detect = cdll.MpFaceDetectorDetectImage
+        self._close_result = cdll.MpFaceDetectorCloseResult
+        if self._detect.argtypes is None or self._close_result.argtypes is None:
+            raise AttributeError("mediapipe did not register the face detector's C signatures")
+        self.lock = threading.Lock()
+
+    @classmethod
+    def of(cls, task) -> "_DirectDetect | None":
+        try:
+            return cls._by_task[task]
+        except KeyError:
+            pass
+        try:
+            direct = cls(task)
+        except (AttributeError, ImportError) as e:
+            _log.warning("mediapipe's C detect call is not reachable (%s); using its Python wrapper", e)
+            direct = None
+        cls._by_task[task] = direct
+        return direct
+
+    def _checked(self, func, *args) -> None:
+        error = ctypes.c_char_p()
+        status = func(*args, ctypes.byref(error))
+        try:
+            self._handle_status(status, error)
+        finally:
+            if error.value is not None:
+                self._error_free(error)
+
+    def __call__(self, task, image) -> list[tuple[tuple[int, int, int, int], float, list[tuple[float, float]]]]:
+        result = self._result_type()
+        with self.lock:
+            if not task._handle:
+                raise RuntimeError("the face detector is closed")
+            self._checked(self._detect, task._handle, image._image_ptr, None, ctypes.byref(result))
+            try:
+                out = []
+                for i in range(result.detections_count):
+                    d = result.detections[i]
+                    r = d.bounding_box
+                    kp = d.keypoints
+                    out.append(
+                        (
+                            (r.left, r.top, r.right - r.left, r.bottom - r.top),
+                            d.categories[0].score,
+                            [(kp[j].x, kp[j].y) for j in range(d.keypoints_count)],
+                        )
+                    )
+                return out
+            finally:
+                self._close_result(ctypes.byref(result))
 
 
 class FaceDetector:
@@ -171,14 +260,15 @@ class FaceDetector:
     def _detections(self, task, rgb: np.ndarray, min_confidence: float | None = None) -> list[Detection]:
         h, w = rgb.shape[:2]
         floor = self.min_confidence if min_confidence is None else min_confidence
+        image = self._image(image_format=self._srgb, data=np.ascontiguousarray(rgb))
+        direct = _DirectDetect.of(task)
+        raw = direct(task, image) if direct is not None else _public_detect(task, image)
         out = []
-        for d in task.detect(self._image(image_format=self._srgb, data=np.ascontiguousarray(rgb))).detections:
-            score = d.categories[0].score
+        for (left, top, width, height), score, points in raw:
             if score < floor:
                 continue
-            bb = d.bounding_box  # pixels
-            kps = {name: (kp.x * w, kp.y * h) for name, kp in zip(KEYPOINTS, d.keypoints)}
-            out.append(Detection((bb.origin_x, bb.origin_y, bb.width, bb.height), float(score), kps))
+            kps = {name: (x * w, y * h) for name, (x, y) in zip(KEYPOINTS, points)}
+            out.append(Detection((left, top, width, height), float(score), kps))
         return out
 
     def close(self) -> None:
