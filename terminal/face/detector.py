@@ -70,7 +70,7 @@ WARM_UP_CALLS = 8
 _alignment_warned = False
 
 
-def _warm_up(run) -> None:
+def _warm_up(detections, task) -> None:
     """Run a task a few times with fd 2 quiet, until LiteRT's one-time warning has gone by.
 
     A CLI promises one line on stderr; a native warning at the first real frame would break that.
@@ -79,7 +79,7 @@ def _warm_up(run) -> None:
     heard: list[bytes] = []
     for _ in range(1 if _alignment_warned else WARM_UP_CALLS):
         with quiet_native_stderr(heard):
-            run()
+            detections(task, np.zeros((64, 64, 3), np.uint8))
         if any(ALIGNMENT_WARNING in h for h in heard):
             _alignment_warned = True
             return
@@ -208,7 +208,7 @@ class FaceDetector:
         with quiet_native_stderr():
             self._mp = self._create(min_confidence)
         # The first calls set up the interpreter and log LiteRT/absl banners to fd 2: make them here, quietly.
-        _warm_up(lambda: self._detections(self._mp, np.zeros((64, 64, 3), np.uint8)))
+        _warm_up(self._detections, self._mp)
 
     def _create(self, min_confidence: float):
         vision, base = self._options
@@ -241,7 +241,7 @@ class FaceDetector:
         if self._edge is None:
             with quiet_native_stderr():
                 self._edge = self._create(EDGE_MIN_CONFIDENCE)
-            _warm_up(lambda: self._detections(self._edge, np.zeros((64, 64, 3), np.uint8)))
+            _warm_up(self._detections, self._edge)
         side = max(max(d.box[2], d.box[3]) for d in found)
         left = side // 2 if any(d.box[0] <= 0 for d in found) else 0
         top = side // 2 if any(d.box[1] <= 0 for d in found) else 0
