@@ -89,6 +89,33 @@ def test_yaw_sign_and_size(yaw):
         assert lm[lv.NOSE_TIP, 0] > project(synthetic_head(), 0)[lv.NOSE_TIP, 0]
 
 
+def test_invented_points_of_a_cut_off_print_do_not_lift_its_nose():
+    """A print whose face is cut off by the paper's edge: the landmark model still returns all 468 points,
+    inventing the missing side from its prior of a head (here: the same points as on a real head turning,
+    which do not follow the paper's plane).  The robust fit takes the plane from the points that agree."""
+    head = synthetic_head()
+    plane = flat_print(head)
+    start = project(plane)
+    cut = np.flatnonzero(start[:, 0] < np.percentile(start[:, 0], 30))   # the paper's edge: 30% of the face off it
+    cut = np.setdiff1d(cut, lv.NOSE)
+    for yaw in (25, 35):
+        end = project(plane, yaw)
+        end[cut] = project(head, yaw)[cut] - project(head, 0)[cut] + start[cut]   # moved like a head, not a plane
+        assert abs(lv.planarity(start, end)) < 0.02, yaw
+        # a least-squares plane through every point is pulled off the nose: what the robust fit prevents
+        import cv2
+
+        h, _ = cv2.findHomography(start[lv._PLANE, :2].astype(np.float64), end[lv._PLANE, :2].astype(np.float64), 0)
+        ls = cv2.perspectiveTransform(start[list(lv.NOSE), :2].reshape(-1, 1, 2).astype(np.float64), h).reshape(-1, 2)
+        assert abs(np.mean(end[list(lv.NOSE), 0] - ls[:, 0])) / lv.eye_distance(start) > abs(lv.planarity(start, end))
+
+
+def test_planarity_is_the_same_at_every_call():
+    head = synthetic_head()
+    a, b = project(head), project(head, 25)
+    assert len({lv.planarity(a, b) for _ in range(5)}) == 1
+
+
 def test_planarity_separates_a_head_from_a_turned_plane():
     head = synthetic_head()
     plane = flat_print(head)

@@ -15,8 +15,9 @@ What it asks of a sequence (all of it, in order):
    yaw here).  The preview's mirroring plays no part: only camera-image coordinates are used.
    A turn of ``min_yaw_deg`` the other way first fails (a replayed video turning the wrong way).
 3. **It is not a flat picture.**  A print or a screen that is turned moves all its points by one
-   homography.  A homography is fitted (least squares over the 458 points off the nose) between
-   the start frame and each of the three frames around the largest turn; the median of the nose's
+   homography.  A homography is fitted (RANSAC over the 458 points off the nose, inliers within
+   :data:`RANSAC_EYE` eye distances) between the start frame and each of the three frames around
+   the largest turn; the median of the nose's
    residual from it, along the turn, over the inter-ocular distance, must reach ``planarity_min``
    (see :func:`planarity`).  A real
    head's nose stands in front of its face and runs ahead of that plane as the head turns.
@@ -56,6 +57,10 @@ R_EYE_OUTER, R_EYE_INNER, L_EYE_INNER, L_EYE_OUTER = 33, 133, 362, 263
 MOUTH_R, MOUTH_L = 61, 291
 NOSE = (1, 2, 4, 5, 19, 94, 195, 197)   # the nose's tip and ridge: the points furthest from the face's plane
 _PLANE = np.setdiff1d(np.arange(468), NOSE)
+# RANSAC inlier distance for the plane fit, in eye distances: points the landmark model fills in
+# where it cannot see (a face cut off by a print's edge) do not follow the print's plane, and a least-
+# squares fit over them moves the plane off the nose.
+RANSAC_EYE = 0.05
 POSE_POINTS = (NOSE_TIP, CHIN, R_EYE_OUTER, L_EYE_OUTER, MOUTH_R, MOUTH_L, R_EYE_INNER, L_EYE_INNER)
 
 # A canonical adult face in millimetres (average anthropometry): x toward the image's right when
@@ -156,10 +161,13 @@ def eye_distance(landmarks: np.ndarray) -> float:
 def planarity(start: np.ndarray, end: np.ndarray, sign: float = 1.0) -> float:
     """How far the nose moved off the plane of the rest of the face, in eye distances, toward the turn.
 
-    A homography is fitted by least squares from the ``start`` to the ``end`` landmarks over every
-    point but the nose's tip and ridge (458 points: eyes, brows, lips, cheeks, the face's outline).
-    A flat picture, however it is turned, moves its nose with that homography: the residual of the
-    nose points is landmark noise, near 0.  A head's nose stands in front of the face, so when the
+    A homography is fitted from the ``start`` to the ``end`` landmarks over every point but the
+    nose's tip and ridge (458 points: eyes, brows, lips, cheeks, the face's outline), by RANSAC with
+    inliers within :data:`RANSAC_EYE` eye distances (OpenCV's RANSAC is seeded the same at every
+    call: the same landmarks give the same figure).  A flat picture, however it is turned, moves its
+    nose with that homography: the residual of the nose points is landmark noise, near 0; the robust
+    fit keeps the points the landmark model invented where it could not see (a face cut off by the
+    picture's edge) from tilting the plane.  A head's nose stands in front of the face, so when the
     head turns its nose runs ahead of the plane, toward the side turned to (``sign`` +1 for the
     image's right, the shopper's own left).  Returned: the nose points' mean horizontal residual,
     signed by ``sign``, over the start's eye distance.
@@ -168,12 +176,13 @@ def planarity(start: np.ndarray, end: np.ndarray, sign: float = 1.0) -> float:
 
     a = np.ascontiguousarray(start[:, :2], dtype=np.float64)
     b = np.ascontiguousarray(end[:, :2], dtype=np.float64)
-    h, _ = cv2.findHomography(a[_PLANE], b[_PLANE], 0)
+    eye = max(eye_distance(start), 1e-6)
+    h, _ = cv2.findHomography(a[_PLANE], b[_PLANE], cv2.RANSAC, RANSAC_EYE * eye)
     if h is None:
         return 0.0
     pred = cv2.perspectiveTransform(a[list(NOSE)].reshape(-1, 1, 2), h).reshape(-1, 2)
     residual = float(np.mean(b[list(NOSE), 0] - pred[:, 0]))
-    return sign * residual / max(eye_distance(start), 1e-6)
+    return sign * residual / eye
 
 
 # --------------------------------------------------------------------------- the check
