@@ -107,7 +107,8 @@ def _public_detect(task, image) -> list[tuple[tuple[int, int, int, int], float, 
     out = []
     for d in task.detect(image).detections:
         bb = d.bounding_box
-        out.append(((bb.origin_x, bb.origin_y, bb.width, bb.height), d.categories[0].score, [(kp.x, kp.y) for kp in d.keypoints]))
+        points = [(kp.x, kp.y) for kp in d.keypoints]
+        out.append(((bb.origin_x, bb.origin_y, bb.width, bb.height), d.categories[0].score, points))
     return out
 
 
@@ -116,8 +117,8 @@ class _DirectDetect:
 
     mediapipe 1.x's Python wrapper hands every C call (detect, then free the result) to a one-thread
     executor and waits for it: two thread hand-offs per frame, about a tenth of the detect stage on
-    this machine (benchmarks/README.md).  The executor is there to serialise calls into one task; a lock per task does the same
-    here.  The C functions, their argument types and the status handling are mediapipe's own
+    this machine (benchmarks/README.md).  The executor is there to serialise calls into one task; a
+    lock per task does the same here.  The C functions, their argument types and the status handling are mediapipe's own
     (``MpFaceDetectorDetectImage`` / ``MpFaceDetectorCloseResult`` of its C API); if a mediapipe
     release no longer has them, detection goes through the public method (``_public_detect``), and
     ``tests/test_face_models.py`` checks that both give identical results.
