@@ -113,7 +113,7 @@ class Bus:
                 pass
 
     async def _ingest(self, stream: str) -> None:
-        conn = await db_connect(self.db_url)
+        conn = await db.connect(self.db_url)
         sub = None
         while not self._stopping:
             try:
@@ -141,7 +141,7 @@ class Bus:
             except Exception as exc:  # NATS away or PostgreSQL hiccup: not acked, so redelivered later
                 _log.warning("ingest %s: %r", stream, exc)
                 if conn.closed:
-                    conn = await db_connect(self.db_url)
+                    conn = await db.connect(self.db_url)
                 await asyncio.sleep(0.5)
 
     async def _handle(self, conn, m) -> bool:
@@ -162,7 +162,7 @@ class Bus:
         return False
 
     async def _publish_revocations(self) -> None:
-        conn = await db_connect(self.db_url)
+        conn = await db.connect(self.db_url)
         while not self._stopping:
             try:
                 for rid, card_hash in await db.unpublished(conn):
@@ -176,7 +176,7 @@ class Bus:
             except Exception as exc:
                 _log.warning("revocations not published yet: %s", exc)
                 if conn.closed:
-                    conn = await db_connect(self.db_url)
+                    conn = await db.connect(self.db_url)
             try:
                 await asyncio.wait_for(self.kick.wait(), 0.5)
             except TimeoutError:
@@ -186,9 +186,3 @@ class Bus:
     async def set_mode(self, tid: str, mode: str) -> None:
         kv = await self.js.key_value(f"fleet_{tid}")
         await kv.put("mode", mode.encode())
-
-
-async def db_connect(url: str):
-    import psycopg
-
-    return await psycopg.AsyncConnection.connect(url, autocommit=True)

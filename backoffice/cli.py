@@ -19,6 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
+import tomli_w
+
 from terminal.fleet import TERMINAL_ID_RE
 
 from . import db, natsconf, servers
@@ -47,11 +49,7 @@ def load_state(workdir: Path) -> dict:
 
 
 def save_state(workdir: Path, state: dict) -> None:
-    tmp = state_path(workdir).with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f, indent=2)
-    os.replace(tmp, state_path(workdir))
+    natsconf.write_private(state_path(workdir), json.dumps(state, indent=2))
     natsconf.write(workdir / "nats.conf", state)
 
 
@@ -102,11 +100,12 @@ def cmd_migrate(args) -> int:
 
 
 def toml_config(tid: str, state: dict, password: str, max_staleness_s: float) -> str:
-    q = json.dumps  # a JSON string is a valid TOML basic string for these values
-    return (f"terminal_id = {q(tid)}\n\n[fleet]\nnats_url = {q(public_nats_url(state))}\n"
-            f"user = {q('t-' + tid)}\npassword = {q(password)}\ncard_key = {q(state['card_key'])}\n"
-            f"max_staleness_s = {max_staleness_s!r}\n"
-            + (f"optout_url = {q(state['web_url'] + '/')}\n" if state.get("web_url") else ""))
+    fleet = {"nats_url": public_nats_url(state), "user": f"t-{tid}", "password": password,
+             "card_key": state["card_key"], "max_staleness_s": max_staleness_s}
+    if state.get("web_url"):
+        fleet["optout_url"] = state["web_url"] + "/"
+    # [fleet] is the only table, so the last: installers (and the tests) append keys to it
+    return tomli_w.dumps({"terminal_id": tid, "fleet": fleet})
 
 
 def network_dropin(nats_url: str) -> str:
@@ -167,11 +166,7 @@ def cmd_provision(args) -> int:
     if state["db_url"]:
         db.add_terminal(state["db_url"], tid)
     asyncio.run(_wait_terminal_login(public_nats_url(state), f"t-{tid}", password))
-    tmp = out.with_name(out.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(toml_config(tid, state, password, args.max_staleness_s))
-    os.replace(tmp, out)
+    natsconf.write_private(out, toml_config(tid, state, password, args.max_staleness_s))
     dropin = out.with_name(out.stem + ".network.conf")
     dropin.write_text(network_dropin(public_nats_url(state)))
     print(json.dumps({"terminal_id": tid, "config": str(out), "systemd_dropin": str(dropin)}) if args.json
@@ -292,9 +287,7 @@ def cmd_dev(args) -> int:
 
         staff_pw = secrets.token_urlsafe(12)
         db.set_staff(state["db_url"], "manager", hash_password(staff_pw))
-        fd = os.open(workdir / "staff.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"username": "manager", "password": staff_pw}, f)
+        natsconf.write_private(workdir / "staff.json", json.dumps({"username": "manager", "password": staff_pw}))
 
         async def supervise():  # a nats-server that dies is started again (the failure tests kill it)
             while True:

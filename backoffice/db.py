@@ -71,6 +71,11 @@ MIGRATIONS = [
 ]
 
 
+async def connect(url: str) -> psycopg.AsyncConnection:
+    """An autocommit connection, as the bus and the web pages use."""
+    return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+
 def migrate(url: str) -> int:
     """Bring the schema up to date; returns the version now in force."""
     with psycopg.connect(url, autocommit=True) as conn:

@@ -7,8 +7,10 @@ The back office's user may do everything.  Passwords are in this file, which is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -34,7 +36,7 @@ def render(state: dict) -> str:
     for tid, pw in sorted(state["terminals"].items()):
         users.append({"user": f"t-{tid}", "password": pw, "permissions": terminal_permissions(tid)})
     conf = {
-        "listen": f"127.0.0.1:{state['nats_port']}" if state.get("loopback", True) else f"0.0.0.0:{state['nats_port']}",
+        "listen": f"127.0.0.1:{state['nats_port']}",
         "server_name": "facepay-backoffice",
         "pid_file": state["nats_pid_file"],
         "jetstream": {"store_dir": state["nats_store"]},
@@ -44,9 +46,19 @@ def render(state: dict) -> str:
     return json.dumps(conf, indent=2) + "\n"
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once, mode 0600: a temp file in the same folder, then a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(render(state))
-    os.replace(tmp, path)
+    write_private(path, render(state))

@@ -13,12 +13,17 @@ N, R, P = 2**14, 8, 1
 FREE_TRIES = 3
 
 
+def scrypt_hash(secret: str) -> str:
+    """``scrypt$N$R$P$salt$key`` (base64), the format verify_pin checks; also the back office's staff passwords."""
+    salt = os.urandom(16)
+    dk = hashlib.scrypt(secret.encode(), salt=salt, n=N, r=R, p=P, dklen=32)
+    return f"scrypt${N}${R}${P}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
+
+
 def hash_pin(pin: str) -> str:
     if not (pin.isdigit() and 4 <= len(pin) <= 8):
         raise ValueError("a staff PIN is 4 to 8 digits")
-    salt = os.urandom(16)
-    dk = hashlib.scrypt(pin.encode(), salt=salt, n=N, r=R, p=P, dklen=32)
-    return f"scrypt${N}${R}${P}${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}"
+    return scrypt_hash(pin)
 
 
 def verify_pin(pin: str, stored: str) -> bool:

@@ -61,7 +61,7 @@ def doctor_state(data_dir: Path) -> dict:
 
 
 class Agent:
-    def __init__(self, cfg, data_dir: Path, *, is_idle=None, on_mode=None):
+    def __init__(self, cfg, data_dir: Path, *, is_idle=None):
         if not cfg.fleet.enabled:
             raise UsageError("this terminal is not in a fleet: its config has no [fleet] section",
                              cfg.source, "write one with `facepay-backoffice provision --terminal-id ID --out FILE`")
@@ -69,7 +69,6 @@ class Agent:
         self.tid = cfg.terminal_id
         self.data_dir = Path(data_dir)
         self.is_idle = is_idle or (lambda: True)
-        self.on_mode = on_mode
         self.term = None
         self.nc = None
         self.js = None
@@ -218,8 +217,6 @@ class Agent:
             return False
         self.term.set_mode(self.wanted_mode, by="back office")
         _log.info("mode set to %s by the back office", self.wanted_mode)
-        if self.on_mode is not None:
-            self.on_mode(self.wanted_mode)
         self._kick.set()
         return True
 
@@ -261,8 +258,8 @@ def run_headless(cfg, data_dir: Path) -> int:
 class AgentThread:
     """The kiosk's in-process agent: the same Agent on its own event loop and SQLite connections."""
 
-    def __init__(self, cfg, data_dir: Path, *, is_idle=None, on_mode=None):
-        self.agent = Agent(cfg, data_dir, is_idle=is_idle, on_mode=on_mode)
+    def __init__(self, cfg, data_dir: Path, *, is_idle=None):
+        self.agent = Agent(cfg, data_dir, is_idle=is_idle)
         self._loop = None
         self._stop = None
         self._thread = threading.Thread(target=self._main, name="facepay-agent", daemon=True)
