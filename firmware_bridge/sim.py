@@ -61,12 +61,12 @@ import tty
 from pathlib import Path
 
 from . import frames
+from .pn532 import BAUD_RATES
 
 _log = logging.getLogger(__name__)
 
 FIRMWARE = bytes([0x32, 0x01, 0x06, 0x07])
 FAULTS = ("none", "drop", "corrupt", "silence", "garbage")
-BAUD_RATES = [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1288000]
 # Wake-up time from LowVbat or PowerDown.  Bounded by what works and fails on real chips at
 # 115200 baud: nfcpy's ten zero bytes (0.87 ms of line) are enough, libnfc's old five-byte
 # preamble 55 55 00 00 00 (0.43 ms) was not (it lost the command after PowerDown).

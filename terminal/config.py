@@ -129,10 +129,6 @@ LedBackend = Literal["gpio", "mock"]
 Processor = Literal["sandbox"]
 DetectorModel = Literal["short", "full"]
 TerminalMode = Literal["normal", "card_only", "enrolment", "training", "out_of_service"]
-CAMERA_BACKENDS = get_args(CameraBackend)
-LED_BACKENDS = get_args(LedBackend)
-PROCESSORS = get_args(Processor)
-DETECTOR_MODELS = get_args(DetectorModel)
 TERMINAL_MODES = get_args(TerminalMode)
 
 # The parts that are simulators, named by the config; outside --demo they are reported as warnings.
