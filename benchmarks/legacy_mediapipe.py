@@ -34,11 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from terminal.bench import IMAGE_SUFFIXES  # noqa: E402
+from terminal.bench import IMAGE_SUFFIXES, _stats  # noqa: E402
 from terminal.face.images import load_rgb  # noqa: E402
-
-# eye centres in the face mesh (outer and inner corners), for the inter-ocular distance
-RIGHT_EYE, LEFT_EYE = (33, 133), (362, 263)
+from terminal.face.liveness import eye_distance  # noqa: E402
 
 
 def photos(folder: Path) -> list[Path]:
@@ -79,11 +77,6 @@ def timed(detect, rgb) -> tuple[float, float]:
     c0, t0 = time.process_time(), time.perf_counter()
     detect(rgb)
     return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
-
-
-def _stats(a) -> dict:
-    a = np.asarray(a, float)
-    return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3)}
 
 
 def main() -> int:
@@ -139,7 +132,7 @@ def main() -> int:
                 continue
             ref = np.asarray(ref)
             err = np.hypot(*(pts[:, :2] - ref[:, :2]).T)
-            iod = float(np.hypot(*(ref[list(RIGHT_EYE), :2].mean(0) - ref[list(LEFT_EYE), :2].mean(0))))
+            iod = eye_distance(ref)
             per_photo.append({
                 "photo": name, "inter_ocular_px": round(iod, 1),
                 "mean_px": round(float(err.mean()), 2), "median_px": round(float(np.median(err)), 2),

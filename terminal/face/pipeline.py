@@ -53,7 +53,7 @@ class FacePipeline:
     def landmarks(self, rgb: np.ndarray, analysis: Analysis) -> np.ndarray | None:
         """The face mesh of the one face ``analysis`` found (None without exactly one face), timed."""
         gate = analysis.gate
-        if gate.face is None or gate.reason in ("no_face", "multiple_faces", "partly_outside"):
+        if gate.face is None or gate.reason == "partly_outside":   # no face and several faces come without one
             return None
         t0 = time.perf_counter()
         lm = self.landmarker.landmarks(rgb, gate.face)
