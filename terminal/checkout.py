@@ -521,6 +521,21 @@ class CheckoutMachine:
         self.ctx.message = message
         return eff + [Leds(pattern), self._timer(self.policy.result_timeout_s)]
 
+    def _back_to_amount_due(self, message: str) -> list:
+        """The scan ended without a payment: the camera closes, the amount is due again, offer the card."""
+        eff = self._close_camera()
+        self._go(State.AMOUNT_DUE)
+        self.ctx.message = message
+        return eff + [Leds("amount_due")]
+
+    def _gallery_effects(self, was_on: bool) -> list:
+        """Drop or load the gallery when face pay has just been switched off or on."""
+        if was_on and not self.face_pay_on:
+            return [DropGallery()]
+        if self.face_pay_on and not was_on:
+            return [LoadGallery()]
+        return []
+
     def _cancel_sale(self, why: str) -> list:
         eff = []
         c = self.ctx
@@ -609,20 +624,14 @@ class CheckoutMachine:
         eff = self._close_camera()
         if e.shopper.shopper_id in c.revoked:
             # Defence in depth: a revoked shopper resolves to no one, whatever the matcher said.
-            self._go(State.AMOUNT_DUE)
-            c.message = "no_match"
-            return eff + [Leds("amount_due")]
+            return eff + self._back_to_amount_due("no_match")
         if e.shopper.suspended:
             # Too many wrong phone digits: no consent screen, no name; card, or unlock at "my data".
-            self._go(State.AMOUNT_DUE)
-            c.message = "face_pay_suspended"
-            return eff + [Leds("amount_due")]
+            return eff + self._back_to_amount_due("face_pay_suspended")
         stepup = self.policy.needs_stepup(e.margin, e.gallery_size)
         if stepup and not e.shopper.has_phone:
             # Not sure enough, and no second factor to ask for: treat as no match, offer the card.
-            self._go(State.AMOUNT_DUE)
-            c.message = "stepup_unavailable"
-            return eff + [Leds("amount_due")]
+            return eff + self._back_to_amount_due("stepup_unavailable")
         self._go(State.CONSENT)
         c.candidate = e.shopper
         c.stepup_required = stepup
@@ -631,10 +640,7 @@ class CheckoutMachine:
 
     def _on_FaceNoMatch(self, e: FaceNoMatch) -> list:
         self._need(State.FACE_SCAN)
-        eff = self._close_camera()
-        self._go(State.AMOUNT_DUE)
-        self.ctx.message = "no_match"
-        return eff + [Leds("amount_due")]
+        return self._back_to_amount_due("no_match")
 
     # -- liveness ------------------------------------------------------------
     def _on_LivenessPassed(self, e: LivenessPassed) -> list:
@@ -656,10 +662,7 @@ class CheckoutMachine:
         eff = [Record("liveness_failed", "", {"reason": e.reason, "challenge": c.challenge, "purpose": purpose,
                                               "strike": c.liveness_strikes})]
         if c.state == State.FACE_SCAN:
-            eff += self._close_camera()
-            self._go(State.AMOUNT_DUE)
-            c.message = "liveness_failed"
-            eff.append(Leds("amount_due"))
+            eff += self._back_to_amount_due("liveness_failed")
         else:
             eff += self._result(State.CANCELLED, "liveness_failed", "declined")
         if c.liveness_strikes >= LIVENESS_STRIKES:
@@ -733,10 +736,7 @@ class CheckoutMachine:
         if e.token != c.timer:
             raise Rejected("stale timer")
         if c.state == State.FACE_SCAN:
-            eff = self._close_camera()
-            self._go(State.AMOUNT_DUE)
-            c.message = "scan_timeout"
-            return eff + [Leds("amount_due")]
+            return self._back_to_amount_due("scan_timeout")
         if c.state == State.CONSENT:
             return self._cancel_sale("timed out")
         if c.state == State.ENROL_CAPTURE:
@@ -900,20 +900,12 @@ class CheckoutMachine:
         old = c.mode
         c.mode = e.mode
         eff = [Record("mode_changed", "", {"from": old, "to": e.mode})] if e.record else []
-        if was_on and not self.face_pay_on:
-            eff.append(DropGallery())
-        elif self.face_pay_on and not was_on:
-            eff.append(LoadGallery())
-        return eff + self._to_idle()
+        return eff + self._gallery_effects(was_on) + self._to_idle()
 
     def _on_FleetStatus(self, e: FleetStatus) -> list:
         was_on = self.face_pay_on
         self.ctx.fleet_paused = e.paused
-        if was_on and not self.face_pay_on:
-            return [DropGallery()]
-        if self.face_pay_on and not was_on:
-            return [LoadGallery()]
-        return []
+        return self._gallery_effects(was_on)
 
     def _on_ReaderStatus(self, e: ReaderStatus) -> list:
         self.ctx.reader_ok = e.ok

@@ -155,9 +155,7 @@ def enrol_from_video(term, cam, challenge: str):
 
     None (and the failure in the consent ledger) when the challenge was not passed; nothing is stored.
     """
-    import numpy as np
-
-    from .runner import run_challenge
+    from .runner import capture_rejection, run_challenge
 
     cfg = term.cfg
     cam.open()
@@ -177,8 +175,7 @@ def enrol_from_video(term, cam, challenge: str):
             if frame is None:
                 break
             emb = term.pipeline.analyse(frame.image).embedding
-            if emb is not None and all(float(np.linalg.norm(emb - e)) > 1e-4 for e in embeddings) \
-                    and float(np.linalg.norm(emb - start)) < cfg.match.threshold:
+            if capture_rejection(emb, embeddings, start, cfg.match.threshold) is None:
                 embeddings.append(emb)
     finally:
         cam.close()

@@ -86,6 +86,23 @@ def consistent_captures(embeddings: list[np.ndarray], threshold: float) -> int |
     return None
 
 
+def capture_rejection(emb: np.ndarray | None, kept: list[np.ndarray], anchor: np.ndarray | None,
+                      threshold: float) -> str | None:
+    """Why a frame is not a new enrolment capture, or None when it is one (the kiosk's rule, and
+    ``facepay enroll --video``'s).
+
+    "no_face": no descriptor; "duplicate": within 1e-4 of a capture in ``kept`` (the very same frame
+    again); "multiple_faces": not within ``threshold`` of ``anchor`` (a different person; no anchor: anyone).
+    """
+    if emb is None:
+        return "no_face"
+    if any(float(np.linalg.norm(emb - e)) < 1e-4 for e in kept):
+        return "duplicate"
+    if anchor is not None and float(np.linalg.norm(emb - anchor)) >= threshold:
+        return "multiple_faces"
+    return None
+
+
 class Runner:
     def __init__(self, term: Terminal, machine: co.CheckoutMachine, camera: Camera | None,
                  leds: LedBoard | None = None, on_timer: Callable[[co.StartTimer], None] | None = None):
@@ -300,12 +317,8 @@ class Runner:
             probe = self.liveness_challenge(emit, challenge, on_frame, scan)
             if probe is None:
                 return
-            m = gallery.match(probe, t.cfg.match.threshold, t.cfg.match.margin)
-            self.last_match = m
-            shopper = t.store.get(m.shopper_id) if m.matched else None
-            if shopper is not None:
-                emit(co.FaceMatched(t.view(shopper), m.distance, m.margin, len(gallery)))
-            else:
+            m = self._match(gallery, probe, emit)
+            if m is not None:
                 emit(co.FaceNoMatch(m.reason or "no match"))
             return
         misses, last_reason = 0, None
@@ -315,11 +328,8 @@ class Runner:
                     last_reason = analysis.gate.reason
                     emit(co.FaceGuidance(last_reason))
                 continue
-            m = gallery.match(analysis.embedding, t.cfg.match.threshold, t.cfg.match.margin)
-            self.last_match = m
-            shopper = t.store.get(m.shopper_id) if m.matched else None
-            if shopper is not None:
-                emit(co.FaceMatched(t.view(shopper), m.distance, m.margin, len(gallery)))
+            m = self._match(gallery, analysis.embedding, emit)
+            if m is None:
                 return
             misses += 1
             if misses >= NO_MATCH_FRAMES:
@@ -327,6 +337,17 @@ class Runner:
                 return
         if self.scans.live(scan):
             emit(co.FaceNoMatch("no match" if misses else (last_reason or "no_face")))
+
+    def _match(self, gallery: Gallery, probe: np.ndarray, emit: Callable):
+        """Match ``probe``; emit ``FaceMatched`` and return None for an enrolled shopper, else return the miss."""
+        t = self.term
+        m = gallery.match(probe, t.cfg.match.threshold, t.cfg.match.margin)
+        self.last_match = m
+        shopper = t.store.get(m.shopper_id) if m.matched else None
+        if shopper is not None:
+            emit(co.FaceMatched(t.view(shopper), m.distance, m.margin, len(gallery)))
+            return None
+        return m
 
     def capture_enrolment(self, emit: Callable, on_frame: Callable | None = None, scan: int | None = None) -> None:
         """Collect passing captures of one person, emitting guidance and each accepted capture."""
@@ -348,11 +369,12 @@ class Runner:
             reason = analysis.gate.reason
             emb = analysis.embedding
             if emb is not None:
-                if any(float(np.linalg.norm(emb - e)) < 1e-4 for e in self.enrol_embeddings):
-                    continue  # the very same frame again: not a new capture
                 first = self.enrol_embeddings[0] if self.enrol_embeddings else live
-                if first is not None and float(np.linalg.norm(emb - first)) >= t.cfg.match.threshold:
-                    reason = "multiple_faces"  # a different person stepped in
+                why = capture_rejection(emb, self.enrol_embeddings, first, t.cfg.match.threshold)
+                if why == "duplicate":
+                    continue  # the very same frame again: not a new capture
+                if why is not None:
+                    reason = why  # "multiple_faces": a different person stepped in
             if reason is not None:
                 if reason != last_reason:
                     last_reason = reason

@@ -192,13 +192,14 @@ class Terminal:
         return count
 
     def check_phone(self, shopper_id: str, digits: str, sale_id: str | None = None) -> tuple[bool, bool]:
-        """The phone step-up: (digits right, face pay now suspended).  A wrong entry goes into the ledger;
-        the ``PHONE_FAILURE_LIMIT``-th within ``PHONE_FAILURE_WINDOW`` (across sales) suspends face pay."""
+        """The phone step-up: (digits right, face pay now suspended; never after right digits).
+        A wrong entry goes into the ledger; the ``PHONE_FAILURE_LIMIT``-th within ``PHONE_FAILURE_WINDOW``
+        (across sales) suspends face pay."""
         shopper = self.store.get(shopper_id)
         if shopper is None:
             return False, False
         if self.store.check_phone(shopper, digits):
-            return True, self.face_pay_suspended(shopper_id)
+            return True, False  # right digits: the machine goes on, whatever the suspension says
         details = {"sale_id": sale_id} if sale_id else {}
         self.ledger.append("phone_check_failed", shopper_id, terminal_id=self.cfg.terminal_id, **details)
         if self.face_pay_suspended(shopper_id):
@@ -318,20 +319,20 @@ class Terminal:
         if self._gallery is not None:
             self._gallery = self._gallery.without(shopper_id)
         failpoints.hit("after_revoke_ledger_write")
-        receipt = self._delete(shopper, cause, receipt_id, scrub=False)
+        receipt = self._delete(shopper, cause, receipt_id)
         if self.fleet is not None and cause != "fleet opt-out":
             self.fleet.forget(shopper_id)  # before the scrub: the fleet's link row holds the card hash
         if scrub:
             self.scrub()
         return receipt
 
-    def _delete(self, shopper: Shopper, cause: str, receipt_id: str, scrub: bool = True) -> DeletionReceipt:
-        """Sales keep a tombstone instead of the shopper and their card token; then crypto-shred and scrub."""
+    def _delete(self, shopper: Shopper, cause: str, receipt_id: str) -> DeletionReceipt:
+        """Sales keep a tombstone instead of the shopper and their card token; then crypto-shred.
+
+        The caller scrubs (:meth:`scrub`), once for a batch of deletions.
+        """
         self.journal.tombstone(shopper.id, shopper.token, "deleted:" + receipt_id)
-        receipt = self.store.delete(shopper.id, cause, receipt_id, scrub=scrub)
-        if scrub:
-            self._scrub_journal()
-        return receipt
+        return self.store.delete(shopper.id, cause, receipt_id)
 
     def _scrub_journal(self) -> None:
         if not scrub_wal_database(self.journal.db, vacuum=False):
@@ -365,7 +366,7 @@ class Terminal:
                 cause = "interrupted deletion"
             else:
                 receipt_id, cause = event.details["receipt_id"], event.details.get("cause", "opt-out")
-            done.append(self._delete(shopper, cause, receipt_id, scrub=False))
+            done.append(self._delete(shopper, cause, receipt_id))
             _log.warning("finished an interrupted deletion of %s (receipt %s)", shopper.id, receipt_id)
         if self.store.drop_orphan_keys() or done:
             self.scrub()

@@ -261,11 +261,12 @@ class ShopperStore:
     def has_key(self, shopper_id: str) -> bool:
         return self.keys.execute("SELECT 1 FROM data_keys WHERE shopper_id = ?", (shopper_id,)).fetchone() is not None
 
-    def delete(self, shopper_id: str, cause: str, receipt_id: str | None = None, scrub: bool = True) -> DeletionReceipt:
+    def delete(self, shopper_id: str, cause: str, receipt_id: str | None = None) -> DeletionReceipt:
         """Crypto-shred: destroy the data key first, then the row and write the receipt (one transaction).
 
         Safe to run again after a crash at any point: a row whose key is gone is finished off.
-        ``scrub=False`` leaves the scrub to the caller (a purge of many shoppers scrubs once, at the end).
+        The scrub is left to the caller (:meth:`scrub`; a purge of many shoppers scrubs once, at the end);
+        until it has run, ``scrub_pending`` is set.
         """
         from . import failpoints
 
@@ -283,14 +284,11 @@ class ShopperStore:
             self.db.execute("INSERT INTO deletion_receipts (id, shopper_id, at, cause, deleted) VALUES (?,?,?,?,?)",
                             (receipt.id, shopper_id, receipt.at, cause, json.dumps(deleted)))
             # until the scrub has run, a crash or power cut leaves this mark for the next start to finish it
-            self.db.execute("INSERT INTO settings (key, value) VALUES ('scrub_pending', 'true') "
-                            "ON CONFLICT(key) DO UPDATE SET value=excluded.value")
+            self.set_setting("scrub_pending", True)  # a plain statement: committed with the rest below
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        if scrub:
-            self.scrub()
         return receipt
 
     def scrub(self) -> bool:
@@ -302,8 +300,7 @@ class ShopperStore:
         the WAL from being truncated.
         """
         self.keys.execute("VACUUM")
-        if self.settings().get("scrub_pending"):
-            self.db.execute("DELETE FROM settings WHERE key = 'scrub_pending'")
+        self.db.execute("DELETE FROM settings WHERE key = 'scrub_pending'")
         if scrub_wal_database(self.db):
             return True
         self.set_setting("scrub_pending", True)
