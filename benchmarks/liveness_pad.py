@@ -51,8 +51,7 @@ def present(pipeline, seq, challenge, cfg, threshold):
     from terminal.camera.replay import ReplayCamera
     from terminal.runner import run_challenge
 
-    cam = ReplayCamera(files=[], fps=seq.fps, loop=False, paced=False)
-    cam._frames = seq.frames
+    cam = ReplayCamera(frames=seq.frames, fps=seq.fps, loop=False, paced=False)
     cam.open()
     try:
         result, _ = run_challenge(pipeline, cam, challenge, cfg, threshold)

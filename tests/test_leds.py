@@ -74,8 +74,7 @@ def test_leds_follow_a_face_sale(term, embeddings, board, pipeline):
     term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04A1B2C3"), consent_text=consent.load("en"),
                embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")
     turn = synth.genuine(synth.prepare(load_rgb(DEMO_SHOPPER / "1.jpg"), pipeline), "left", 25.0, 1.0, fps=15.0)
-    cam = ReplayCamera(files=[], fps=15.0, loop=False, paced=False)
-    cam._frames = turn.frames
+    cam = ReplayCamera(frames=turn.frames, fps=15.0, loop=False, paced=False)
     m = co.CheckoutMachine(term.policy())
     r = Runner(term, m, cam, leds=board)
     privacy_while_processing = []

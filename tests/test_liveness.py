@@ -31,8 +31,7 @@ def model(pipeline):
 
 
 def present(pipeline, frames, challenge, fps=FPS):
-    cam = ReplayCamera(files=[], fps=fps, loop=False, paced=False)
-    cam._frames = frames
+    cam = ReplayCamera(frames=frames, fps=fps, loop=False, paced=False)
     cam.open()
     cfg = Config()
     try:
@@ -137,6 +136,7 @@ def test_cli_attack_and_unusable_input(cli, model, tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     r = cli("liveness", "--video", tmp_path / "bad.mp4", "--challenge", "left")
     assert r.returncode == 2 and "not a video" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr   # FFmpeg's own complaint stays out of it
     r = cli("liveness", "--video", tmp_path / "missing.mp4", "--challenge", "left")
     assert r.returncode == 2 and "no such video file" in r.stderr
     r = cli("liveness", "--frames", empty, "--challenge", "up")

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import HardwareError, InputError, UsageError
 from ..face.images import load_rgb, scale_to
+from ..native_stderr import quiet_native_stderr
 from . import Camera, Frame
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -24,14 +25,16 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".h264"}
 
 class ReplayCamera(Camera):
     def __init__(self, files: list[Path] | None = None, video: Path | None = None,
-                 fps: float = 10.0, loop: bool = True, paced: bool = True, first: int = 0, last: int | None = None):
+                 fps: float = 10.0, loop: bool = True, paced: bool = True, first: int = 0, last: int | None = None,
+                 frames: list[np.ndarray] | None = None):
+        """``frames``: RGB frames already in memory (rendered or decoded); then ``files`` only names them."""
         super().__init__()
         self.files = list(files or [])
         self.video = video
         self.fps = fps
         self.loop = loop
         self.paced = paced
-        self._frames: list[np.ndarray] = []
+        self._frames: list[np.ndarray] = list(frames or [])
         self._cap = None
         self._i = 0
         self._next_t = 0.0
@@ -72,6 +75,12 @@ class ReplayCamera(Camera):
         elif not self._frames:
             self._frames = [load_rgb(f) for f in self.files]
 
+    def show(self, frames: list[np.ndarray], files: list[Path] | None = None) -> None:
+        """Show these frames from the next read on, from the first (the scene in front of the camera changed)."""
+        self._frames = list(frames)
+        self.files = list(files or [])
+        self._i = 0
+
     def _stamp(self) -> float:
         n, self._n = self._n, self._n + 1
         return time.monotonic() if self.paced else self._t0 + n / self.fps
@@ -110,9 +119,8 @@ class ReplayCamera(Camera):
 def single_image(path: str | Path) -> ReplayCamera:
     """A camera that shows one photo once (``facepay sale --face IMAGE``); errors name the photo."""
     p = Path(path)
-    cam = ReplayCamera(files=[p], loop=False, paced=False)
-    cam._frames = [load_rgb(p)]  # decode now so a bad photo fails before any state changes
-    return cam
+    # decoded now so a bad photo fails before any state changes
+    return ReplayCamera(files=[p], frames=[load_rgb(p)], loop=False, paced=False)
 
 
 def open_clip(video: str | None, frames: str | None, fps: float | None, first: int = 0, last: int | None = None):
@@ -133,8 +141,10 @@ def open_clip(video: str | None, frames: str | None, fps: float | None, first: i
         p = Path(video)
         if not p.is_file():
             raise InputError("no such video file", video)
-        cap = cv2.VideoCapture(str(p))
-        if not cap.isOpened() or not cap.read()[0]:
+        with quiet_native_stderr():   # FFmpeg names what is wrong with a bad file on fd 2; our error says it once
+            cap = cv2.VideoCapture(str(p))
+            readable = cap.isOpened() and cap.read()[0]
+        if not readable:
             raise InputError("not a video OpenCV can read", video, "use an .mp4, .avi or .mkv file")
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         own = float(cap.get(cv2.CAP_PROP_FPS) or 0)

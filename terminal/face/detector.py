@@ -9,13 +9,13 @@ import contextlib
 import ctypes
 import logging
 import os
-import sys
 import threading
 import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..native_stderr import quiet_native_stderr
 from .models import read_verified
 
 _log = logging.getLogger(__name__)
@@ -37,30 +37,6 @@ class Detection:
     def eye_distance(self) -> float:
         (rx, ry), (lx, ly) = self.keypoints["right_eye"], self.keypoints["left_eye"]
         return float(np.hypot(lx - rx, ly - ry))
-
-
-@contextlib.contextmanager
-def quiet_native_stderr(heard: list[bytes] | None = None):
-    """Silence native libraries' banners on fd 2 (set FACEPAY_DEBUG=1 to see them).
-
-    With ``heard``, what they wrote is kept in memory (a memfd, never a file on disk) and appended to it.
-    """
-    if os.environ.get("FACEPAY_DEBUG"):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    sink = os.memfd_create("facepay-native-stderr") if heard is not None else os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(sink, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        if heard is not None:
-            os.lseek(sink, 0, os.SEEK_SET)
-            heard.append(os.read(sink, 1 << 16))
-        os.close(sink)
 
 
 # LiteRT logs this once per process, at the first inference whose input tensor happens to be unaligned

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .liveness import NOSE_TIP, eye_distance
+
 FPS = 30.0
 # MediaPipe face-oval indices, in order around the face
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
@@ -103,10 +105,9 @@ class HeadModel:
         h, w = rgb.shape[:2]
         self.rgb = rgb
         lm = np.asarray(landmarks, dtype=np.float64)
-        eyes = lm[[33, 133], :2].mean(axis=0), lm[[362, 263], :2].mean(axis=0)
-        self.iod = float(np.hypot(*(eyes[1] - eyes[0])))
+        self.iod = eye_distance(lm)
         centre = lm[list(FACE_OVAL), :2].mean(axis=0)
-        z_front = lm[1, 2]
+        z_front = lm[NOSE_TIP, 2]
         # the turning axis: vertical, through the face's centre, 1.6 eye distances behind the nose tip
         self.pivot = np.array([centre[0], 0.0, z_front + 1.6 * self.iod])
         # a ring around the face (hair, ears, neck) turning with the head at the depth of the face's edge
@@ -340,9 +341,12 @@ def trials(model: HeadModel, *, fps: float = 15.0, seed: int = 0) -> list[Trial]
             out.append(Trial("genuine", side, make, "genuine " + label))
             out.append(Trial("replay", other(side), make, f"replay of {label}, asked {other(side)}"))
     front = model.frontal()
+
+    def make_still():   # one sequence for both sides: the same print, asked left and asked right
+        return print_still(front, fps=fps, seed=seed)
+
     for side in ("left", "right"):
-        out.append(Trial("print_still", side, lambda: print_still(front, fps=fps, seed=seed),
-                         f"print held still, asked {side}"))
+        out.append(Trial("print_still", side, make_still, f"print held still, asked {side}"))
         for k, peak in enumerate(PRINT_PEAKS):
             for kind in ("print_turned", "screen"):
                 def make(side=side, peak=peak, kind=kind, s=seed * 100 + k):
@@ -387,6 +391,4 @@ class DemoShopper:
         """Show the turn the screen asks for (as soon as it is rendered) on the replay camera."""
         self.ready.wait(30)
         if challenge in self.frames:
-            camera._frames = self.frames[challenge]
-            camera._i = 0
-            camera.files = []
+            camera.show(self.frames[challenge])

@@ -82,13 +82,17 @@ def run_kiosk(ctx, demo: bool, size=None, script: str | None = None, screenshots
         ensure_demo_shopper(term)
         term.channel = "kiosk"
     hw = build_hardware(cfg, term.data_dir)
-    if demo and cfg.liveness.required:
-        from ..face.synth import DemoShopper
-        from ..hardware import DEMO_SHOPPER
-
-        hw.shopper = DemoShopper(DEMO_SHOPPER / "1.jpg", cfg.camera.fps)   # turns the way the screen asks
     _prepare_kivy(size, fullscreen)
     try:
+        if demo and cfg.liveness.required:
+            from .scenario import load_scenario, shows_own_presentations
+
+            # a script that shows its own rendered turns or prints needs no demo shopper (it would step aside)
+            if script is None or not shows_own_presentations(load_scenario(Path(script)).get("steps", [])):
+                from ..face.synth import DemoShopper
+                from ..hardware import DEMO_SHOPPER
+
+                hw.shopper = DemoShopper(DEMO_SHOPPER / "1.jpg", cfg.camera.fps)   # turns the way the screen asks
         app = _make_app_class()(term, hw, demo=demo, font=str(font), script=script, screenshots=screenshots)
         app.run()
         return app.exit_code

@@ -107,6 +107,11 @@ class ScriptTouch(MotionEvent):
         EventLoop.post_dispatch_input("end", self)
 
 
+def shows_own_presentations(steps: list[dict]) -> bool:
+    """The script puts its own rendered head turns or prints in front of the camera."""
+    return any(st.get("do") == "camera" and st.get("source") in ("turn", "print") for st in steps)
+
+
 def load_scenario(path: Path) -> dict:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -189,8 +194,8 @@ class ScenarioPlayer:
         self.ctl.bind(screen=self._note_screen)
         self._note_screen()
         self._presentations: dict = {}
-        if any(st.get("do") == "camera" and st.get("source") in ("turn", "print") for st in self.steps):
-            app.hw.shopper = None   # this scenario shows its own presentations: the demo's shopper steps aside
+        if shows_own_presentations(self.steps):
+            app.hw.shopper = None   # the demo's shopper steps aside (run_kiosk does not make one for such a script)
         import threading
 
         self._material_ready = threading.Event()
@@ -343,8 +348,7 @@ class ScenarioPlayer:
                 files = sorted(folder.glob("*.jpg"))
             from ..face.images import load_rgb
 
-            cam.files = files
-            cam._frames = [load_rgb(f) for f in files]
+            cam.show([load_rgb(f) for f in files], files)
             return True
         if kind == "reader":
             sim = self.app.hw.sim
@@ -421,10 +425,7 @@ class ScenarioPlayer:
         side = self.ctl.challenge
         if ready is None or not side:
             return False  # still rendering, or the shopper waits for the arrow
-        cam = self.app.hw.camera
-        cam._frames = ready[side]
-        cam._i = 0
-        cam.files = []
+        self.app.hw.camera.show(ready[side])
         return True
 
     # -- expectations -------------------------------------------------------------------------
