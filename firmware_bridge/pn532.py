@@ -19,6 +19,7 @@ and aborts a pending InListPassiveTarget with an ACK when it times out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import termios
 import time
@@ -94,6 +95,15 @@ def parse_targets(data: bytes) -> list[Target]:
     return out
 
 
+@contextlib.contextmanager
+def _port_gone_is_serial_error():
+    """A vanished tty raises termios.error (from tcflush, tcdrain, TIOCINQ), not an OSError."""
+    try:
+        yield
+    except termios.error as exc:
+        raise serial.SerialException(f"the port went away: {exc}") from None
+
+
 class PN532:
     def __init__(self, port: serial.SerialBase, retries: int = 2):
         self.port = port
@@ -116,10 +126,8 @@ class PN532:
     # -- bytes ------------------------------------------------------------------
     def _fill(self) -> None:
         """Read what is there, waiting at most the port's short read timeout."""
-        try:
+        with _port_gone_is_serial_error():
             self._buf += self.port.read(max(1, self.port.in_waiting))
-        except termios.error as exc:  # a vanished tty can raise this instead of an OSError
-            raise serial.SerialException(f"the port went away: {exc}") from None
 
     def _next_frame(self, deadline: float) -> frames.Frame | None:
         while True:
@@ -139,11 +147,9 @@ class PN532:
             self._fill()
 
     def _write(self, data: bytes) -> None:
-        try:
+        with _port_gone_is_serial_error():
             self.port.write(data)
             self.port.flush()
-        except termios.error as exc:  # tcdrain on a vanished tty
-            raise serial.SerialException(f"the port went away: {exc}") from None
 
     # -- commands -------------------------------------------------------------
     def command(self, code: int, params: bytes = b"", timeout: float = 0.5) -> bytes:
@@ -154,7 +160,8 @@ class PN532:
             if attempt:
                 self.stats["retries"] += 1
             self._buf = b""
-            self.port.reset_input_buffer()
+            with _port_gone_is_serial_error():
+                self.port.reset_input_buffer()
             self._write(frame)
             ack = self._next_frame(time.monotonic() + ACK_TIMEOUT)
             if ack is None:
@@ -238,4 +245,5 @@ class PN532:
         self.command(CMD_SET_SERIAL_BAUD_RATE, bytes([code]), timeout=0.3)
         self._write(frames.ACK)
         time.sleep(0.005)
-        self.port.baudrate = baud
+        with _port_gone_is_serial_error():
+            self.port.baudrate = baud

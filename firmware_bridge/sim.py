@@ -285,11 +285,22 @@ class PN532Simulator:
                         else:
                             self.log.append(("garbled", chunk))
                 speed_before = speed_now
-                if not (ready and not chunk):
-                    # not on a flush notice: a host flushes its input just before it writes the next
-                    # command, which supersedes the pending one; a card found in that instant would
-                    # answer the old command into the new one's ACK, far more often than on a wire
+                if self._pending_list is not None and not (ready and not chunk) \
+                        and not self._host_is_talking(fd):
+                    # Not on a flush notice, nor while one (or a command) waits to be read: a host
+                    # flushes its input just before it writes the next command, which supersedes the
+                    # pending one.  On a wire that instant lasts a few bit times; here the thread may
+                    # have slept through it, and a card found then would answer the old command into
+                    # the new one's ACK far more often than a chip does.
                     self._serve_pending_list()
+
+    @staticmethod
+    def _host_is_talking(fd: int) -> bool:
+        """Something from the host (bytes or a flush notice) waits to be read."""
+        try:
+            return bool(select.select([fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
 
     def _host_flushed_output(self) -> None:
         """The host discarded what it had written and we had not read yet (tcflush TCOFLUSH).
