@@ -53,6 +53,46 @@ def test_optout_code_reaches_every_agent(fleet):
 
 
 
+def test_an_agent_whose_revocation_subscription_goes_deaf_still_deletes(fleet):
+    """The server stops delivering to the agent's pull inbox (as after a lost re-subscription) while the
+    connection stays up: fetches only time out.  That must neither count as caught up for long nor lose
+    the opt-out: the agent sees revocations waiting in its consumer and subscribes again."""
+    import asyncio
+
+    from nats.protocol import command as prot
+
+    from terminal.config import load_config
+    from terminal.fleet.agent import AgentThread
+
+    tid = "deaf-1"
+    cfg = fleet.provision(tid)
+    uid = bytes.fromhex("04DEAF01")
+    code = enrol_direct(cfg, fleet.data_dir(tid), uid)
+    thread = AgentThread(load_config(cfg), fleet.data_dir(tid)).start()
+    try:
+        agent = thread.agent
+        wait_for(lambda: agent.term is not None and not agent.term.fleet_paused()
+                 and agent.term.fleet.backlog() == 0, 30, "the agent caught up")
+
+        async def deafen():
+            pulls = [s for s in agent.nc._subs.values()  # its inboxes, not the request/reply one (_INBOX_x.y.*)
+                     if s._subject.startswith(f"_INBOX_{tid}.") and not s._subject.endswith("*")]
+            for s in pulls:
+                await agent.nc._send_command(prot.unsub_cmd(s._id, 0))
+            await agent.nc.flush()
+            return len(pulls)
+
+        assert asyncio.run_coroutine_threadsafe(deafen(), thread._loop).result(10) >= 1
+        status, body = fleet.http("POST", "/api/optout", {"code": code})
+        assert status == 202
+        rid = body["revocation_id"]
+        wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 30,
+                 "the deaf agent's deletion receipt")
+        assert shopper_count(cfg, fleet.data_dir(tid)) == 0
+    finally:
+        thread.stop()
+
+
 def test_optout_at_one_terminals_my_data_goes_fleet_wide(fleet):
     """`facepay revoke --card-uid` (the till's version of "my data" with the card) at one terminal: every
     other terminal holding that card's enrolment deletes it too, and the enrolment's code is gone with it."""

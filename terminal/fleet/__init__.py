@@ -62,3 +62,11 @@ def validate(fleet: FleetConfig, terminal_id: str, source: str) -> None:
     if not TERMINAL_ID_RE.match(terminal_id):
         raise ConfigError(f"'terminal_id' {terminal_id!r} cannot be used in a fleet: use letters, digits, - and _",
                           source)
+
+
+async def unsubscribe_quietly(sub) -> None:
+    """Drop a NATS subscription that no longer delivers; it may already be gone with its connection."""
+    try:
+        await sub.unsubscribe()
+    except Exception:
+        pass

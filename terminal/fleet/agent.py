@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .. import __version__, failpoints
 from ..errors import UsageError
-from . import outbox
+from . import outbox, unsubscribe_quietly
 
 _log = logging.getLogger("facepay.agent")
 
@@ -163,10 +163,17 @@ class Agent:
                 try:
                     msgs = await sub.fetch(batch=50, timeout=1.0)
                 except TimeoutError:
-                    # Nothing left to read: caught up, if the server really answered (not a silent partition).
+                    # Nothing came.  Caught up only if the consumer itself says nothing waits for us: a
+                    # timeout also follows a silent partition, or a subscription the server no longer
+                    # delivers to, and neither may keep face pay on.
                     if self.nc.is_connected:
-                        await self.nc.flush(timeout=1)
-                        self.term.fleet.mark_caught_up()
+                        info = await sub.consumer_info()
+                        if info.num_pending == 0 and info.num_ack_pending == 0:
+                            self.term.fleet.mark_caught_up()
+                        elif info.num_pending:
+                            _log.warning("%d revocations wait but none arrived: subscribing again", info.num_pending)
+                            await unsubscribe_quietly(sub)
+                            sub = None
                     continue
                 for m in msgs:
                     d = json.loads(m.data)
@@ -181,6 +188,9 @@ class Agent:
                 raise
             except Exception as exc:
                 _log.info("revocations not read: %r", exc)
+                if sub is not None and not self.nc.is_reconnecting:
+                    await unsubscribe_quietly(sub)  # whatever broke, the next round binds afresh
+                    sub = None
                 await asyncio.sleep(0.5)
 
     # -- mode -------------------------------------------------------------------------

@@ -30,14 +30,16 @@ def free_port() -> int:
     return fp()
 
 
-def wait_for(cond, timeout: float, what: str, step: float = 0.1):
+def wait_for(cond, timeout: float, what: str, step: float = 0.1, detail=None):
+    """Poll ``cond`` until it is true; on time-out, ``detail()`` says what was seen instead."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
         if value:
             return value
         time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    seen = f"; seen: {detail()}" if detail is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{seen}")
 
 
 class Fleet:
@@ -96,8 +98,12 @@ class Fleet:
             proc.wait()
             raise AssertionError(f"agent {tid} did not stop within 15 s of {sig!r}") from None
 
-    def nats_pid(self) -> int:
-        return int((self.workdir / "nats.pid").read_text().split()[0])
+    def nats_pid(self) -> int | None:
+        """The running nats-server's pid; None while its pid file is missing or half written."""
+        try:
+            return int((self.workdir / "nats.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None
 
     # -- web ------------------------------------------------------------------------------------
     def http(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -115,6 +121,10 @@ class Fleet:
 
         with psycopg.connect(self.db, autocommit=True) as conn:
             return conn.execute(query, args).fetchall()
+
+    def log_tail(self, chars: int = 1500) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()[-chars:]
 
     def staff(self) -> dict:
         return json.loads((self.workdir / "staff.json").read_text())
@@ -178,6 +188,25 @@ def admin_nats(fleet: Fleet):
     state = json.loads((fleet.workdir / "fleet.json").read_text())
     return nats.connect(f"nats://127.0.0.1:{state['nats_port']}", user=state["admin_user"],
                         password=state["admin_password"])
+
+
+def consumer_state(fleet: Fleet, stream: str, durable: str = "backoffice") -> str:
+    """The stream's last sequence and the consumer's delivered / acknowledged / pending counts."""
+    import asyncio
+
+    async def go():
+        nc = await admin_nats(fleet)
+        try:
+            js = nc.jetstream()
+            si = await js.stream_info(stream)
+            ci = await js.consumer_info(stream, durable)
+            return (f"{stream}: last seq {si.state.last_seq}; {durable}: delivered {ci.delivered.stream_seq}, "
+                    f"ack floor {ci.ack_floor.stream_seq}, pending {ci.num_pending}, ack pending "
+                    f"{ci.num_ack_pending}, redelivered {ci.num_redelivered}, waiting pulls {ci.num_waiting}")
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
 
 
 def stream_count(fleet: Fleet, stream: str, subject: str) -> int:
