@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import FACES
-from tests.helpers.fleet import Fleet, enrol_direct, shopper_count, wait_for
+from tests.helpers.fleet import Fleet, deafen_pull_subscriptions, enrol_direct, shopper_count, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +59,6 @@ def test_an_agent_whose_revocation_subscription_goes_deaf_still_deletes(fleet):
     the opt-out: the agent sees revocations waiting in its consumer and subscribes again."""
     import asyncio
 
-    from nats.protocol import command as prot
-
     from terminal.config import load_config
     from terminal.fleet.agent import AgentThread
 
@@ -74,15 +72,9 @@ def test_an_agent_whose_revocation_subscription_goes_deaf_still_deletes(fleet):
         wait_for(lambda: agent.term is not None and not agent.term.fleet_paused()
                  and agent.term.fleet.backlog() == 0, 30, "the agent caught up")
 
-        async def deafen():
-            pulls = [s for s in agent.nc._subs.values()  # its inboxes, not the request/reply one (_INBOX_x.y.*)
-                     if s._subject.startswith(f"_INBOX_{tid}.") and not s._subject.endswith("*")]
-            for s in pulls:
-                await agent.nc._send_command(prot.unsub_cmd(s._id, 0))
-            await agent.nc.flush()
-            return len(pulls)
-
-        assert asyncio.run_coroutine_threadsafe(deafen(), thread._loop).result(10) >= 1
+        deafened = asyncio.run_coroutine_threadsafe(deafen_pull_subscriptions(agent.nc, f"_INBOX_{tid}"),
+                                                    thread._loop).result(10)
+        assert deafened >= 1
         status, body = fleet.http("POST", "/api/optout", {"code": code})
         assert status == 202
         rid = body["revocation_id"]

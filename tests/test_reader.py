@@ -283,7 +283,6 @@ def test_service_reports_missing_port_clearly(tmp_path):
         svc.stop()
 
 
-# -- the simulator's own command line ------------------------------------------------
 def test_driver_reports_a_vanished_tty_as_a_serial_error():
     """The USB adapter pulled between two commands: tcflush, tcdrain and TIOCINQ on the dead tty
     raise termios.error (not an OSError); the driver names it as the serial error callers handle."""
@@ -301,6 +300,7 @@ def test_driver_reports_a_vanished_tty_as_a_serial_error():
         reader.close()
 
 
+# -- the simulator's own command line ------------------------------------------------
 def test_sim_command_line_control_channel(tmp_path):
     link = tmp_path / "pn"
     p = subprocess.Popen([sys.executable, "-m", "firmware_bridge.sim", "--link", str(link)],

@@ -190,37 +190,53 @@ def admin_nats(fleet: Fleet):
                         password=state["admin_password"])
 
 
-def consumer_state(fleet: Fleet, stream: str, durable: str = "backoffice") -> str:
-    """The stream's last sequence and the consumer's delivered / acknowledged / pending counts."""
+def _as_admin(fleet: Fleet, ask):
+    """Run ``await ask(js)`` on a JetStream context of the back office's own user; its answer."""
     import asyncio
 
     async def go():
         nc = await admin_nats(fleet)
         try:
-            js = nc.jetstream()
-            si = await js.stream_info(stream)
-            ci = await js.consumer_info(stream, durable)
-            return (f"{stream}: last seq {si.state.last_seq}; {durable}: delivered {ci.delivered.stream_seq}, "
-                    f"ack floor {ci.ack_floor.stream_seq}, pending {ci.num_pending}, ack pending "
-                    f"{ci.num_ack_pending}, redelivered {ci.num_redelivered}, waiting pulls {ci.num_waiting}")
+            return await ask(nc.jetstream())
         finally:
             await nc.close()
 
     return asyncio.run(go())
+
+
+def consumer_state(fleet: Fleet, stream: str, durable: str = "backoffice") -> str:
+    """The stream's last sequence and the consumer's delivered / acknowledged / pending counts."""
+
+    async def ask(js):
+        si = await js.stream_info(stream)
+        ci = await js.consumer_info(stream, durable)
+        return (f"{stream}: last seq {si.state.last_seq}; {durable}: delivered {ci.delivered.stream_seq}, "
+                f"ack floor {ci.ack_floor.stream_seq}, pending {ci.num_pending}, ack pending "
+                f"{ci.num_ack_pending}, redelivered {ci.num_redelivered}, waiting pulls {ci.num_waiting}")
+
+    return _as_admin(fleet, ask)
 
 
 def stream_count(fleet: Fleet, stream: str, subject: str) -> int:
-    import asyncio
+    async def ask(js):
+        info = await js.stream_info(stream, subjects_filter=subject)
+        return sum((info.state.subjects or {}).values())
 
-    async def go():
-        nc = await admin_nats(fleet)
-        try:
-            info = await nc.jetstream().stream_info(stream, subjects_filter=subject)
-            return sum((info.state.subjects or {}).values())
-        finally:
-            await nc.close()
+    return _as_admin(fleet, ask)
 
-    return asyncio.run(go())
+
+async def deafen_pull_subscriptions(nc, inbox_prefix: str = "_INBOX") -> int:
+    """What a lost subscription looks like from the server after a reconnect: the server drops the client's
+    interest in its inboxes (a protocol UNSUB) while the client still holds them.  The request/reply inbox
+    (``PREFIX.x.*``) is left alone.  Returns how many went deaf."""
+    from nats.protocol import command as prot
+
+    deaf = [s for s in nc._subs.values()
+            if s._subject.startswith(inbox_prefix + ".") and not s._subject.endswith("*")]
+    for s in deaf:
+        await nc._send_command(prot.unsub_cmd(s._id, 0))
+    await nc.flush()
+    return len(deaf)
 
 
 CHROMIUM = "/usr/bin/chromium"
