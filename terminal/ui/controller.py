@@ -131,7 +131,7 @@ class KioskController(EventDispatcher):
             from ..fleet.agent import AgentThread
 
             self.machine.ctx.fleet_paused = term.fleet_paused()
-            self.agent = AgentThread(term.cfg, term.data_dir,
+            self.agent = AgentThread(term.cfg, term.data_dir, health=hardware.health,
                                      is_idle=lambda: self.state in ("idle", "out_of_service")).start()
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
         self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
@@ -191,9 +191,12 @@ class KioskController(EventDispatcher):
             if isinstance(eff, co.OpenCamera) and eff.challenge and self.hw.shopper is not None:
                 self.hw.shopper.follow(self.hw.camera, eff.challenge)   # the demo's simulated shopper
             self.runner.work(eff, self._post, on_frame)
+            if isinstance(eff, co.OpenCamera):
+                self.hw.camera_seen(None)  # for the fleet heartbeat
         except Exception as exc:  # a fault in a part must not kill the kiosk
             _log.exception("effect %s failed", type(eff).__name__)
             if isinstance(eff, co.OpenCamera):
+                self.hw.camera_seen(str(exc))
                 self.hw.leds.set_fault(True)  # a missing camera keeps the fault LED blinking
                 self._post(co.CameraFault(str(exc)))
             elif isinstance(eff, co.Charge):
