@@ -272,6 +272,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 def cmd_serve(args) -> int:
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
+    proxies = parse_proxies(args.trusted_proxy)
     db.migrate(args.db)
 
     async def main():
@@ -279,7 +280,7 @@ def cmd_serve(args) -> int:
         _stop_on_signals(stop)
         await _run_backoffice(args.db, args.nats, host, port, rate, stop,
                               ready=lambda: print(f"back office on http://{host}:{port}", flush=True),
-                              trusted_proxies=parse_proxies(args.trusted_proxy))
+                              trusted_proxies=proxies)
 
     asyncio.run(main())
     return EXIT_OK
@@ -288,6 +289,7 @@ def cmd_serve(args) -> int:
 def cmd_dev(args) -> int:
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
+    proxies = parse_proxies(args.trusted_proxy)
     workdir = args.workdir
     if workdir.exists() and any(workdir.iterdir()):
         raise CliError(f"--workdir {workdir} is not empty", "dev makes a fresh fleet: give a new or empty folder")
@@ -328,7 +330,7 @@ def cmd_dev(args) -> int:
             stop = asyncio.Event()
             _stop_on_signals(stop)
             await _run_backoffice(state["db_url"], admin_url(state), host, port, rate, stop, ready, supervise(),
-                                  trusted_proxies=parse_proxies(args.trusted_proxy))
+                                  trusted_proxies=proxies)
 
         asyncio.run(main())
     finally:

@@ -21,14 +21,15 @@ SESSION_COOKIE = "fp_session"
 CSRF_COOKIE = "fp_csrf"
 CSRF_FIELD = "csrf_token"
 
-# Every page: no framing, no sniffing, no referrer (the opt-out page's address may carry a code); scripts and
+# Every page: no framing, no sniffing, no referrer to other sites (the opt-out page's address may carry a code;
+# "no-referrer" would also make browsers send `Origin: null` on the pages' own forms); scripts and
 # styles only from this origin or inline with this response's nonce; forms only to this origin; nothing cached.
 CSP = ("default-src 'none'; script-src 'self' 'nonce-{n}'; style-src 'self' 'nonce-{n}'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
