@@ -58,6 +58,7 @@ def doctor_state(data_dir: Path) -> dict:
     except (OSError, ValueError):
         return state
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(found.get("at", 0)))
+    state = {part: f"not checked by the last `facepay doctor` ({when})" for part in state}
     for c in found.get("checks", []):
         for part in ("reader", "camera"):
             if part in c.get("name", ""):
