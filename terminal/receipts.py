@@ -261,7 +261,10 @@ def print_on_printer(receipt: Receipt, cfg) -> bool:
 
 def qr_text(receipt: Receipt, cfg) -> str:
     """What the result screen's QR code holds: the customer receipt's own text (it opens nothing)."""
-    return "\n".join(line.strip() for line in receipt.lines("customer", cfg) if line.strip())
+    import re
+
+    lines = (re.sub(r"\s{2,}", " ", line.strip()) for line in receipt.lines("customer", cfg))
+    return "\n".join(line for line in lines if line and not set(line) <= {"-"})
 
 
 def qr_png(text: str, path: Path) -> None:

@@ -53,6 +53,7 @@ class Desk:
     """What the link needs of a checkout (headless or the kiosk's): start, abort, watch."""
 
     term = None
+    prints = False   # True: the desk prints receipts on [receipt] printer itself (the kiosk), not the link
 
     def start_sale(self, amount_minor: int) -> str:
         """Start a sale with the amount; returns its sale id.  Raises co.Rejected when not possible now."""
@@ -403,7 +404,7 @@ class TillLink:
             fn(snap)
 
     def print_receipt(self, receipt: rc.Receipt) -> None:
-        if self.cfg.receipt.printer:
+        if self.cfg.receipt.printer and not self.desk.prints:
             threading.Thread(target=rc.print_on_printer, args=(receipt, self.cfg), daemon=True).start()
 
     def start_tcp(self, host: str, port: int) -> TillLink:
