@@ -78,6 +78,9 @@ class ReceiptBook:
 
     def number(self, sale_id: str, kind: str = "sale", masked_card: str = "") -> Entry:
         """The entry of ``sale_id``'s ``kind``, numbered now if it has none yet (asking twice: the same)."""
+        found = self.get(sale_id, kind)
+        if found is not None:   # (an ignored INSERT would still use up a trace number)
+            return found
         self.db.execute("INSERT OR IGNORE INTO entries (sale_id, kind, masked_card, at) VALUES (?,?,?,?)",
                         (sale_id, kind, masked_card, datetime.now(timezone.utc).isoformat(timespec="seconds")))
         return self.get(sale_id, kind)

@@ -276,3 +276,48 @@ def test_serial_link_over_a_pty_pair(tmp_path):
         stop(proc)
         os.close(master)
         os.close(slave)
+
+
+def test_a_face_payment_the_shopper_cancels_is_an_abort_6c(tmp_path, pipeline):
+    """In-process: the headless desk with a still photo as the camera (liveness off), the link on TCP."""
+    import queue as q
+
+    from terminal import checkout as co
+    from terminal.camera.replay import single_image
+    from terminal.config import parse_config
+    from terminal.hardware import DEMO_SHOPPER, Hardware, ensure_demo_shopper
+    from terminal.leds import LedBoard
+    from terminal.service import Terminal
+    from terminal.till.headless import HeadlessDesk
+    from terminal.till.link import TillLink
+
+    cfg = parse_config('terminal_id = "face-till"\n[liveness]\nrequired = false\n[leds]\nbackend = "mock"\n', "t")
+    term = Terminal(cfg, tmp_path / "data")
+    term._pipeline = pipeline
+    ensure_demo_shopper(term)
+    hw = Hardware(single_image(DEMO_SHOPPER / "2.jpg"), LedBoard(cfg.leds), None, None, q.Queue())
+    desk = HeadlessDesk(term, hw).start()
+    link = TillLink(desk, cfg).start_tcp("127.0.0.1", 0)
+    try:
+        e = E.Ecr(E.TcpWire(*link.address))
+        e.run(E.registration())
+        seen = []
+
+        def shopper(msg):
+            if msg[:2] == E.h("04FF"):
+                seen.append(msg[3])
+                if msg[3] == 0x0A:            # amount due: the shopper chooses face
+                    desk.post(co.ChooseFace())
+                elif msg[3] == 0x00:          # the consent screen: the shopper presses Cancel
+                    desk.post(co.Cancel())
+
+        msgs = e.run(E.authorisation(990), on_message=shopper)
+        assert msgs[-1] == E.h("061E 01 6C")
+        assert 0x00 in seen and not E.of(msgs, "040F")
+        assert term.journal.sales() == [] and term.processor.charges() == []
+        assert [ev.kind for ev in term.ledger.events(kind="charge_cancelled")] == ["charge_cancelled"]
+    finally:
+        link.stop()
+        desk.stop()
+        hw.close()
+        term.close()
