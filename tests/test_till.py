@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import tty
+from pathlib import Path
 
 import pytest
 
@@ -74,12 +75,12 @@ def tcp_till(tmp_path_factory):
                    '[receipt]\nlocation = "Hauptstr. 1, Berlin"\n[till]\npassword = "123456"\n')
     proc, line = start_till(data, "--listen", "127.0.0.1:0", "--auto-card", CARD, config=cfg)
     host, port = re.search(r"tcp (\S+):(\d+)", line).groups()
-    yield data, host, int(port), cfg
+    yield data, host, int(port), cfg, proc
     stop(proc)
 
 
 def connect(tcp_till) -> E.Ecr:
-    _, host, port, _ = tcp_till
+    _, host, port, _, _ = tcp_till
     return E.Ecr(E.TcpWire(host, port))
 
 
@@ -239,17 +240,6 @@ def test_unknown_outcome_is_never_declined_and_the_answer_follows_recover(tcp_ti
     assert [c["amount_minor"] for c in charges(data)].count(1900) == 1
 
 
-def test_a_blocked_card_is_declined_card_in_blocked_list(tcp_till):
-    data = tcp_till[0]
-    assert run_cli("processor", "block", "--card-uid", CARD, data_dir=data).returncode == 0
-    e = registered(tcp_till)
-    msgs = e.run(E.authorisation(2500))
-    assert msgs[-1] == E.h("061E 01 2B")     # 43: stolen card (ISO 8583), from the processor's reason
-    assert "card reported stolen" in E.printed(msgs)
-    r = run_cli("receipt", journal(data)[-1]["id"], data_dir=data, env={"FACEPAY_CONFIG": str(tcp_till[3])})
-    assert r.returncode == 0 and "DECLINED" in r.stdout and r.stdout.count("COPY") == 2
-
-
 def test_serial_link_over_a_pty_pair(tmp_path):
     master, slave = os.openpty()
     tty.setraw(master)
@@ -321,3 +311,69 @@ def test_a_face_payment_the_shopper_cancels_is_an_abort_6c(tmp_path, pipeline):
         desk.stop()
         hw.close()
         term.close()
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """The TCP sockets in LISTEN state that process ``pid`` holds, from /proc."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            cols = row.split()
+            if cols[3] == "0A" and cols[9] in inodes:
+                addr, port = cols[1].split(":")
+                found.append((addr, int(port, 16)))
+    return found
+
+
+def test_exactly_one_listener_on_the_configured_address(tcp_till):
+    _, host, port, _, proc = tcp_till
+    assert host == "127.0.0.1"
+    assert listening_sockets(proc.pid) == [("0100007F", port)]   # 127.0.0.1 in /proc's byte order
+
+
+def test_a_connection_cut_while_the_outcome_is_unknown_charges_once_and_recover_settles_it(tcp_till):
+    data = tcp_till[0]
+    e = registered(tcp_till)
+    assert run_cli("processor", "fault", "partition", data_dir=data).returncode == 0
+    try:
+        assert e.send(E.authorisation(2300)) == E.RECEIVED
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:   # until the terminal says it does not know
+            msg = e.wire.read_apdu(5)
+            e.wire.write_apdu(E.RECEIVED)
+            if msg and msg[:2] == E.h("04FF") and msg[3] == 0xFF:
+                break
+        else:
+            raise AssertionError("never told 'outcome not known'")
+        e.wire.close()                       # the till gives up
+    finally:
+        run_cli("processor", "fault", "none", data_dir=data)
+    assert run_cli("recover", data_dir=data).returncode == 0
+    time.sleep(1)
+    assert [c["amount_minor"] for c in charges(data)].count(2300) == 1
+    sale = [s for s in journal(data) if s["amount_minor"] == 2300][-1]
+    assert sale["status"] == "approved"
+    r = run_cli("receipt", sale["id"], data_dir=data, env={"FACEPAY_CONFIG": str(tcp_till[3])})
+    assert "APPROVED" in r.stdout
+    e = registered(tcp_till)                 # and it serves the next sale
+    assert E.status_info(e.run(E.authorisation(2400)))[0x27] == b"\x00"
+
+
+def test_a_blocked_card_is_declined_card_in_blocked_list(tcp_till):
+    """Last in the module: the auto-card stays blocked."""
+    data = tcp_till[0]
+    assert run_cli("processor", "block", "--card-uid", CARD, data_dir=data).returncode == 0
+    e = registered(tcp_till)
+    msgs = e.run(E.authorisation(2500))
+    assert msgs[-1] == E.h("061E 01 2B")     # 43: stolen card (ISO 8583), from the processor's reason
+    assert "card reported stolen" in E.printed(msgs)
+    r = run_cli("receipt", journal(data)[-1]["id"], data_dir=data, env={"FACEPAY_CONFIG": str(tcp_till[3])})
+    assert r.returncode == 0 and "DECLINED" in r.stdout and r.stdout.count("COPY") == 2

@@ -82,6 +82,7 @@ class Session:
         self.config_byte: int | None = None
         self.currency = m.CURRENCY_NUMBERS[self.cfg.payment.currency]
         self.tid = m.terminal_number(self.cfg.terminal_id)
+        self.busy = False   # a sale or an administration command is running
 
     # -- plumbing ---------------------------------------------------------------------
     def send(self, apdu: Apdu, on_command=None) -> bool:
@@ -132,6 +133,13 @@ class Session:
                 self.ch.send(nak_apdu(m.PROTOCOL_ERROR))
 
     def command(self, a: Apdu) -> None:
+        self.busy = True
+        try:
+            self._command(a)
+        finally:
+            self.busy = False
+
+    def _command(self, a: Apdu) -> None:
         c = a.command
         if c == (0x80, 0x00) or a.cls == 0x84:
             return
@@ -397,6 +405,7 @@ class TillLink:
         self.listener: TcpListener | None = None
         self.thread: threading.Thread | None = None
         self.address: tuple | None = None
+        self.session: Session | None = None
         desk.subscribe(self._snapshot)
 
     def _snapshot(self, snap: dict) -> None:
@@ -432,7 +441,8 @@ class TillLink:
     def _session(self, ch: Channel) -> None:
         _log.info("till connected: %s", ch.name)
         try:
-            Session(self, ch).run()
+            self.session = Session(self, ch)
+            self.session.run()
         except LinkLost as exc:
             _log.warning("till link lost (%s): %s", ch.name, exc)
         finally:
@@ -455,8 +465,22 @@ class TillLink:
             if ch is None:
                 continue
             if not busy.acquire(blocking=False):
-                self.listener.refuse(ch)
-                continue
+                old = self.session
+                for _ in range(20):   # a command just answered: give it a moment to come back to idle
+                    if old is None or not old.busy:
+                        break
+                    time.sleep(0.1)
+                if old is None or old.busy:
+                    _log.warning("till connection %s refused: %s is %s", ch.name,
+                                 old.ch.name if old else "another", "busy" if old else "starting")
+                    self.listener.refuse(ch)
+                    continue
+                _log.info("till reconnected from %s: the idle connection %s is closed", ch.name, old.ch.name)
+                old.ch.hang_up()
+                if not busy.acquire(timeout=3):
+                    _log.warning("till connection %s refused: %s did not end", ch.name, old.ch.name)
+                    self.listener.refuse(ch)
+                    continue
             threading.Thread(target=serve, args=(ch,), name="till-session", daemon=True).start()
 
     def _serve_serial(self, device: str, baudrate: int) -> None:

@@ -8,8 +8,9 @@ on a serial line waits for the till's ACK byte, sending again up to three times 
 byte the same way).  A channel that is gone raises :class:`LinkLost`.
 
 The TCP side opens exactly one listening socket, on ``[till] listen`` (loopback unless configured),
-and serves one till at a time; another connection while one is served is told ``84 83 00``
-(function not possible) to each command and closed.
+and serves one till at a time: a new connection while the last one is idle replaces it (the till
+reconnected), one while a sale or an administration command runs is told ``84 83 00`` (function
+not possible) to each command and closed.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class TcpChannel(Channel):
                 self.sock.sendall(apdu.encode())
             except OSError as exc:
                 raise LinkLost(str(exc)) from None
+
+    def hang_up(self) -> None:
+        """End the connection from another thread: the session's next read sees it closed."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:
