@@ -125,6 +125,22 @@ def test_card_sale_approved_with_status_receipt_and_completion(tcp_till):
     assert sale["status"] == "approved" and sale["amount_minor"] == 1250
 
 
+def test_text_blocks_when_the_till_does_not_take_print_lines(tcp_till):
+    e = registered(tcp_till, config="3A")    # prints payment receipts, bit 80 clear: 06 D3 text blocks
+    msgs = e.run(E.authorisation(1100))
+    blocks = E.of(msgs, "06D3")
+    assert len(blocks) == 2 and not E.of(msgs, "06D1")
+    for block, kind in zip(blocks, (1, 2), strict=True):
+        tlv = E.body(block)
+        assert tlv[0] == 0x06                         # BMP 06, the TLV container
+        n, start = (tlv[1], 2) if tlv[1] < 0x80 else (int.from_bytes(tlv[2:2 + (tlv[1] & 0x7F)], "big"),
+                                                      2 + (tlv[1] & 0x7F))
+        inner = tlv[start:start + n]
+        assert inner[0] == 0x25                       # print texts
+        assert E.h("1F0701") + bytes([kind]) in inner   # receipt type: 1 merchant, 2 customer
+        assert (b"MERCHANT COPY" if kind == 1 else b"CUSTOMER COPY") in inner and inner.count(b"\x07") >= 10
+
+
 def test_a_second_authorisation_while_one_runs_is_refused(tcp_till):
     data = tcp_till[0]
     before = len(charges(data))

@@ -169,14 +169,6 @@ def decode_bmps(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def pan_llvar(masked: str) -> bytes:
-    """A masked card number as BMP 22 wants it: BCD digits, ``E`` for each hidden digit, ``F`` pad."""
-    digits = "".join("E" if c in "*xX•" else c for c in masked if c.isdigit() or c in "*xX•")
-    if len(digits) % 2:
-        digits += "F"
-    return bytes.fromhex(digits) if digits else b""
-
-
 # --------------------------------------------------------------------------- TLV
 def tlv_length(n: int) -> bytes:
     if n < 0x80:

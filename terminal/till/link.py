@@ -275,25 +275,21 @@ class Session:
         else:
             self.send(m.abort(code))
 
-    def report(self, receipt: rc.Receipt, code: int, admin: bool = False, totals: bytes | None = None,
-               lines: list[str] | None = None) -> None:
-        """Status Information, then the receipts as print lines or text blocks when the till prints them."""
+    def report(self, receipt: rc.Receipt, code: int) -> None:
+        """Status Information, then the receipts as print lines or text blocks when the till prints them.
+
+        The masked card goes in BMP 3C (additional text), not BMP 22: a contactless UID is not a PAN,
+        and BMP 22 holds BCD digits only."""
         self.send(m.status_information(
-            result=code, amount_minor=receipt.amount_minor if receipt else None, currency=self.currency,
-            trace=receipt.trace if receipt else 0, receipt=receipt.receipt if receipt else 0,
-            at=receipt.at if receipt else datetime.now(), terminal_id=self.tid,
-            card_name=f"facepay {receipt.method}" if receipt else "",
-            text=(f"Card {receipt.masked_card.replace('•', '*')} ({receipt.method})" if receipt and
-                  receipt.masked_card else ""), totals=totals))
-        cfg = self.cfg
-        bit = m.PRINTS_ADMIN if admin else m.PRINTS_PAYMENT
-        if lines is not None:
-            copies = [(3, lines)]
-        else:
-            copies = [(1, receipt.lines("merchant", cfg)), (2, receipt.lines("customer", cfg))]
-            self.link.print_receipt(receipt)
-        if not self.config_byte & bit:
-            return
+            result=code, amount_minor=receipt.amount_minor, currency=self.currency, trace=receipt.trace,
+            receipt=receipt.receipt, at=receipt.at, terminal_id=self.tid, card_name=f"facepay {receipt.method}",
+            text=f"Card {receipt.masked_card.replace('•', '*')} ({receipt.method})" if receipt.masked_card else ""))
+        self.link.print_receipt(receipt)
+        if self.config_byte & m.PRINTS_PAYMENT:
+            self.print_texts([(1, receipt.lines("merchant", self.cfg)), (2, receipt.lines("customer", self.cfg))])
+
+    def print_texts(self, copies: list[tuple[int, list[str]]]) -> None:
+        """06 D1 print lines (config byte bit 80) or 06 D3 text blocks, one receipt after another."""
         for kind, text in copies:
             if self.config_byte & m.PRINT_LINES:
                 for apdu in m.print_lines(text):
@@ -370,11 +366,7 @@ class Session:
                                        terminal_id=self.tid,
                                        totals=m.totals_bmp(first, last, count, max(net, 0))))
         if self.config_byte & m.PRINTS_ADMIN:
-            if self.config_byte & m.PRINT_LINES:
-                for apdu in m.print_lines(lines):
-                    self.send(apdu)
-            else:
-                self.send(m.text_block(lines, 3))
+            self.print_texts([(3, lines)])
         book.close_day(first or None, last or None)
         self.send(m.completion())
 
@@ -390,8 +382,7 @@ class Session:
         lines = ["DIAGNOSIS", f"Terminal {self.cfg.terminal_id}", f"Card reader {'OK' if snap['reader_ok'] else 'FAULT'}",
                  f"Camera {'OK' if snap['camera_ok'] else 'FAULT'}", f"Processor {proc}"]
         if self.config_byte & m.PRINTS_ADMIN:
-            for apdu in m.print_lines(lines):
-                self.send(apdu)
+            self.print_texts([(3, lines)])
         self.send(m.completion())
 
 

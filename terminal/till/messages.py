@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .codec import Apdu, CodecError, Tlv, bcd, decode_bmps, encode_bmp, from_bcd, pan_llvar, text_lines_tlv
+from .codec import Apdu, CodecError, Tlv, bcd, decode_bmps, encode_bmp, from_bcd, text_lines_tlv
 
 # config byte bits
 PRINTS_PAYMENT, PRINTS_ADMIN, WANTS_STATUS, PRINT_LINES = 0x02, 0x04, 0x08, 0x80
@@ -111,7 +111,7 @@ def when(at: datetime) -> bytes:
 
 
 def status_information(*, result: int, amount_minor: int | None, currency: int, trace: int, receipt: int,
-                       at: datetime, terminal_id: int, masked_card: str = "", card_name: str = "",
+                       at: datetime, terminal_id: int, card_name: str = "",
                        text: str = "", totals: bytes | None = None) -> Apdu:
     data = encode_bmp(0x27, bytes([result]))
     if amount_minor is not None:
@@ -119,8 +119,6 @@ def status_information(*, result: int, amount_minor: int | None, currency: int, 
     data += encode_bmp(0x49, bcd(currency, 2))
     data += encode_bmp(0x0B, bcd(trace % 1_000_000, 3)) + when(at)
     data += encode_bmp(0x87, bcd(receipt % 10_000, 2)) + encode_bmp(0x29, bcd(terminal_id, 4))
-    if masked_card and (pan := pan_llvar(masked_card)):
-        data += encode_bmp(0x22, pan)
     if card_name:
         data += encode_bmp(0x8B, card_name.encode("ascii", "replace")[:99])
     if totals is not None:
