@@ -171,6 +171,7 @@ class HeadlessDesk(Desk):
 def run_headless(ctx, listen: str | None, serial: str | None, demo: bool, auto_card: bytes | None) -> int:
     """The ``facepay till`` command: serve until SIGTERM or Ctrl-C; prints where it listens."""
     import dataclasses
+    import os
     import signal
     import sys
 
@@ -192,6 +193,11 @@ def run_headless(ctx, listen: str | None, serial: str | None, demo: bool, auto_c
         raise UsageError("no till link to run", "till", f"pass --listen HOST:PORT or --serial DEVICE, or set "
                          f"[till] transport in {cfg.source}")
     cfg = dataclasses.replace(cfg, till=till)   # the [till] checks (currency, device) run again here
+    if till.transport == "serial" and "://" not in till.device and not os.path.exists(till.device):
+        from ..errors import InputError
+
+        raise InputError("no such serial device", till.device, "plug in the till's cable or adapter; "
+                         "`ls /dev/serial/by-id/` lists them")
     term = Terminal(cfg, ctx.data_dir, channel="cli")
     ctx._term = term
     recovered = term.recover()
