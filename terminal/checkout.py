@@ -336,6 +336,7 @@ class Charge:
     token: str
     shopper_id: str | None
     card_hash: str | None
+    masked_card: str = ""   # what the receipt shows of the card (the shopper's linked card for a face payment)
 
 
 @dataclass(frozen=True)
@@ -596,7 +597,7 @@ class CheckoutMachine:
             c.message = None
             # the processor decides on the card; a random UID never links the sale to anyone
             return eff + [Leds("processing"), Charge(c.sale, "card", e.token, None,
-                                                     None if e.random_uid else e.card_hash)]
+                                                     None if e.random_uid else e.card_hash, e.masked_card)]
         if e.random_uid and c.state in (State.ENROL_CARD, State.MYDATA_TAP):
             c.message = "random_uid"        # nothing is stored or looked up; a physical card may follow
             return []
@@ -720,7 +721,7 @@ class CheckoutMachine:
                        {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
                         "currency": c.sale.currency, "step_up": step_up}),
                 Leds("processing"),
-                Charge(c.sale, "face", shopper.token, shopper.shopper_id, None)]
+                Charge(c.sale, "face", shopper.token, shopper.shopper_id, None, shopper.masked_card)]
 
     def _on_Cancel(self, e: Cancel) -> list:
         c = self.ctx

@@ -429,6 +429,40 @@ def cmd_agent(ctx: Context) -> int:
     return run_headless(ctx.cfg, ctx.data_dir)
 
 
+def cmd_till(ctx: Context) -> int:
+    a = ctx.args
+    from .till.headless import run_headless
+
+    if a.listen:
+        host, sep, port = a.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise UsageError(f"--listen {a.listen!r} is not HOST:PORT", "till",
+                             "e.g. --listen 127.0.0.1:20007 (port 0: any free port, printed at start)")
+    uid = parse_uid_arg(a.auto_card, "--auto-card") if a.auto_card else None
+    return run_headless(ctx, a.listen, a.serial, a.demo, uid)
+
+
+def cmd_receipt(ctx: Context) -> int:
+    a = ctx.args
+    from . import receipts
+
+    term = ctx.terminal()
+    sale_id = a.sale_id
+    if sale_id == "last":
+        last = term.journal.last_sale()
+        if last is None:
+            raise UsageError("there are no sales yet", "receipt")
+        sale_id = last.id
+    found = receipts.receipts_of(term, sale_id)
+    if a.format == "escpos":
+        sys.stdout.buffer.write(b"".join(receipts.escpos_bytes(r, term.cfg) for r in found))
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    out(a, [r.__dict__ | {"receipt": r.receipt, "at": r.at.isoformat(), "text": r.text(term.cfg)} for r in found],
+        "\n".join(r.text(term.cfg) for r in found).rstrip("\n"))
+    return EXIT_OK
+
+
 def cmd_config(ctx: Context) -> int:
     from .config import to_dict, to_toml
 
@@ -579,6 +613,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "systemd/ (`make release` makes dist/release, the default)")
 
     add("config", cmd_config, "print the effective configuration as TOML (JSON with --json)")
+
+    sp = add("till", cmd_till, "serve the shop's till over ZVT without a screen (card sales; the kiosk runs the same "
+                               "link when [till] is set)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--listen", metavar="HOST:PORT", help="ZVT over TCP on this address (default: [till] listen)")
+    g.add_argument("--serial", metavar="DEVICE", help="ZVT over this serial device (default: [till] device)")
+    sp.add_argument("--demo", action="store_true", help="simulated reader, camera and LEDs, sandbox processor")
+    sp.add_argument("--auto-card", metavar="UID", help="with --demo: the simulated reader presents this card one "
+                                                      "second after each amount is due")
+
+    sp = add("receipt", cmd_receipt, "print a sale's receipts (customer and merchant; its void and refund too)")
+    sp.add_argument("sale_id", metavar="SALE_ID", help="sale id, or 'last'")
+    sp.add_argument("--format", choices=["text", "escpos"], default="text",
+                    help="text (default) or the ESC/POS bytes a receipt printer takes, on stdout")
     return p
 
 
@@ -589,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"facepay processor: error: 'fault' needs a mode: {', '.join(FAULTS)}\n")
     if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
-    if args.command in ("run", "agent"):
+    if args.command in ("run", "agent", "till"):
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -232,6 +232,55 @@ class TerminalConfig:
     timezone: Zone = ""
 
 
+def _zvt_password(text: str) -> str:
+    if not (len(text) == 6 and text.isdigit()):
+        raise ValueError("must be exactly 6 digits (ZVT's registration password), e.g. \"000000\"")
+    return text
+
+
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError('must be HOST:PORT, e.g. "127.0.0.1:20007" (an address of this terminal, port 1-65535)')
+    return text
+
+
+def _printer(text: str) -> str:
+    kind, _, rest = text.partition(":")
+    ok = not text or (kind in ("usb", "serial", "network") and rest)
+    if ok and kind == "usb":
+        parts = rest.split(":")
+        ok = len(parts) == 2 and all(len(p) == 4 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts)
+    if not ok:
+        raise ValueError('must be empty (no printer), "usb:VID:PID" (hex, e.g. "usb:04b8:0202"), '
+                         '"serial:/dev/ttyUSB0[:BAUD]" or "network:HOST[:PORT]"')
+    return text
+
+
+ZvtPassword = Annotated[Text, AfterValidator(_zvt_password)]
+HostPort = Annotated[Text, AfterValidator(_host_port)]
+PrinterSpec = Annotated[Text, AfterValidator(_printer)]
+TillTransport = Literal["none", "serial", "tcp"]
+
+
+@section
+class TillConfig:
+    # how the shop's till (ECR) sends amounts: ZVT over a serial line, over TCP, or none (the staff keypad)
+    transport: TillTransport = "none"
+    device: Text = ""                       # serial: the tty (e.g. "/dev/serial/by-id/usb-FTDI...")
+    baudrate: Annotated[Whole, Field(ge=1200, le=115200)] = 9600
+    listen: HostPort = "127.0.0.1:20007"    # tcp: the one listener's address; loopback unless set here
+    password: ZvtPassword = "000000"        # the registration password the till must send
+
+
+@section
+class ReceiptConfig:
+    printer: PrinterSpec = ""               # ESC/POS printer; empty: no printer (till print lines, QR code)
+    location: Text = ""                     # the shop's address line(s) under its name ([payment] merchant)
+    width: Annotated[Whole, Field(ge=24, le=64)] = 40   # characters per receipt line
+    qr: Flag = True                         # the customer receipt as a QR code on the result screen
+
+
 @section
 class Config:
     terminal_id: NotBlank = "demo-terminal"
@@ -250,6 +299,9 @@ class Config:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     # [fleet]: absent (no nats_url) = the terminal works alone (terminal/fleet/)
     fleet: FleetConfig = field(default_factory=FleetConfig)
+    # [till]: the shop's cash register over ZVT (terminal/till/); [receipt]: receipts (terminal/receipts.py)
+    till: TillConfig = field(default_factory=TillConfig)
+    receipt: ReceiptConfig = field(default_factory=ReceiptConfig)
     source: Text = "<built-in defaults>"   # where it was read from; not a key of the file
 
 
@@ -290,6 +342,22 @@ def _cross_checks(cfg: Config) -> None:
     if cfg.detector.min_brightness >= cfg.detector.max_brightness:
         raise ConfigError("'detector.min_brightness' must be below 'detector.max_brightness'", src)
     validate_fleet(cfg.fleet, cfg.terminal_id, src)
+    _till_checks(cfg)
+
+
+def _till_checks(cfg: Config) -> None:
+    """[till]: a serial link needs its device; ZVT needs a numeric currency code it knows."""
+    till = cfg.till
+    if till.transport == "serial" and not till.device.strip():
+        raise ConfigError("'till.device' must name the serial device when till.transport = \"serial\"", cfg.source,
+                          'e.g. device = "/dev/ttyUSB0"')
+    if till.transport != "none":
+        from .till.messages import CURRENCY_NUMBERS
+
+        if cfg.payment.currency not in CURRENCY_NUMBERS:
+            raise ConfigError(f"'payment.currency' {cfg.payment.currency} has no ZVT currency number here "
+                              f"(known: {', '.join(sorted(CURRENCY_NUMBERS))})", cfg.source,
+                              'set till.transport = "none" or use one of those currencies')
 
 
 def parse_config(text: str, source: str) -> Config:

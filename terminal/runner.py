@@ -220,7 +220,7 @@ class Runner:
         self.charge_error = None
         try:
             report = self.term.charge(sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
-                                      eff.token, eff.shopper_id, eff.sale.training)
+                                      eff.token, eff.shopper_id, eff.sale.training, masked_card=eff.masked_card)
         except SaleNotRecorded as exc:
             self.charge_error = exc
             return co.ChargeResult(sale_id, "not_charged", "not_recorded")

@@ -89,6 +89,8 @@ class Terminal:
         self.ledger.channel = value
 
     def close(self) -> None:
+        if getattr(self, "_receipt_book", None) is not None:
+            self._receipt_book.close()
         self.drop_gallery()
         self.store.close()
         self.journal.close()
@@ -385,7 +387,7 @@ class Terminal:
         return f"{self.cfg.terminal_id}:{sale_id}"
 
     def charge(self, sale_id: str, amount_minor: int, currency: str, method: str, token: str,
-               shopper_id: str | None, training: bool = False) -> ChargeReport:
+               shopper_id: str | None, training: bool = False, masked_card: str = "") -> ChargeReport:
         """Journal first, then the processor, then the journal again; crash-safe at every step.
 
         Returns approved, declined (the processor said no) or unknown (no answer that the journal
@@ -393,9 +395,20 @@ class Terminal:
         :class:`SaleNotRecorded` or :class:`IdempotencyKeyReused` when nothing was charged.
         """
         key = self.idempotency_key(sale_id)
+        self._number_receipt(sale_id, masked_card)
         self.journal.begin(sale_id, key, amount_minor, currency, method, shopper_id, token, training)
         failpoints.hit("after_journal_write")
         return self._submit(sale_id, key, token, amount_minor, currency, training)
+
+    def _number_receipt(self, sale_id: str, masked_card: str) -> None:
+        """The sale's receipt and trace numbers, before anything is sent (the till and the receipt name them);
+        a receipt book that cannot be written is logged and never stops a sale."""
+        from .receipts import receipt_book
+
+        try:
+            receipt_book(self).number(sale_id, "sale", masked_card)
+        except Exception as exc:
+            _log.warning("sale %s has no receipt number: %s", sale_id, exc)
 
     def _submit(self, sale_id, key, token, amount_minor, currency, training) -> ChargeReport:
         outcome: Outcome | None = None

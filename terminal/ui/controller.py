@@ -117,6 +117,7 @@ class KioskController(EventDispatcher):
     challenge_arrow = StringProperty("")
     challenge_text = StringProperty("")
     cooldown = NumericProperty(0)         # seconds left of the face-pay cool-down after failed challenges
+    receipt_qr = StringProperty("")       # the customer receipt's text as a QR code on the result screen
 
     def __init__(self, term, hardware, demo: bool = False, **kw):
         super().__init__(**kw)
@@ -139,6 +140,8 @@ class KioskController(EventDispatcher):
         self.merchant = term.cfg.payment.merchant
         self.captures_needed = term.cfg.match.enrol_captures
         self.rejections: list[str] = []
+        self.observers: list = []           # called with every snapshot (the till link, terminal/ui/till.py)
+        self._receipt_for: str | None = None
         self._countdown_ev = None
         self._staff_touched = 0.0
         self.load_consent("en")
@@ -148,6 +151,11 @@ class KioskController(EventDispatcher):
         for eff in self.machine.startup_effects():
             self.runner.perform(eff)
         self._refresh()
+        self.till = None
+        if term.cfg.till.transport != "none":   # the shop's till sends amounts over ZVT
+            from .till import KioskDesk
+
+            self.till = KioskDesk(self).start()
         Clock.schedule_interval(self._poll_reader, 0.05)
         Clock.schedule_interval(self._follow_mode, 2.0)
 
@@ -333,10 +341,37 @@ class KioskController(EventDispatcher):
         if snap["receipt_id"] and self.runner.last_receipt is not None:
             r = self.runner.last_receipt
             self.receipt_text = (f"Deletion receipt {r.id}\n{r.at}\nDeleted: " + "; ".join(r.deleted))
+        self._receipt(snap)
+        for fn in list(self.observers):
+            fn(snap)
         screen = screen_for(self.machine.state)
         if self.staff_view and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
             screen = self.staff_view
         self.screen = screen
+
+    def _receipt(self, snap: dict) -> None:
+        """A sale that ended approved or declined: its receipt as a QR code, and on [receipt] printer."""
+        sale = snap["sale"]
+        if snap["state"] not in ("approved", "declined") or not sale:
+            if snap["state"] not in ("approved", "declined"):
+                self.receipt_qr = ""
+            return
+        if self._receipt_for == sale["sale_id"]:
+            return
+        self._receipt_for = sale["sale_id"]
+        from .. import receipts
+
+        try:
+            receipt = receipts.build(self.term, sale["sale_id"])
+        except Exception:  # a receipt never stops the kiosk
+            _log.exception("no receipt for sale %s", sale["sale_id"])
+            return
+        cfg = self.term.cfg
+        self.receipt_qr = receipts.qr_text(receipt, cfg) if cfg.receipt.qr else ""
+        if cfg.receipt.printer:
+            import threading
+
+            threading.Thread(target=receipts.print_on_printer, args=(receipt, cfg), daemon=True).start()
 
     # -- shopper actions (called by screens) ----------------------------------------------
 
@@ -521,6 +556,8 @@ class KioskController(EventDispatcher):
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
+        if self.till is not None:
+            self.till.stop()
         if self.agent is not None:
             self.agent.stop()
         self.runner.scans.drop()
