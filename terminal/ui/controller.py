@@ -394,11 +394,10 @@ class KioskController(EventDispatcher):
                                        f"since {dup['enrolled_at'][:10]}. Nothing new was stored: pay by face as before.")
             else:
                 self.duplicate_text = (
-                    f"Your face is already set up for face pay, with card {dup['masked_card']} ({dup['masked_name']}, "
-                    f"since {dup['enrolled_at'][:10]}). Nothing new was stored: one face has one enrolment, so face "
-                    "pay always knows which card to charge.\n"
-                    + (f"To pay by face with the card you just tapped ({new_card}) instead, enter the last 4 digits of "
-                       "the phone number you gave then. The earlier enrolment is deleted, with a receipt."
+                    f"Your face is already set up for face pay with card {dup['masked_card']} ({dup['masked_name']}, "
+                    f"since {dup['enrolled_at'][:10]}). Nothing new was stored.\n"
+                    + (f"To pay with the card you just tapped ({new_card}) instead, enter the last 4 phone digits "
+                       "you gave then: the earlier enrolment is deleted, with a receipt."
                        if self.can_replace else
                        "To move face pay to the new card, delete the earlier enrolment at My data with its card, "
                        "then enrol again."))
