@@ -1,7 +1,8 @@
 """The terminal's configuration: one TOML file parsed into typed, range-checked sections.
 
 The file is found from ``--config``, else ``$FACEPAY_CONFIG``, else the
-built-in defaults.  Only ``terminal_id`` is needed in a file; every other
+built-in defaults.  Only ``terminal_id`` is needed in a file (a file without it is
+refused, except by ``run --demo`` and ``doctor --demo``); every other
 setting has a default, and the defaults are the real hardware: the Pi camera
 (``picamera2``), the PN532 on ``/dev/serial0`` and LEDs on GPIO.  The
 simulators (replay camera, PN532 simulator ``port = "sim"``, mock LEDs) are
@@ -84,6 +85,13 @@ Fraction = Annotated[Number, Field(ge=0, le=1)]
 Seconds = Annotated[Number, Field(gt=0, le=3600)]
 Gpio = Annotated[Whole, Field(ge=0, le=27)]            # a Raspberry Pi BCM GPIO number
 Distance = Annotated[Number, Field(ge=0, le=2)]        # between unit-length face descriptors
+# The largest match threshold docs/privacy.md measured (0 of 91 impostor pairs matched at 0.45-0.60; the
+# nearest impostor pair was 0.699 apart); dlib's own operating point is 0.6.  Above it the false-match
+# rate is unmeasured, so a larger value is refused, not warned about: a warning in a log is read by no
+# one while strangers are being matched.
+MAX_MEASURED_THRESHOLD = 0.60
+DEMO_TERMINAL_ID = "demo-terminal"   # the built-in defaults' and `run --demo`'s, never a configured terminal's
+DEFAULTS_SOURCE = "<built-in defaults>"
 
 
 @functools.cache
@@ -161,7 +169,7 @@ class DetectorConfig:
 
 @section
 class MatchConfig:
-    threshold: Annotated[Distance, Field(gt=0)] = 0.55
+    threshold: Annotated[Distance, Field(gt=0, le=MAX_MEASURED_THRESHOLD)] = 0.55
     margin: Distance = 0.06
     # Consent asks for the phone digits when the margin is below this...
     stepup_margin: Distance = 0.15
@@ -283,7 +291,7 @@ class ReceiptConfig:
 
 @section
 class Config:
-    terminal_id: NotBlank = "demo-terminal"
+    terminal_id: NotBlank = DEMO_TERMINAL_ID
     face_pay: Flag = True
     mode: TerminalMode = "normal"
     data_dir: Text = ""
@@ -302,7 +310,7 @@ class Config:
     # [till]: the shop's cash register over ZVT (terminal/till/); [receipt]: receipts (terminal/receipts.py)
     till: TillConfig = field(default_factory=TillConfig)
     receipt: ReceiptConfig = field(default_factory=ReceiptConfig)
-    source: Text = "<built-in defaults>"   # where it was read from; not a key of the file
+    source: Text = DEFAULTS_SOURCE   # where it was read from; not a key of the file
 
 
 _ADAPTER = TypeAdapter(Config)
@@ -328,6 +336,10 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
         return ConfigError(f"'{key}' must be a table ([{key}])", source)
     if kind == "value_error":
         what = str(err["ctx"]["error"])
+    elif key == "match.threshold" and kind == "less_than_equal":
+        return ConfigError(f"'match.threshold' must be at most {MAX_MEASURED_THRESHOLD}, not {err['input']!r}: "
+                           "above that the false-match rate was never measured and strangers may match", source,
+                           "see the false-match table in docs/privacy.md; 0.55 is the measured default")
     else:
         what = _TYPE_WORDS.get(kind) or err["msg"].replace("Input should be", "must be", 1)
     return ConfigError(f"'{key}' {what}, not {err['input']!r}", source)
@@ -360,12 +372,19 @@ def _till_checks(cfg: Config) -> None:
                               'set till.transport = "none" or use one of those currencies')
 
 
-def parse_config(text: str, source: str) -> Config:
-    """Parse TOML text into a :class:`Config`; ``source`` names the file in errors."""
+def parse_config(text: str, source: str, demo: bool = False) -> Config:
+    """Parse TOML text into a :class:`Config`; ``source`` names the file in errors.
+
+    ``terminal_id`` is required (it is in every payment's idempotency key and the ledger's genesis
+    entry); only ``demo`` (``run --demo``, ``doctor --demo``) lets a file leave it out."""
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source, "fix the syntax at that line") from None
+    if "terminal_id" not in table and not demo:
+        raise ConfigError("'terminal_id' is required", source,
+                          'add a line such as terminal_id = "shop-12-till-1", unique to this terminal: it is part of '
+                          "every payment's idempotency key")
     if "source" in table:
         raise ConfigError("unknown key 'source'", source, "check its spelling against the README's configuration section")
     try:
@@ -376,8 +395,8 @@ def parse_config(text: str, source: str) -> Config:
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """Load ``path``, else ``$FACEPAY_CONFIG``, else the built-in defaults."""
+def load_config(path: str | os.PathLike | None = None, demo: bool = False) -> Config:
+    """Load ``path``, else ``$FACEPAY_CONFIG``, else the built-in defaults (terminal id ``demo-terminal``)."""
     if path is None:
         path = os.environ.get("FACEPAY_CONFIG") or None
     if path is None:
@@ -393,7 +412,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError("config file is not readable", str(p), "check its owner and mode") from None
     except UnicodeDecodeError:
         raise ConfigError("config file is not UTF-8 text", str(p)) from None
-    return parse_config(text, str(p))
+    return parse_config(text, str(p), demo=demo)
 
 
 def to_dict(cfg) -> dict:
