@@ -118,13 +118,13 @@ def test_receipt_escpos_cli_writes_the_printer_bytes(tmp_path):
 ])
 def test_till_and_receipt_config_is_range_checked(text, words):
     with pytest.raises(ConfigError) as exc:
-        parse_config(text, "terminal.toml")
+        parse_config('terminal_id = "till-9"\n' + text, "terminal.toml")
     assert words in str(exc.value) and "terminal.toml" in str(exc.value)
 
 
 def test_till_defaults_open_no_listener_and_loopback_when_tcp():
-    cfg = parse_config("", "t")
+    cfg = parse_config('terminal_id = "till-9"', "t")
     assert cfg.till.transport == "none" and cfg.till.listen.startswith("127.0.0.1:")
-    ok = parse_config('[till]\ntransport = "tcp"\nlisten = "192.168.1.20:20007"\n[receipt]\n'
+    ok = parse_config('terminal_id = "till-9"\n[till]\ntransport = "tcp"\nlisten = "192.168.1.20:20007"\n[receipt]\n'
                       'printer = "network:10.0.0.5:9100"', "t")
     assert ok.till.listen == "192.168.1.20:20007" and ok.receipt.printer == "network:10.0.0.5:9100"
