@@ -65,8 +65,16 @@ def receipt_number(trace: int) -> int:
 class ReceiptBook:
     def __init__(self, path: Path):
         self.path = path
-        self.db = connect(path, wal=True)
+        self.db = connect(path, wal=True, secure_delete=True)
         migrate(self.db, path, MIGRATIONS)
+
+    def forget_cards(self, sale_ids: list[str]) -> int:
+        """An opt-out: the receipts of the shopper's sales stay (the shop's books), their masked card goes."""
+        if not sale_ids:
+            return 0
+        marks = ",".join("?" * len(sale_ids))
+        return self.db.execute(f"UPDATE entries SET masked_card = '' WHERE masked_card != '' AND sale_id IN ({marks})",
+                               sale_ids).rowcount
 
     def close(self) -> None:
         self.db.close()

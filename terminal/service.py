@@ -389,8 +389,15 @@ class Terminal:
 
         The caller scrubs (:meth:`scrub`), once for a batch of deletions.
         """
+        sale_ids = self.journal.sales_of(shopper.id, shopper.token)
         self.journal.tombstone(shopper.id, shopper.token, "deleted:" + receipt_id)
+        self._receipts().forget_cards(sale_ids)   # the receipts the terminal keeps lose the masked card
         return self.store.delete(shopper.id, cause, receipt_id)
+
+    def _receipts(self):
+        """The receipt book (receipts.db), opened on first use; receipts.py builds on this module, hence here."""
+        from .receipts import receipt_book
+        return receipt_book(self)
 
     def _scrub_journal(self) -> None:
         if not scrub_wal_database(self.journal.db, vacuum=False):
@@ -400,6 +407,8 @@ class Terminal:
         """After a batch of deletions: scrub both databases and the journal once."""
         self.store.scrub()
         self._scrub_journal()
+        if not scrub_wal_database(self._receipts().db, vacuum=False):
+            _log.warning("receipts.db is busy: its write-ahead log is emptied at the next opt-out or start")
 
     def _deletion_events(self) -> dict:
         """shopper id -> the ledger's opt-out or purge event for them."""
@@ -459,10 +468,8 @@ class Terminal:
     def _number_receipt(self, sale_id: str, masked_card: str) -> None:
         """The sale's receipt and trace numbers, before anything is sent (the till and the receipt name them);
         a receipt book that cannot be written is logged and never stops a sale."""
-        from .receipts import receipt_book
-
         try:
-            receipt_book(self).number(sale_id, "sale", masked_card)
+            self._receipts().number(sale_id, "sale", masked_card)
         except Exception as exc:
             _log.warning("sale %s has no receipt number: %s", sale_id, exc)
 
