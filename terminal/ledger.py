@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from . import crypto
+from .datadir import transaction
 
 GENESIS = "0" * 64
 
@@ -184,8 +185,7 @@ class ConsentLedger:
         """Append one event in its own transaction, then move the anchor; returns it with its MAC."""
         details.setdefault("channel", self.channel)
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             event = _insert(conn, self._key, kind, subject, details)
             if self.outbox:  # fleet hook: the same transaction queues the event for the back office
                 from .fleet import outbox
@@ -193,10 +193,6 @@ class ConsentLedger:
                 conn.execute(*outbox.row(f"ledger:{event.seq}:{event.mac[:16]}", "ledger", {
                     "seq": event.seq, "at": event.at, "kind": kind, "subject": subject, "details": event.details,
                     "mac": event.mac}))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._set_anchor(event.seq, event.mac)
         return event
 
