@@ -83,6 +83,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check terminal firmware_bridge backoffice tests benchmarks setup.py
+	$(BIN)/mypy
 
 test: system-deps $(STAMP) lint
 	@if [ -n "$$DISPLAY" ]; then $(BIN)/python -m pytest $(PYTEST_ARGS); \

@@ -114,9 +114,14 @@ class PN532Chip:
     # -- the field --------------------------------------------------------------------
     def present(self, uid: bytes | str) -> None:
         """Put a card in the field: a UID, or :data:`RANDOM` for a phone showing a new random UID each time."""
-        if uid != RANDOM and len(uid) not in (4, 7, 10):
+        if isinstance(uid, str):
+            if uid != RANDOM:
+                raise ValueError(f"a card is a UID or {RANDOM!r}, not {uid!r}")
+            self.card = RANDOM
+            return
+        if len(uid) not in (4, 7, 10):
             raise ValueError("ISO 14443A UIDs have 4, 7 or 10 bytes")
-        self.card = RANDOM if uid == RANDOM else bytes(uid)
+        self.card = bytes(uid)
 
     def remove(self) -> None:
         self.card = None
@@ -289,8 +294,11 @@ class PN532Chip:
             if self._auto_rats:
                 return target_bytes(uid, PHONE_ATS)
             return bytes([0x01, 0x00, 0x04, 0x20, len(uid)]) + uid      # SAK 20, no RATS sent
-        self.activations.append(self.card)
-        return target_bytes(self.card)
+        card = self.card
+        if not isinstance(card, bytes):
+            raise RuntimeError("activation with no card in the field")
+        self.activations.append(card)
+        return target_bytes(card)
 
     def _serve_pending_list(self, immediate: bool = False) -> None:
         if self._pending_list is None:

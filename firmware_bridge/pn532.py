@@ -177,7 +177,7 @@ class PN532:
                     raise  # no card is not a fault: let the caller poll again
             except PN532Error as exc:
                 last = exc
-        raise last
+        raise last or PN532Error(f"command 0x{code:02X} failed")
 
     def _answer(self, code: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout

@@ -177,6 +177,8 @@ class PN532Simulator:
 
     def _host_baud(self) -> int | None:
         """The speed the host set on its end of the line (None: one the chip's table does not have)."""
+        if self._slave is None:
+            return None
         try:
             return _TERMIOS_SPEEDS.get(termios.tcgetattr(self._slave)[5])
         except (termios.error, OSError, TypeError):
@@ -205,7 +207,7 @@ class PN532Simulator:
 
     # -- the line ------------------------------------------------------------------------
     def _run(self) -> None:
-        speed_before = self.baudrate
+        speed_before: int | None = self.baudrate
         while not self._stop.is_set():
             with self._lock:
                 fd = self._master

@@ -150,7 +150,7 @@ def _insert(conn: sqlite3.Connection, key: bytes, kind: str, subject: str, detai
 
 
 def genesis_details(master_key: bytes, terminal_id: str, channel: str, adopted: int = 0) -> dict:
-    details = {"terminal_id": terminal_id, "created_at": _now(), "key_id": crypto.key_id(master_key),
+    details: dict[str, object] = {"terminal_id": terminal_id, "created_at": _now(), "key_id": crypto.key_id(master_key),
                "channel": channel}
     if adopted:
         details["adopted_entries"] = adopted  # a data folder from before genesis entries: the chain so far
@@ -264,7 +264,8 @@ class ConsentLedger:
     def events(self, kind: str | None = None, subject: str | None = None,
                kinds: tuple[str, ...] = ()) -> list[LedgerEvent]:
         sql = "SELECT seq, at, kind, subject, details, prev, mac FROM consent_ledger"
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         kinds = (kind,) if kind else kinds
         if kinds:
             where.append(f"kind IN ({','.join('?' * len(kinds))})")
