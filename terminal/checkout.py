@@ -30,8 +30,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from .face.liveness import CHALLENGES, pick_challenge
-from .face.matcher import TOO_CLOSE, false_match_in_gallery
+from .face.decisions import CHALLENGES, TOO_CLOSE, false_match_in_gallery, pick_challenge
 
 
 class State(enum.StrEnum):

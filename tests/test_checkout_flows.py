@@ -295,3 +295,12 @@ def test_a_stale_timer_is_rejected_and_so_is_a_timeout_where_none_runs():
     with pytest.raises(co.Rejected, match="no timer runs"):
         m.handle(co.Timeout(consent_timer))        # charging waits for the processor, not a clock
     assert m.state == State.CHARGING
+
+
+def test_the_machine_imports_without_numpy_or_a_model():
+    import subprocess
+    import sys
+    code = ("import sys, terminal.checkout; heavy = sorted(m for m in ('numpy', 'cv2', 'mediapipe', 'dlib', 'kivy')"
+            " if m in sys.modules); print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
