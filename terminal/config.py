@@ -227,6 +227,17 @@ class LivenessConfig:
 
 
 @section
+class AccessibilityConfig:
+    # the kiosk's speech and cues (terminal/speech.py): "espeak-ng" plays them, "silent" only logs them
+    speech: Literal["espeak-ng", "silent"] = "espeak-ng"
+    speech_on: Flag = False                                     # speak from start-up, without headphones
+    volume: Annotated[Whole, Field(ge=0, le=200)] = 100         # espeak-ng amplitude (100 = its default)
+    speed: Annotated[Whole, Field(ge=80, le=400)] = 150         # words per minute
+    headphone_gpio: Annotated[Whole, Field(ge=-1, le=27)] = -1  # the jack's switch contact (BCM); -1: none
+    language: Literal["en", "de", "fr", "es", "zh"] = "en"      # the attract screen's language
+
+
+@section
 class TerminalConfig:
     # IANA name ("Europe/Berlin"): report days run midnight to midnight here. Empty: the system's zone.
     timezone: Zone = ""
@@ -248,6 +259,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    accessibility: AccessibilityConfig = field(default_factory=AccessibilityConfig)
     # [fleet]: absent (no nats_url) = the terminal works alone (terminal/fleet/)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     source: Text = "<built-in defaults>"   # where it was read from; not a key of the file
