@@ -111,7 +111,9 @@ def date(iso: str, lang: str | None = None) -> str:
 
 
 # -- extraction: what the catalogues must hold -------------------------------------------------
-_MARKED = re.compile(r'(?:\bN?_\(|\bapp\.t\(\s*app\.lang\s*,)\s*("(?:[^"\\\n]|\\.)*")')
+_LITERAL = r'"(?:[^"\\\n]|\\.)*"'
+# a marker, then one string literal or several adjacent ones (Python joins them)
+_MARKED = re.compile(r'(?:\bN?_\(|\bapp\.t\(\s*app\.lang\s*,)\s*(' + _LITERAL + r'(?:\s*' + _LITERAL + r')*)')
 
 
 def extract(paths) -> list[str]:
@@ -119,7 +121,7 @@ def extract(paths) -> list[str]:
     seen: dict[str, None] = {}
     for p in paths:
         for m in _MARKED.finditer(Path(p).read_text(encoding="utf-8")):
-            seen.setdefault(ast.literal_eval(m.group(1)), None)
+            seen.setdefault(ast.literal_eval("(" + m.group(1) + ")"), None)
     return list(seen)
 
 
