@@ -86,6 +86,12 @@ class Speaker:
         self.log.append(("cue", name, ""))
         self._cue(name)
 
+    def log_lines(self) -> list[str]:
+        return [text for kind, text, _ in self.log if kind == "say"]
+
+    def cues(self) -> list[str]:
+        return [name for kind, name, _ in self.log if kind == "cue"]
+
     def stop(self) -> None:
         pass
 

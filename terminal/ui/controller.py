@@ -542,8 +542,7 @@ class KioskController(EventDispatcher):
         self.lang = lang
         codes = list(i18n.LANGUAGES)
         self.next_language_name = i18n.LANGUAGES[codes[(codes.index(lang) + 1) % len(codes)]][0]
-        if self.state == "enrol_consent" or lang in consent.LANGUAGES:
-            self.load_consent(lang if lang in consent.LANGUAGES else "en")
+        self.load_consent(lang)   # every kiosk language has its own versioned consent text
         self._said = None
         self._refresh()
 
@@ -589,7 +588,7 @@ class KioskController(EventDispatcher):
         return self.send(co.PhoneDigits(digits))
 
     def start_enrolment(self):
-        self.load_consent(self.lang if self.lang in consent.LANGUAGES else "en")
+        self.load_consent(self.lang)
         return self.send(co.StartEnrolment())
 
     def load_consent(self, lang: str) -> None:
