@@ -161,7 +161,7 @@ def _make_app_class():
         scale = NumericProperty(1.0)
         root_width = NumericProperty(800)
         lang = StringProperty("en")
-        th = ObjectProperty(NORMAL)       # the palette (terminal/ui/theme.py): every kv colour is one of its roles
+        th = ObjectProperty(NORMAL, rebind=True)   # the palette (terminal/ui/theme.py): every kv colour is one of its roles
         big = BooleanProperty(False)      # the large-text half of the high-contrast large-text mode
         focus_rect = ListProperty([0, 0, 0, 0])
         title = "facepay"
@@ -187,6 +187,8 @@ def _make_app_class():
         def _contrast(self, *a):
             self.th = HIGH_CONTRAST if self.ctl.high_contrast else NORMAL
             self.big = self.ctl.high_contrast
+            if self.root is not None:
+                self._rebuild()
 
         def _resize(self, *a):
             w, h = Window.size
@@ -204,26 +206,47 @@ def _make_app_class():
             for name in SCREENS:
                 Factory.register(classes[name].__name__, cls=classes[name])
                 Builder.load_file(str(KV_DIR / f"{name}.kv"))
+            self._classes = classes
+            root = self._build_root()
+
+            def show(_, name):
+                import time
+
+                self.root.changed_at = time.monotonic()
+                self.sm.current = name
+
+            self.ctl.bind(screen=show)
+            self.keys = KeyNav(self)
+            return root
+
+        def _build_root(self):
             root = KioskRoot(ctl=self.ctl)
             sm = root.ids.sm
             sm.transition = NoTransition()
             self.screens = {}
             for name in SCREENS:
-                scr = classes[name](name=name, ctl=self.ctl)
+                scr = self._classes[name](name=name, ctl=self.ctl)
                 self.screens[name] = scr
                 sm.add_widget(scr)
             sm.current = self.ctl.screen
-
-            def show(_, name):
-                import time
-
-                root.changed_at = time.monotonic()
-                sm.current = name
-
-            self.ctl.bind(screen=show)
             self.sm = sm
-            self.keys = KeyNav(self)
             return root
+
+        def _rebuild(self):
+            """Build every widget afresh in the new mode (kv rules then size and colour everything from the
+            start, with no rule of a base class left to fire after its subclass's); typed text carries over."""
+            from kivy.uix.textinput import TextInput
+
+            typed = {(n, k): w.text for n, scr in self.screens.items() for k, w in scr.ids.items()
+                     if isinstance(w, TextInput)}
+            old = self.root
+            new = self._build_root()
+            for (n, k), text in typed.items():
+                self.screens[n].ids[k].text = text
+            Window.remove_widget(old)
+            Window.add_widget(new)
+            self.root = new
+            self.keys.focused = None
 
         def on_start(self):
             import signal

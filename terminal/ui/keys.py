@@ -29,7 +29,7 @@ ENTER, KP_ENTER, BACKSPACE, TAB = 13, 271, 8, 9
 KP_DIGITS = {256 + i: str(i) for i in range(10)}
 KP_DOT, KP_DIV, KP_MUL, KP_MINUS, KP_PLUS = 266, 267, 268, 269, 270
 NAV_DIGITS = {"8": -1, "4": -1, "2": 1, "6": 1}
-BACK_IDS = ("cancel", "back", "decline", "keep")
+BACK_IDS = ("cancel", "back", "decline")
 
 
 class KeyNav:

@@ -125,6 +125,11 @@ class ScriptTouch(MotionEvent):
         EventLoop.post_dispatch_input("end", self)
 
 
+def _as_read(text: str) -> str:
+    """Text as a person reads it: CLDR's no-break spaces ("4,20\u00a0€") are spaces."""
+    return text.replace("\u00a0", " ").replace("\u202f", " ")
+
+
 def shows_own_presentations(steps: list[dict]) -> bool:
     """The script puts its own rendered head turns or prints in front of the camera."""
     return any(st.get("do") == "camera" and st.get("source") in ("turn", "print") for st in steps)
@@ -396,7 +401,7 @@ class ScenarioPlayer:
             return True
         if kind == "see":
             w = self._find(step["target"])
-            return w is not None and self._visible(w) and step["text"] in getattr(w, "text", "")
+            return w is not None and self._visible(w) and step["text"] in _as_read(getattr(w, "text", ""))
         if kind == "cli":
             import subprocess
             import sys
@@ -562,7 +567,7 @@ class ScenarioPlayer:
             fail(f"expected mode {e['mode']}, found {t.mode()}")
         if self.ctl.camera_on or self.app.hw.camera.is_open:
             fail("the camera is still open at the end")
-        said = "\n".join(self.ctl.speaker.log_lines())
+        said = _as_read("\n".join(self.ctl.speaker.log_lines()))
         for line in e.get("spoken", []):   # what a blind shopper heard (the speaker's own log)
             if line not in said:
                 fail(f"never spoken: {line!r}")
