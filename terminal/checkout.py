@@ -739,7 +739,7 @@ class CheckoutMachine:
             return self._back_to_amount_due("scan_timeout")
         if c.state == State.CONSENT:
             return self._cancel_sale("timed out")
-        if c.state == State.ENROL_CAPTURE:
+        if c.state in (State.ENROL_CAPTURE, State.MYDATA_SHOW):
             return self._to_idle()
         if c.state == State.UNKNOWN:
             # The screen stays until staff press Done; meanwhile the processor is asked again.

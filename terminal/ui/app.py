@@ -124,7 +124,7 @@ def _make_app_class():
         at the screen before), and a touch held LONG_PRESS_S switches speech on or off."""
 
         ctl = ObjectProperty(None)
-        GUARD_S = 0.4
+        GUARD_S = 0.3
         LONG_PRESS_S = 2.0
 
         def on_touch_down(self, touch):

@@ -231,7 +231,7 @@ class KioskController(EventDispatcher):
         self._refresh()
         if isinstance(event, co.Timeout) and before not in ("idle", "unknown") and self.state == "idle":
             # a flow that ended by itself says so where the next shopper looks, and out loud
-            self.notice = _("Time ran out, so the previous screen was closed. Nothing was charged.")
+            self.notice = _("Time ran out, so the previous screen was closed.")
             self.say(self.notice)
             Clock.schedule_once(lambda dt: setattr(self, "notice", ""), 12)
         return True

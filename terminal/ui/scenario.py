@@ -41,7 +41,7 @@ A scenario file::
     action = "unplug"
     [[steps]]
     do = "see"              # wait until a widget (by kv id) shows this text, as a person would read it
-    target = "reader_state"
+    target = "reader_state" # (exact = true: shows exactly this text; text = "" and exact: an empty field)
     text = "Card payment unavailable"
     [[steps]]
     do = "cli"              # a technician's `facepay ...` on the same data folder, in another process
@@ -401,7 +401,10 @@ class ScenarioPlayer:
             return True
         if kind == "see":
             w = self._find(step["target"])
-            return w is not None and self._visible(w) and step["text"] in _as_read(getattr(w, "text", ""))
+            if w is None or not (self._visible(w) or (step.get("exact") and not step["text"])):
+                return False   # an empty label has no height: "shows nothing" needs only the widget
+            shown = _as_read(getattr(w, "text", ""))
+            return shown == step["text"] if step.get("exact") else step["text"] in shown
         if kind == "cli":
             import subprocess
             import sys
