@@ -20,7 +20,7 @@ import gettext
 import io
 import re
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .consent import ASSETS
@@ -45,7 +45,7 @@ def N_(msgid: str) -> str:
     return msgid
 
 
-@lru_cache(maxsize=None)
+@cache
 def translations(lang: str) -> gettext.NullTranslations:
     """The catalogue of ``lang``: English is the msgids themselves."""
     if lang not in LANGUAGES:

@@ -112,9 +112,8 @@ def _make_app_class():
     from kivy.uix.boxlayout import BoxLayout
     from kivy.uix.screenmanager import NoTransition, ScreenManager  # noqa: F401
 
-    from .. import sdnotify
+    from .. import i18n, sdnotify
     from .controller import KioskController
-    from .. import i18n
     from .keys import KeyNav
     from .screens import SCREENS, Preview, screen_classes
     from .theme import HIGH_CONTRAST, LARGE_TEXT, NORMAL

@@ -78,6 +78,11 @@ WARN_S = 5               # seconds before a timeout when the kiosk warns, by sig
 TICK_S = 3               # the last seconds, each with a tick
 
 
+def _next_language(lang: str) -> str:
+    codes = list(i18n.LANGUAGES)
+    return codes[(codes.index(lang) + 1) % len(codes)]
+
+
 def short_receipt(sale_id: str) -> str:
     """The receipt number a shopper reads out to staff: the sale id's random tail, upper case ("A1B2C3")."""
     return sale_id.rsplit("_", 1)[-1].upper()
@@ -191,8 +196,7 @@ class KioskController(EventDispatcher):
         self.default_lang = a11y.language
         self.lang = a11y.language
         i18n.activate(self.lang)
-        codes = list(i18n.LANGUAGES)
-        self.next_language_name = i18n.LANGUAGES[codes[(codes.index(self.lang) + 1) % len(codes)]][0]
+        self.next_language_name = i18n.LANGUAGES[_next_language(self.lang)][0]
         self.speech_on = a11y.speech_on
         self.jack = None
         if a11y.headphone_gpio >= 0:
@@ -303,8 +307,11 @@ class KioskController(EventDispatcher):
         self.time_low = False
         self.timer_running = self.machine.state != co.State.UNKNOWN   # asking the processor again is no timeout
 
+        started_in = self.machine.state
+
         def tick(dt):
-            if self.machine.ctx.timer != token or self.countdown <= 0:
+            # a timer ends with its state too (a scan that ended leaves its token behind)
+            if self.machine.ctx.timer != token or self.countdown <= 0 or self.machine.state != started_in:
                 self.timer_running = self.time_low = False
                 return False
             self.countdown -= 1
@@ -508,8 +515,16 @@ class KioskController(EventDispatcher):
         if key == self._said:
             return
         first = self._said is None or self._said[:2] != key[:2]
+        if first or self._said[9:] != key[9:]:
+            line = announcement(self)
+        else:   # the same screen: only what changed on it (a guidance, the head turn, a message)
+            old = dict(zip(("message", "guidance", "challenge"), self._said[2:5]))
+            line = " ".join(t for t in (self.message if self.message != old["message"] else "",
+                                        self.guidance if self.guidance != old["guidance"] else "",
+                                        self.challenge_text if self.challenge != old["challenge"] else "") if t)
+            if not line and key[5:9] != self._said[5:9]:
+                line = announcement(self)
         self._said = key
-        line = announcement(self)
         c = cue_for(self.state) if first else None
         if c:
             self.cue(c)
@@ -540,15 +555,13 @@ class KioskController(EventDispatcher):
     def set_language(self, lang: str) -> None:
         i18n.activate(lang)
         self.lang = lang
-        codes = list(i18n.LANGUAGES)
-        self.next_language_name = i18n.LANGUAGES[codes[(codes.index(lang) + 1) % len(codes)]][0]
+        self.next_language_name = i18n.LANGUAGES[_next_language(lang)][0]
         self.load_consent(lang)   # every kiosk language has its own versioned consent text
         self._said = None
         self._refresh()
 
     def next_language(self) -> None:
-        codes = list(i18n.LANGUAGES)
-        self.set_language(codes[(codes.index(self.lang) + 1) % len(codes)])
+        self.set_language(_next_language(self.lang))
 
     def toggle_contrast(self) -> None:
         self.high_contrast = not self.high_contrast
