@@ -30,13 +30,16 @@ from ..staff import PinGate
 _log = logging.getLogger(__name__)
 
 SLOW = {co.Charge, co.ResolveCharge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.VerifyUnlock,
-        co.LookupCard, co.OpenCamera, co.CloseCamera}
+        co.LookupCard, co.OpenCamera, co.CloseCamera, co.DropCaptures}
 STAFF_IDLE_LOCK_S = 300
 
 # The machine's message ids, as the shopper reads them (English msgids of the catalogues, translated when
 # shown).  The result screen's headline already says "Cancelled": these say what happened and what next.
 MESSAGES = {
     "no_match": N_("We could not find you. Pay by card, or try again."),
+    "no_match_too_close": N_("Your face is close to two enrolled shoppers, so we cannot tell which one you are. "
+                             "Please pay by card. If you enrolled twice, delete one enrolment at My data with its "
+                             "card."),
     "scan_timeout": N_("The camera is off again: no face was recognised in time."),
     "camera_fault": N_("The camera is not working. Please pay by card."),
     "stepup_unavailable": N_("We are not sure enough it is you. Please pay by card."),
@@ -66,6 +69,61 @@ FORM_ERRORS = {
     "face pay is cooling down after failed liveness checks: try again in a minute":
         N_("Face pay is paused for a minute after failed head-turn checks. Try again in a minute."),
 }
+# A failed enrolment, in enrolment words: (what failed, what to do), English msgids translated when shown.
+# "liveness:REASON:SIDE" codes come from the head-turn check (terminal/face/liveness.py REASONS); {side} is
+# the side the arrow asked for (SIDES, translated too).
+ENROL_FAILURES = {
+    "liveness:not_frontal": (N_("We never saw your face straight on before the turn."),
+                             N_("Try again: first look straight at the screen, then turn your head when the arrow "
+                                "shows.")),
+    "liveness:timeout": (N_("We did not see your head turn to your {side} in time."),
+                         N_("Try again: look at the screen, then slowly turn your head to your {side}, "
+                            "the way the arrow points.")),
+    "liveness:wrong_direction": (N_("Your head turned to the other side first."),
+                                 N_("Try again and turn only to your {side}, the way the arrow points.")),
+    "liveness:face_lost": (N_("Your face left the picture or was hidden during the turn."),
+                           N_("Try again: stay in the middle of the picture and turn slowly.")),
+    "liveness:flat": (N_("The face moved like a flat picture (a photo or a screen)."),
+                      N_("Enrolment needs you in person in front of the camera.")),
+    "liveness:different_person": (N_("The face at the end of the turn was not the one at its start."),
+                                  N_("Try again with only one person in front of the camera.")),
+    "liveness:no_face": (N_("We could not see one face clearly."),
+                         N_("Try again alone, about an arm's length from the screen, in good light.")),
+    "camera_fault": (N_("The camera is not working."), N_("Please ask staff. You can still pay by card.")),
+    "card_linked": (N_("This card is already linked to another face enrolment."),
+                    N_("Try again with another card, or first delete that enrolment at My data with this card.")),
+    "replace_phone_mismatch": (N_("The phone digits did not match your earlier enrolment, so it was kept."),
+                               N_("Nothing was changed. Ask at the till if you no longer know them.")),
+    "face_pay_suspended": (N_("Face pay is paused for your earlier enrolment after too many wrong phone digits."),
+                           N_("Nothing was changed. To switch it back on: My data, tap that card, enter your "
+                              "digits.")),
+}
+# An enrolment failure the kiosk has no words of its own for (the service's error, in English): said as
+# a general failure, with the English reason kept in the log only.
+ENROL_FAILED_OTHER = (N_("The enrolment could not be saved."), N_("Try again, or ask staff."))
+NO_RETRY = ("camera_fault", "replace_phone_mismatch", "face_pay_suspended")
+SIDES = {"left": N_("left"), "right": N_("right"), "": N_("left or right")}
+
+
+def enrol_failure(message: str) -> tuple[str, str, bool]:
+    """What the failed-enrolment screen says, in the active language: what failed, what to do, and whether
+    "Try again" is offered."""
+    key, side = message, ""
+    if message.startswith("liveness:"):
+        _unused, reason, side = (message.split(":") + ["", ""])[:3]
+        key = "liveness:" + reason
+    if key in ENROL_FAILURES:
+        what, todo = ENROL_FAILURES[key]
+    else:
+        _log.info("enrolment failed: %s", message)
+        what, todo = ENROL_FAILED_OTHER
+    side = _(SIDES.get(side, SIDES[""]))
+    what, todo = _(what, side=side), _(todo, side=side)
+    if key not in NO_RETRY:
+        todo += " " + _("No face data was kept.")
+    return what, todo, key not in NO_RETRY
+
+
 # The head-turn challenge: an arrow and one short sentence.  The arrow points to the shopper's own side
 # as they face the screen, whether or not the preview is mirrored.
 CHALLENGE_ARROWS = {"left": "\u2190", "right": "\u2192"}
@@ -96,6 +154,7 @@ def screen_for(state: co.State) -> str:
         co.State.ENROL_CONSENT: "enrol_consent",
         co.State.ENROL_DETAILS: "enrol_details", co.State.ENROL_CAPTURE: "enrol_capture",
         co.State.ENROL_CARD: "enrol_card", co.State.ENROL_SAVING: "enrol_card", co.State.ENROL_DONE: "enrol_done",
+        co.State.ENROL_DUPLICATE: "enrol_duplicate", co.State.ENROL_FAILED: "enrol_failed",
         co.State.MYDATA_TAP: "mydata_tap", co.State.MYDATA_LOOKUP: "mydata_tap", co.State.MYDATA_SHOW: "mydata_show",
         co.State.MYDATA_DELETING: "mydata_show", co.State.MYDATA_DELETED: "mydata_deleted",
         co.State.OUT_OF_SERVICE: "out_of_service",
@@ -133,6 +192,12 @@ class KioskController(EventDispatcher):
     enrolled_text = StringProperty("")
     optout_code = StringProperty("")    # fleet only: shown once on the enrolment-done screen (text + QR)
     optout_qr = StringProperty("")      # what the QR code holds: the opt-out page's address with the code
+    optout_url = StringProperty("")     # the opt-out page's address, printed beside the QR code
+    failure_text = StringProperty("")   # the failed-enrolment screen: what failed ...
+    failure_hint = StringProperty("")   # ... and what to do
+    can_retry = BooleanProperty(False)
+    duplicate_text = StringProperty("")  # "you are already enrolled": which enrolment, since when
+    can_replace = BooleanProperty(False)  # the earlier enrolment can be moved to the new card (its phone digits)
     fleet_notice = StringProperty("")   # "Face pay paused: this terminal is offline" while failing closed
     staff_unlocked = BooleanProperty(False)
     staff_message = StringProperty("")
@@ -160,6 +225,7 @@ class KioskController(EventDispatcher):
     time_low = BooleanProperty(False)     # the timeout is WARN_S seconds or less away
     more_time_left = NumericProperty(MORE_TIME_MAX)
     next_language_name = StringProperty("")   # the strip's language button: the next language, in itself
+    receipt_qr = StringProperty("")       # the customer receipt's text as a QR code on the result screen
 
     def __init__(self, term, hardware, demo: bool = False, **kw):
         super().__init__(**kw)
@@ -174,7 +240,7 @@ class KioskController(EventDispatcher):
             from ..fleet.agent import AgentThread
 
             self.machine.ctx.fleet_paused = term.fleet_paused()
-            self.agent = AgentThread(term.cfg, term.data_dir,
+            self.agent = AgentThread(term.cfg, term.data_dir, health=hardware.health,
                                      is_idle=lambda: self.state in ("idle", "out_of_service")).start()
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
         self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
@@ -182,6 +248,8 @@ class KioskController(EventDispatcher):
         self.merchant = term.cfg.payment.merchant
         self.captures_needed = term.cfg.match.enrol_captures
         self.rejections: list[str] = []
+        self.observers: list = []           # called with every snapshot (the till link, terminal/ui/till.py)
+        self._receipt_for: str | None = None
         self._countdown_ev = None
         self._timer_ev = None
         self._timer_seconds = 0.0
@@ -212,6 +280,11 @@ class KioskController(EventDispatcher):
         for eff in self.machine.startup_effects():
             self.runner.perform(eff)
         self._refresh()
+        self.till = None
+        if term.cfg.till.transport != "none":   # the shop's till sends amounts over ZVT
+            from .till import KioskDesk
+
+            self.till = KioskDesk(self).start()
         Clock.schedule_interval(self._poll_reader, 0.05)
         Clock.schedule_interval(self._follow_mode, 2.0)
 
@@ -265,9 +338,12 @@ class KioskController(EventDispatcher):
             if isinstance(eff, co.OpenCamera) and eff.challenge and self.hw.shopper is not None:
                 self.hw.shopper.follow(self.hw.camera, eff.challenge)   # the demo's simulated shopper
             self.runner.work(eff, self._post, on_frame)
+            if isinstance(eff, co.OpenCamera):
+                self.hw.camera_seen(None)  # for the fleet heartbeat
         except Exception as exc:  # a fault in a part must not kill the kiosk
             _log.exception("effect %s failed", type(eff).__name__)
             if isinstance(eff, co.OpenCamera):
+                self.hw.camera_seen(str(exc))
                 self.hw.leds.set_fault(True)  # a missing camera keeps the fault LED blinking
                 self._post(co.CameraFault(str(exc)))
             elif isinstance(eff, co.Charge):
@@ -399,6 +475,8 @@ class KioskController(EventDispatcher):
     def _refresh(self) -> None:
         snap = self.machine.snapshot()
         self.snap = snap
+        if snap["state"] == "enrol_duplicate" != self.state:
+            self.keypad = ""   # the phone digits start empty
         self.state = snap["state"]
         self.mode = snap["mode"]
         self.face_pay = snap["face_pay"]
@@ -438,16 +516,43 @@ class KioskController(EventDispatcher):
         self.optout_code = self.term.optout_codes.get(en["shopper_id"], "") if en else ""
         url = self.term.cfg.fleet.optout_url
         self.optout_qr = (f"{url}?code={self.optout_code}" if url else self.optout_code) if self.optout_code else ""
+        self.optout_url = url if self.optout_code else ""
+        dup = snap["duplicate"]
         if en:
             self.enrolled_text = (_("Stored: one encrypted face template (no photo), linked to card {card}, with a "
                                     "phone-digits check.", card=en["masked_card"]) if en["has_phone"] else
                                   _("Stored: one encrypted face template (no photo), linked to card {card}.",
                                     card=en["masked_card"]))
             self.enrolled_text += "\n" + _("To delete it: My data on this screen, or ask at the till.")
+            if dup and snap["receipt_id"]:
+                self.enrolled_text += "\n" + _("Your earlier enrolment (card {card}) was deleted: receipt {id}.",
+                                               card=dup["masked_card"], id=snap["receipt_id"])
+        if self.state == "enrol_failed" and msg:
+            self.failure_text, self.failure_hint, self.can_retry = enrol_failure(msg)
+        if self.state == "enrol_duplicate" and dup:
+            new_card = self.machine.ctx.enrol_card.masked_card if self.machine.ctx.enrol_card else ""
+            self.can_replace = not snap["duplicate_same_card"] and dup["has_phone"]
+            since = i18n.date(dup["enrolled_at"], self.lang) if dup["enrolled_at"] else ""
+            if snap["duplicate_same_card"]:
+                self.duplicate_text = _("Your face is already set up for face pay with this card ({card}), since "
+                                        "{since}. Nothing new was stored: pay by face as before.",
+                                        card=dup["masked_card"], since=since)
+            else:
+                self.duplicate_text = (
+                    _("Your face is already set up for face pay with card {card} ({name}, since {since}). Nothing "
+                      "new was stored.", card=dup["masked_card"], name=dup["masked_name"], since=since) + "\n"
+                    + (_("To pay with the card you just tapped ({card}) instead, enter the last 4 phone digits "
+                         "you gave then: the earlier enrolment is deleted, with a receipt.", card=new_card)
+                       if self.can_replace else
+                       _("To move face pay to the new card, delete the earlier enrolment at My data with its card, "
+                         "then enrol again.")))
         if snap["receipt_id"] and self.runner.last_receipt is not None:
             r = self.runner.last_receipt
             self.receipt_text = _("Deletion receipt {id}\n{at}\nDeleted: {what}", id=r.id, at=r.at,
                                   what="; ".join(r.deleted))
+        self._receipt(snap)
+        for fn in list(self.observers):
+            fn(snap)
         screen = screen_for(self.machine.state)
         if self.staff_view and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
             screen = self.staff_view
@@ -576,6 +681,30 @@ class KioskController(EventDispatcher):
             return keypad + " " + cur
         return i18n.amount(minor, cur, lang)
 
+    def _receipt(self, snap: dict) -> None:
+        """A sale that ended approved or declined: its receipt as a QR code, and on [receipt] printer."""
+        sale = snap["sale"]
+        if snap["state"] not in ("approved", "declined") or not sale:
+            if snap["state"] not in ("approved", "declined"):
+                self.receipt_qr = ""
+            return
+        if self._receipt_for == sale["sale_id"]:
+            return
+        self._receipt_for = sale["sale_id"]
+        from .. import receipts
+
+        try:
+            receipt = receipts.build(self.term, sale["sale_id"])
+        except Exception:  # a receipt never stops the kiosk
+            _log.exception("no receipt for sale %s", sale["sale_id"])
+            return
+        cfg = self.term.cfg
+        self.receipt_qr = receipts.qr_text(receipt, cfg) if cfg.receipt.qr else ""
+        if cfg.receipt.printer:
+            import threading
+
+            threading.Thread(target=receipts.print_on_printer, args=(receipt, cfg), daemon=True).start()
+
     # -- shopper actions (called by screens) ----------------------------------------------
 
     def card_hint(self):
@@ -640,6 +769,13 @@ class KioskController(EventDispatcher):
     def keep_mydata(self):
         self.confirm_delete = False
         self._announce()
+
+    def retry_enrolment(self):
+        return self.send(co.RetryEnrolment())
+
+    def replace_enrolment(self, digits: str):
+        """"Use the new card": the earlier enrolment's phone digits prove it is the shopper's own."""
+        return self.send(co.PhoneDigits(digits))
 
     # -- staff ---------------------------------------------------------------------------------
     def open_staff(self):
@@ -773,6 +909,8 @@ class KioskController(EventDispatcher):
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
+        if self.till is not None:
+            self.till.stop()
         if self.agent is not None:
             self.agent.stop()
         self.runner.scans.drop()
