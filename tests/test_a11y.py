@@ -175,7 +175,7 @@ def test_cues_are_distinct_audible_tones(tmp_path):
 
 
 def test_speaker_backend_chosen_by_config():
-    cfg = parse_config('[accessibility]\nspeech = "silent"\nspeed = 200\nvolume = 80\n', "t.toml")
+    cfg = parse_config('terminal_id = "t1"\n[accessibility]\nspeech = "silent"\nspeed = 200\nvolume = 80\n', "t.toml")
     sp = make_speaker(cfg.accessibility)
     assert isinstance(sp, SilentSpeaker) and (sp.speed, sp.volume) == (200, 80)
     sp.say("Zu zahlen", "de")
@@ -187,7 +187,7 @@ def test_speaker_backend_chosen_by_config():
     from terminal.errors import ConfigError
 
     with pytest.raises(ConfigError, match="accessibility.speech"):
-        parse_config('[accessibility]\nspeech = "piper"\n', "t.toml")
+        parse_config('terminal_id = "t1"\n[accessibility]\nspeech = "piper"\n', "t.toml")
 
 
 def test_headphone_jack_through_gpiozero_mockfactory():
@@ -213,7 +213,10 @@ def test_a11y_scenario(tmp_path, scenario):
 
     conf = tmp_path / "terminal.toml"
     # speech logged, not played (no sound card under Xvfb); a simulated jack on a MockFactory pin
-    conf.write_text('[accessibility]\nspeech = "silent"\nheadphone_gpio = 5\n')
+    # and GPIO push buttons on MockFactory pins (a second keypad)
+    conf.write_text('[accessibility]\nspeech = "silent"\nheadphone_gpio = 5\nbutton_prev_gpio = 6\n'
+                    'button_next_gpio = 13\nbutton_enter_gpio = 19\nbutton_back_gpio = 26\n'
+                    'button_more_time_gpio = 16\n')
     shots = tmp_path / "shots"
     r = subprocess.run(kiosk_cmd("--config", conf, "--data-dir", tmp_path / "data", "run", "--demo",
                                  "--script", scenario, "--screenshots", shots),
@@ -229,3 +232,62 @@ def test_a11y_scenario(tmp_path, scenario):
         wav = EspeakSpeaker().render(line, lang, tmp_path / "heard.wav")
         st = _sox_stat(wav)
         assert st["RMS     amplitude"] > 0.02 and st["Length (seconds)"] > 0.15 * len(line.split())
+
+
+# -- GPIO buttons and the head turn's More time ----------------------------------------------------------
+def test_gpio_buttons_config_is_checked():
+    from terminal.errors import ConfigError
+
+    base = 'terminal_id = "t1"\n[accessibility]\n'
+    cfg = parse_config(base + "button_next_gpio = 13\nbutton_enter_gpio = 19\n", "t.toml")
+    from terminal.buttons import pins_of
+
+    assert pins_of(cfg.accessibility) == {"next": 13, "enter": 19}
+    with pytest.raises(ConfigError, match="both GPIO 13"):
+        parse_config(base + "button_next_gpio = 13\nbutton_enter_gpio = 13\n", "t.toml")
+    with pytest.raises(ConfigError, match="both GPIO 5"):
+        parse_config(base + "headphone_gpio = 5\nbutton_next_gpio = 5\nbutton_enter_gpio = 19\n", "t.toml")
+    with pytest.raises(ConfigError, match="the pin of 'leds.privacy'"):
+        parse_config(base + "button_next_gpio = 17\nbutton_enter_gpio = 19\n", "t.toml")
+    with pytest.raises(ConfigError, match="need at least"):
+        parse_config(base + "button_back_gpio = 26\n", "t.toml")
+    with pytest.raises(ConfigError, match="button_enter_gpio"):
+        parse_config(base + "button_next_gpio = 13\nbutton_enter_gpio = 28\n", "t.toml")
+
+
+def test_gpio_buttons_through_gpiozero_mockfactory():
+    from gpiozero.pins.mock import MockFactory
+
+    from terminal.buttons import GpioButtons
+
+    seen = []
+    b = GpioButtons({"next": 13, "enter": 19, "more_time": 16}, seen.append, pin_factory=MockFactory())
+    try:
+        for name in ("next", "next", "enter", "more_time"):
+            pin = b.buttons[name].pin
+            pin.drive_low()      # the button closes the contact to ground
+            pin.drive_high()
+        assert seen == ["next", "next", "enter", "more_time"]
+    finally:
+        b.close()
+    with pytest.raises(ValueError, match="unknown button"):
+        GpioButtons({"jump": 5}, seen.append, pin_factory=MockFactory())
+
+
+def test_more_time_lengthens_the_head_turn_window_at_most_three_times():
+    from terminal import checkout as co
+
+    m = co.CheckoutMachine(co.Policy(liveness_required=True), face_pay=True)
+    m.handle(co.StartSale("s1", 420, "EUR"))
+    with pytest.raises(co.Rejected):
+        m.handle(co.MoreTime())            # no head turn asked on the pay screen
+    m.handle(co.ChooseFace("left"))
+    assert m.ctx.challenge in ("left", "right") and m.ctx.challenge_more == 0
+    for n in (1, 2, 3):
+        m.handle(co.MoreTime())
+        assert m.ctx.challenge_more == n
+    with pytest.raises(co.Rejected, match="no more time"):
+        m.handle(co.MoreTime())
+    m.handle(co.LivenessPassed())
+    with pytest.raises(co.Rejected, match="no head turn"):
+        m.handle(co.MoreTime())            # the turn was seen: nothing to lengthen

@@ -110,6 +110,7 @@ def _make_app_class():
     from kivy.uix.screenmanager import NoTransition, ScreenManager  # noqa: F401
 
     from .. import i18n, sdnotify
+    from ..buttons import GpioButtons, pins_of
     from .controller import KioskController
     from .keys import KeyNav
     from .screens import SCREENS, Preview, screen_classes
@@ -213,6 +214,11 @@ def _make_app_class():
 
             self.ctl.bind(screen=show)
             self.keys = KeyNav(self)
+            self.buttons = None
+            pins = pins_of(self.ctl.term.cfg.accessibility)
+            if pins:   # GPIO push buttons: a second keypad, on the LEDs' pin factory (MockFactory in the demo)
+                self.buttons = GpioButtons(pins, lambda a: Clock.schedule_once(lambda dt: self.keys.action(a), 0),
+                                           pin_factory=getattr(self.hw.leds, "pin_factory", None))
             return root
 
         def _build_root(self):
@@ -265,6 +271,8 @@ def _make_app_class():
 
         def on_stop(self):
             sdnotify.notify("STOPPING=1")
+            if getattr(self, "buttons", None) is not None:
+                self.buttons.close()
             self.ctl.shutdown()
 
     return KioskApp

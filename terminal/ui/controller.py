@@ -419,6 +419,11 @@ class KioskController(EventDispatcher):
         self.more_time_left -= 1
         self.time_low = False
         self.say(_("{seconds} seconds more.", seconds=int(self._timer_seconds)))
+        if self.challenge and self.machine.state in co.CAMERA_STATES and not self.snap.get("live"):
+            # the head turn's own window grows too (the runner's check reads it from the machine)
+            if self.send(co.MoreTime()):
+                self.say(_("More time to turn your head: {seconds} seconds more.",
+                           seconds=int(self.term.cfg.liveness.timeout_s)))
         return True
 
     def _start_cooldown(self, eff: co.StartCooldown) -> None:

@@ -12,6 +12,9 @@ Keys (numeric keypad, NumLock on or off):
     /                                                   high-contrast large-text mode on or off
     "." where no digits are asked                       say the screen again
 
+GPIO push buttons (``[accessibility] button_*_gpio``, terminal/buttons.py) are a second keypad: previous,
+next, enter, back and More time do what the arrows, Enter, minus and plus do here (:meth:`KeyNav.action`).
+
 The focus visits the buttons of the screen shown now, then the status strip's own (language,
 contrast, speech).  Screens still never touch hardware: this only presses their widgets.
 """
@@ -87,6 +90,22 @@ class KeyNav:
             return
         w.trigger_action(duration=0)
 
+    def action(self, name: str) -> None:
+        """What a GPIO button does (terminal/buttons.py): the same as the USB keypad's key for it."""
+        if name == "prev":
+            self.move(-1)
+        elif name == "next":
+            self.move(1)
+        elif name == "enter":
+            self.press()
+        elif name == "back":
+            self.press_id(*BACK_IDS)
+        elif name == "more_time":
+            if not self.ctl.more_time():
+                self.ctl.say(_no_more_time())
+        else:
+            raise ValueError(f"unknown button action {name!r}")
+
     def press_id(self, *ids: str) -> bool:
         scr = self.app.screens[self.ctl.screen]
         for name in ids:
@@ -132,10 +151,9 @@ class KeyNav:
         elif key == BACKSPACE:
             self.ctl.key("back")
         elif key == KP_PLUS or codepoint == "+":
-            if not self.ctl.more_time():
-                self.ctl.say(_no_more_time())
+            self.action("more_time")
         elif key == KP_MINUS or codepoint == "-":
-            self.press_id(*BACK_IDS)
+            self.action("back")
         elif key == KP_MUL or codepoint == "*":
             self.ctl.toggle_speech()
         elif key == KP_DIV or codepoint == "/":

@@ -58,6 +58,13 @@ A scenario file::
     [[steps]]
     do = "targets"          # every button on screen is at least 9 mm on the 7" display (154.2 mm wide)
     [[steps]]
+    do = "button"           # GPIO push buttons (needs [accessibility] button_*_gpio): each pressed and let go
+    buttons = ["next", "enter"]   # prev next enter back more_time
+    [[steps]]
+    do = "key_to"           # with via = "buttons": the GPIO next button moves the focus, its enter presses
+    target = "confirm"
+    via = "buttons"
+    [[steps]]
     do = "jack"             # the headphone jack's switch (needs [accessibility] headphone_gpio): in | out
     action = "in"
     [expect]
@@ -89,7 +96,7 @@ from ..hardware import DEMO_CAMERA, DEMO_CARD, DEMO_NEWCOMER, DEMO_OTHER_CARD
 _log = logging.getLogger(__name__)
 
 STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
-              "cli", "preview", "key", "key_to", "targets", "jack"}
+              "cli", "preview", "key", "key_to", "targets", "jack", "button"}
 EXPECT_KEYS = {"screens", "never_screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
                "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode", "channels", "spoken",
                "no_touches"}
@@ -213,6 +220,8 @@ class ScenarioPlayer:
         self.step_started = 0.0
         self.mark = 0
         self.keys_pressed = 0
+        self.buttons_pressed = 0
+        self._button_tries: dict[int, tuple] = {}
         self.touches = 0
         self.failures: list[str] = []
         self.fps_during_scan: list[float] = []
@@ -288,6 +297,17 @@ class ScenarioPlayer:
                 if isinstance(w, Preview) and any(picture(i) for i in w.canvas.children):
                     held.append(f"{name} screen")
         return held
+
+    def _button(self, name: str) -> None:
+        """Press and let go of a GPIO button on its mock pin: gpiozero calls back at once, and the kiosk
+        hands the press to its main loop (it takes effect on the next frame)."""
+        buttons = getattr(self.app, "buttons", None)
+        if buttons is None or name not in buttons.buttons:
+            raise ValueError(f"no GPIO button {name!r}: set [accessibility] button_{name}_gpio")
+        pin = buttons.buttons[name].pin
+        pin.drive_low()
+        pin.drive_high()
+        self.buttons_pressed += 1
 
     def _key(self, name: str) -> None:
         code, text = KEYCODES[name]
@@ -435,6 +455,20 @@ class ScenarioPlayer:
             if want is None or not self._visible(want) or want.disabled:
                 return False
             nav = self.app.keys
+            if step.get("via", "keys") == "buttons":
+                # one GPIO press a frame (each reaches the focus through the main loop)
+                tries, last, at = self._button_tries.get(id(step), (0, None, 0.0))
+                if nav.focused is None or nav.focused != want:
+                    if tries and nav.focused is last and time.monotonic() - at < 0.5:
+                        return False   # the last press has not reached the focus yet
+                    if tries >= 40:
+                        raise ValueError(f"the buttons' focus never reached {step['target']!r} on {self.ctl.screen}")
+                    self._button_tries[id(step)] = (tries + 1, nav.focused, time.monotonic())
+                    self._button("next")
+                    return False
+                if step.get("enter", True):
+                    self._button("enter")
+                return True
             for _ in range(40):
                 if nav.focused is not None and nav.focused == want:   # kv ids are weak proxies
                     break
@@ -443,6 +477,12 @@ class ScenarioPlayer:
                 raise ValueError(f"the keypad focus never reached {step['target']!r} on {self.ctl.screen}")
             if step.get("enter", True):
                 self._key("enter")
+            return True
+        if kind == "button":
+            if time.monotonic() - self.screen_since < 0.5:
+                return False
+            for name in step["buttons"]:
+                self._button(name)
             return True
         if kind == "targets":
             if time.monotonic() - self.screen_since < 0.5:
@@ -593,7 +633,7 @@ class ScenarioPlayer:
                       "screenshots": self.recorder.files if self.recorder else [],
                       "rejected_events": self.ctl.rejections,
                       "spoken": self.ctl.speaker.log_lines(), "cues": self.ctl.speaker.cues(),
-                      "keys_pressed": self.keys_pressed, "touches": self.touches}
+                      "keys_pressed": self.keys_pressed, "buttons_pressed": self.buttons_pressed, "touches": self.touches}
             if self.recorder:
                 (self.recorder.folder / "result.json").write_text(json.dumps(result, indent=1))
             for f in self.failures:

@@ -11,7 +11,8 @@ from ..i18n import _
 
 # the cue each state starts with: scan start, success, failure
 CUES = {"face_scan": "scan_start", "enrol_capture": "scan_start", "approved": "success", "enrol_done": "success",
-        "mydata_deleted": "success", "declined": "failure", "cancelled": "failure", "unknown": "failure"}
+        "mydata_deleted": "success", "enrol_failed": "failure", "declined": "failure", "cancelled": "failure",
+        "unknown": "failure"}
 
 
 def cue_for(state: str) -> str | None:
@@ -63,6 +64,8 @@ def announcement(ctl) -> str:
     elif s == "result":
         add(ctl.result_title + ".")
         add(ctl.result_detail)
+        if ctl.receipt_qr and st in ("approved", "declined"):
+            add(_("Your receipt is on the screen as a QR code."))
     elif s == "enrol_consent":
         add(ctl.consent_title + ".")
         add(ctl.consent_body)
@@ -87,6 +90,18 @@ def announcement(ctl) -> str:
         add(ctl.enrolled_text)
         if ctl.optout_code:
             add(_("Your opt-out code: {code}.", code=" ".join(ctl.optout_code)))
+    elif s == "enrol_duplicate":
+        add(_("You are already enrolled."))
+        add(ctl.duplicate_text.replace("\n", " "))
+        if ctl.can_replace:
+            add(_("Type the 4 digits on the keypad, then press Use the new card. Or press Keep my enrolment."))
+        if ctl.guidance:
+            add(ctl.guidance)
+    elif s == "enrol_failed":
+        add(_("Face pay was not set up."))
+        add(ctl.failure_text)
+        add(ctl.failure_hint)
+        add(_("Press Try again, or Done.") if ctl.can_retry else _("Press Done."))
     elif s == "mydata_tap":
         add(_("My data. Tap your card on the reader to see whether a face is enrolled for it.")
             if st == "mydata_tap" else _("Looking up."))
