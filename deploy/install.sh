@@ -69,7 +69,7 @@ apt-get update -qq
 apt-get install -y -qq python3 python3-venv python3-dev \
     libsdl2-2.0-0 libsdl2-ttf-2.0-0 libsdl2-image-2.0-0 libsdl2-mixer-2.0-0 libmtdev1 \
     libgl1 libgles2 libegl1 libgbm1 libdrm2 fonts-noto-cjk \
-    libopenblas-dev cmake build-essential
+    libopenblas-dev cmake build-essential espeak-ng sox
 # From the Raspberry Pi archive: the camera stack, and lgpio (gpiozero's pin driver on a Pi 5).
 for pkg in python3-picamera2 python3-lgpio; do
     if apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then

@@ -64,6 +64,7 @@ RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.UNKNOWN, State.
                            State.ENROL_FAILED, State.MYDATA_DELETED})
 MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
 MAX_PHONE_TRIES = 3
+CHALLENGE_MORE_MAX = 3     # "More time" for one head turn at most this often (EN 301 549 5.2: at least twice)
 LIVENESS_STRIKES = 3       # failed liveness challenges in a row before the cool-down
 # What the shopper reads when a random UID is tapped where the card must name them.
 RANDOM_UID_SENTENCE = "This card or phone shows a different number each time. Please use a physical card."
@@ -148,6 +149,12 @@ class CardTapped:
     masked_card: str
     token: str
     random_uid: bool = False   # ISO/IEC 14443-3 random ID (08xxxxxx): a new number at every tap
+
+
+@dataclass(frozen=True)
+class MoreTime:
+    """"More time" while the head turn is asked: one more ``[liveness] timeout_s`` window for it (the
+    runner's check reads the window from ``Context.challenge_more``), at most CHALLENGE_MORE_MAX times."""
 
 
 @dataclass(frozen=True)
@@ -458,6 +465,7 @@ class Context:
     revoked: frozenset = field(default_factory=frozenset)
     challenge: str | None = None      # the head turn asked of the shopper in this scan
     live: bool = False                # the challenge was passed in this scan
+    challenge_more: int = 0           # "More time" for this scan's head turn: extra [liveness] windows
     liveness_strikes: int = 0         # failed challenges in a row
     cooldown: int = 0                 # token of the running face-pay cool-down, 0 when none
     cooldown_token: int = 0
@@ -528,6 +536,7 @@ class CheckoutMachine:
         c.camera_open = True
         c.scan += 1
         c.live = False
+        c.challenge_more = 0
         c.challenge = (challenge or pick_challenge()) if self.policy.liveness_required else None
         return [OpenCamera(purpose, c.scan, c.challenge)]
 
@@ -649,6 +658,16 @@ class CheckoutMachine:
             c.message = None
             return [LookupCard(e.card_hash)]
         raise Rejected(f"a card tap is not expected in state {c.state.value}")
+
+    def _on_MoreTime(self, e: MoreTime) -> list:
+        self._need(State.FACE_SCAN, State.ENROL_CAPTURE)
+        c = self.ctx
+        if c.challenge is None or c.live:
+            raise Rejected("no head turn is asked for now")
+        if c.challenge_more >= CHALLENGE_MORE_MAX:
+            raise Rejected("no more time can be added to the head turn")
+        c.challenge_more += 1
+        return []
 
     def _on_FaceGuidance(self, e: FaceGuidance) -> list:
         self._need(State.FACE_SCAN, State.ENROL_CAPTURE)
@@ -783,7 +802,7 @@ class CheckoutMachine:
             return self._back_to_amount_due("scan_timeout")
         if c.state == State.CONSENT:
             return self._cancel_sale("timed out")
-        if c.state == State.ENROL_CAPTURE:
+        if c.state in (State.ENROL_CAPTURE, State.MYDATA_SHOW):
             return self._to_idle()
         if c.state == State.UNKNOWN:
             # The screen stays until staff press Done; meanwhile the processor is asked again.

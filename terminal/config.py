@@ -235,6 +235,23 @@ class LivenessConfig:
 
 
 @section
+class AccessibilityConfig:
+    # the kiosk's speech and cues (terminal/speech.py): "espeak-ng" plays them, "silent" only logs them
+    speech: Literal["espeak-ng", "silent"] = "espeak-ng"
+    speech_on: Flag = False                                     # speak from start-up, without headphones
+    volume: Annotated[Whole, Field(ge=0, le=200)] = 100         # espeak-ng amplitude (100 = its default)
+    speed: Annotated[Whole, Field(ge=80, le=400)] = 150         # words per minute
+    headphone_gpio: Annotated[Whole, Field(ge=-1, le=27)] = -1  # the jack's switch contact (BCM); -1: none
+    language: Literal["en", "de", "fr", "es", "zh"] = "en"      # the attract screen's language
+    # a second keypad of push buttons to ground on GPIO inputs (BCM; terminal/buttons.py); -1: no such button
+    button_prev_gpio: Annotated[Whole, Field(ge=-1, le=27)] = -1       # focus to the previous button
+    button_next_gpio: Annotated[Whole, Field(ge=-1, le=27)] = -1       # focus to the next button
+    button_enter_gpio: Annotated[Whole, Field(ge=-1, le=27)] = -1      # press the focused button
+    button_back_gpio: Annotated[Whole, Field(ge=-1, le=27)] = -1       # Cancel / Back / No thanks
+    button_more_time_gpio: Annotated[Whole, Field(ge=-1, le=27)] = -1  # More time
+
+
+@section
 class TerminalConfig:
     # IANA name ("Europe/Berlin"): report days run midnight to midnight here. Empty: the system's zone.
     timezone: Zone = ""
@@ -305,6 +322,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     terminal: TerminalConfig = field(default_factory=TerminalConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    accessibility: AccessibilityConfig = field(default_factory=AccessibilityConfig)
     # [fleet]: absent (no nats_url) = the terminal works alone (terminal/fleet/)
     fleet: FleetConfig = field(default_factory=FleetConfig)
     # [till]: the shop's cash register over ZVT (terminal/till/); [receipt]: receipts (terminal/receipts.py)
@@ -353,8 +371,36 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError("the LED pins in [leds] must all be different", src)
     if cfg.detector.min_brightness >= cfg.detector.max_brightness:
         raise ConfigError("'detector.min_brightness' must be below 'detector.max_brightness'", src)
+    _button_checks(cfg)
     validate_fleet(cfg.fleet, cfg.terminal_id, src)
     _till_checks(cfg)
+
+
+def _button_checks(cfg: Config) -> None:
+    """The accessibility inputs (jack, buttons) each on a pin of their own, and none on an LED's pin."""
+    a = cfg.accessibility
+    keys = ["headphone_gpio", "button_prev_gpio", "button_next_gpio", "button_enter_gpio", "button_back_gpio",
+            "button_more_time_gpio"]
+    used: dict[int, str] = {}
+    for key in keys:
+        pin = getattr(a, key)
+        if pin < 0:
+            continue
+        if pin in used:
+            raise ConfigError(f"'accessibility.{key}' and 'accessibility.{used[pin]}' are both GPIO {pin}", cfg.source,
+                              "give each button and the headphone jack a pin of its own, or -1 for none")
+        used[pin] = key
+    leds = {getattr(cfg.leds, n): n for n in ("privacy", "consent", "approved", "declined", "fault")}
+    for pin, key in used.items():
+        if pin in leds:
+            raise ConfigError(f"'accessibility.{key}' is GPIO {pin}, the pin of 'leds.{leds[pin]}'", cfg.source,
+                              "an input cannot share an LED's output pin: pick a free one")
+    buttons = [k for k in keys[1:] if getattr(a, k) >= 0]
+    if buttons and not {"button_next_gpio", "button_enter_gpio"} <= set(buttons):
+        raise ConfigError("GPIO buttons need at least 'accessibility.button_next_gpio' and "
+                          "'accessibility.button_enter_gpio'", cfg.source,
+                          "without them the focus cannot reach or press a button; set both, or all of the "
+                          "button_*_gpio keys to -1")
 
 
 def _till_checks(cfg: Config) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import InputError
 
 ASSETS = Path(str(resources.files("terminal") / "assets"))
-LANGUAGES = {"en": "English", "zh": "简体中文"}
+LANGUAGES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Español", "zh": "简体中文"}
 
 
 @dataclass(frozen=True)

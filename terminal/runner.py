@@ -304,7 +304,8 @@ class Runner:
         """
         t = self.term
         result, start = run_challenge(t.pipeline, self.camera, challenge, t.cfg.liveness, t.cfg.match.threshold,
-                                      stopped=lambda: not self.scans.live(scan), on_frame=on_frame, emit=emit)
+                                      stopped=lambda: not self.scans.live(scan), on_frame=on_frame, emit=emit,
+                                      window=lambda: t.cfg.liveness.timeout_s * (1 + self.machine.ctx.challenge_more))
         if result is None:  # stopped: cancel or timeout closed the camera
             return None
         self.last_liveness = result
@@ -399,12 +400,14 @@ class Runner:
 
 def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: float, *,
                   stopped: Callable[[], bool] | None = None, on_frame: Callable | None = None,
-                  emit: Callable | None = None):
+                  emit: Callable | None = None, window: Callable[[], float] | None = None):
     """The liveness check the kiosk, ``facepay sale`` and ``facepay liveness`` all run on an open camera.
 
     Per frame: detect, gates (for guidance only: the turn is not frontal), landmarks, the check.  Only
     the two frames the decision rests on, the start and the end of the turn, are embedded, and they must
-    be the same person (descriptor distance under ``threshold``).  Returns (result, start descriptor), the
+    be the same person (descriptor distance under ``threshold``).  ``window()``, read every frame, is the turn's
+    time limit when given (the kiosk's "More time" lengthens it, checkout.MoreTime); else ``cfg.timeout_s``.
+    Returns (result, start descriptor), the
     descriptor only when live; (None, None) when ``stopped()`` said so before a decision.
     """
     from dataclasses import replace
@@ -434,6 +437,8 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
                 emit(co.FaceGuidance(reason or ""))   # "" clears it: the face is back, the arrow shows
         box = mesh_box(landmarks) if landmarks is not None else None
         recent = (recent + [(check.frames, rgb, analysis.gate.face)])[-4:]
+        if window is not None and window() != check.params.timeout_s:
+            check.params = replace(check.params, timeout_s=window())
         result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))
         for want in (check.start_index, check.peak_index):
             if want is not None and want not in kept:

@@ -48,7 +48,8 @@ def _prepare_kivy(size, fullscreen: bool) -> None:
     if fullscreen:
         Config.set("graphics", "fullscreen", "auto")
         Config.set("graphics", "show_cursor", "0")
-        Config.set("kivy", "keyboard_mode", "systemanddock")
+    # the on-screen keyboard docks under a text field whenever one has the focus, windowed or not
+    Config.set("kivy", "keyboard_mode", "systemanddock")
     Config.set("input", "mouse", "mouse,disable_multitouch")
     Config.set("kivy", "exit_on_escape", "0" if fullscreen else "1")
 
@@ -104,16 +105,43 @@ def _make_app_class():
     from kivy.core.window import Window
     from kivy.factory import Factory
     from kivy.lang import Builder
-    from kivy.properties import NumericProperty, ObjectProperty, StringProperty
+    from kivy.properties import BooleanProperty, ListProperty, NumericProperty, ObjectProperty, StringProperty
     from kivy.uix.boxlayout import BoxLayout
     from kivy.uix.screenmanager import NoTransition, ScreenManager  # noqa: F401
 
-    from .. import sdnotify
+    from .. import i18n, sdnotify
+    from ..buttons import GpioButtons, pins_of
     from .controller import KioskController
+    from .keys import KeyNav
     from .screens import SCREENS, Preview, screen_classes
+    from .theme import HIGH_CONTRAST, LARGE_TEXT, NORMAL
 
     class KioskRoot(BoxLayout):
+        """Every touch passes here first: a touch just after the screen changed is dropped (it was aimed
+        at the screen before), and a touch held LONG_PRESS_S switches speech on or off."""
+
         ctl = ObjectProperty(None)
+        GUARD_S = 0.3
+        LONG_PRESS_S = 2.0
+
+        def on_touch_down(self, touch):
+            import time
+
+            if time.monotonic() - getattr(self, "changed_at", 0.0) < self.GUARD_S:
+                return True
+            ev = Clock.schedule_once(lambda dt: self._long_press(touch), self.LONG_PRESS_S)
+            touch.ud["facepay_long_press"] = ev
+            return super().on_touch_down(touch)
+
+        def on_touch_up(self, touch):
+            ev = touch.ud.pop("facepay_long_press", None)
+            if ev is not None:
+                ev.cancel()
+            return super().on_touch_up(touch)
+
+        def _long_press(self, touch):
+            touch.ud.pop("facepay_long_press", None)
+            self.ctl.toggle_speech()
 
     Factory.register("KioskRoot", cls=KioskRoot)
     if "Preview" not in Factory.classes:
@@ -129,6 +157,10 @@ def _make_app_class():
         currency = StringProperty("EUR")
         scale = NumericProperty(1.0)
         root_width = NumericProperty(800)
+        lang = StringProperty("en")
+        th = ObjectProperty(NORMAL, rebind=True)   # the palette (terminal/ui/theme.py): every kv colour is one of its roles
+        big = BooleanProperty(False)      # the large-text half of the high-contrast large-text mode
+        focus_rect = ListProperty([0, 0, 0, 0])
         title = "facepay"
 
         def __init__(self, term, hw, demo=False, font="", script=None, screenshots=None, **kw):
@@ -140,9 +172,20 @@ def _make_app_class():
             self.font = "Facepay"
             self.currency = term.cfg.payment.currency
 
-        def fs(self, px: float) -> float:
-            """A font size in pixels designed for 800x480, scaled to this screen."""
-            return px * self.scale
+        def fs(self, px: float, big: bool = False) -> float:
+            """A font size in pixels designed for 800x480, scaled to this screen (and up in large-text mode;
+            kv passes ``app.big`` so the size follows the mode)."""
+            return px * self.scale * (LARGE_TEXT if big else 1.0)
+
+        def t(self, lang: str, msgid: str, **params) -> str:
+            """``msgid`` in the shopper's language; kv passes ``app.lang`` so the text follows a change."""
+            return i18n._(msgid, lang, **params)
+
+        def _contrast(self, *a):
+            self.th = HIGH_CONTRAST if self.ctl.high_contrast else NORMAL
+            self.big = self.ctl.high_contrast
+            if self.root is not None:
+                self._rebuild()
 
         def _resize(self, *a):
             w, h = Window.size
@@ -153,23 +196,59 @@ def _make_app_class():
             self._resize()
             Window.bind(size=self._resize)
             self.ctl = KioskController(self.term, self.hw, demo=self.demo)
+            self.lang = self.ctl.lang
+            self.ctl.bind(lang=lambda _, v: setattr(self, "lang", v), high_contrast=self._contrast)
             Builder.load_file(str(KV_DIR / "shell.kv"))
             classes = screen_classes()
             for name in SCREENS:
                 Factory.register(classes[name].__name__, cls=classes[name])
                 Builder.load_file(str(KV_DIR / f"{name}.kv"))
+            self._classes = classes
+            root = self._build_root()
+
+            def show(_, name):
+                import time
+
+                self.root.changed_at = time.monotonic()
+                self.sm.current = name
+
+            self.ctl.bind(screen=show)
+            self.keys = KeyNav(self)
+            self.buttons = None
+            pins = pins_of(self.ctl.term.cfg.accessibility)
+            if pins:   # GPIO push buttons: a second keypad, on the LEDs' pin factory (MockFactory in the demo)
+                self.buttons = GpioButtons(pins, lambda a: Clock.schedule_once(lambda dt: self.keys.action(a), 0),
+                                           pin_factory=getattr(self.hw.leds, "pin_factory", None))
+            return root
+
+        def _build_root(self):
             root = KioskRoot(ctl=self.ctl)
             sm = root.ids.sm
             sm.transition = NoTransition()
             self.screens = {}
             for name in SCREENS:
-                scr = classes[name](name=name, ctl=self.ctl)
+                scr = self._classes[name](name=name, ctl=self.ctl)
                 self.screens[name] = scr
                 sm.add_widget(scr)
             sm.current = self.ctl.screen
-            self.ctl.bind(screen=lambda _, name: setattr(sm, "current", name))
             self.sm = sm
             return root
+
+        def _rebuild(self):
+            """Build every widget afresh in the new mode (kv rules then size and colour everything from the
+            start, with no rule of a base class left to fire after its subclass's); typed text carries over."""
+            from kivy.uix.textinput import TextInput
+
+            typed = {(n, k): w.text for n, scr in self.screens.items() for k, w in scr.ids.items()
+                     if isinstance(w, TextInput)}
+            old = self.root
+            new = self._build_root()
+            for (n, k), text in typed.items():
+                self.screens[n].ids[k].text = text
+            Window.remove_widget(old)
+            Window.add_widget(new)
+            self.root = new
+            self.keys.focused = None
 
         def on_start(self):
             import signal
@@ -192,6 +271,8 @@ def _make_app_class():
 
         def on_stop(self):
             sdnotify.notify("STOPPING=1")
+            if getattr(self, "buttons", None) is not None:
+                self.buttons.close()
             self.ctl.shutdown()
 
     return KioskApp

@@ -41,7 +41,7 @@ A scenario file::
     action = "unplug"
     [[steps]]
     do = "see"              # wait until a widget (by kv id) shows this text, as a person would read it
-    target = "reader_state"
+    target = "reader_state" # (exact = true: shows exactly this text; text = "" and exact: an empty field)
     text = "Card payment unavailable"
     [[steps]]
     do = "cli"              # a technician's `facepay ...` on the same data folder, in another process
@@ -49,6 +49,24 @@ A scenario file::
     [[steps]]
     do = "preview"          # shown = false: no camera picture is kept or drawn on any screen, now
     shown = false
+    [[steps]]
+    do = "key"              # keys of a USB numeric keypad, through Kivy's keyboard dispatch:
+    keys = ["down", "enter", "4", "plus"]   # up down left right tab enter 0-9 dot plus minus star slash backspace
+    [[steps]]
+    do = "key_to"           # press "down" (as a blind shopper listening to each button's name) until the
+    target = "confirm"      # focus is on this widget, then Enter (enter = false: only move there)
+    [[steps]]
+    do = "targets"          # every button on screen is at least 9 mm on the 7" display (154.2 mm wide)
+    [[steps]]
+    do = "button"           # GPIO push buttons (needs [accessibility] button_*_gpio): each pressed and let go
+    buttons = ["next", "enter"]   # prev next enter back more_time
+    [[steps]]
+    do = "key_to"           # with via = "buttons": the GPIO next button moves the focus, its enter presses
+    target = "confirm"
+    via = "buttons"
+    [[steps]]
+    do = "jack"             # the headphone jack's switch (needs [accessibility] headphone_gpio): in | out
+    action = "in"
     [expect]
     screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
     never_screens = ["consent"]                                 # never shown
@@ -78,9 +96,16 @@ from ..hardware import DEMO_CAMERA, DEMO_CARD, DEMO_NEWCOMER, DEMO_OTHER_CARD
 _log = logging.getLogger(__name__)
 
 STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
-              "cli", "preview"}
+              "cli", "preview", "key", "key_to", "targets", "jack", "button"}
 EXPECT_KEYS = {"screens", "never_screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
-               "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode", "channels"}
+               "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode", "channels", "spoken",
+               "no_touches"}
+# keypad key names -> (Kivy keycode, the text it types)
+KEYCODES = {"up": (273, None), "down": (274, None), "right": (275, None), "left": (276, None), "tab": (9, None),
+            "enter": (271, None), "backspace": (8, None), "dot": (266, "."), "slash": (267, "/"), "star": (268, "*"),
+            "minus": (269, "-"), "plus": (270, "+"), **{str(i): (256 + i, str(i)) for i in range(10)}}
+DISPLAY_WIDTH_MM = 154.2     # the Raspberry Pi Touch Display's active area is 154.2 x 85.9 mm for 800 x 480
+MIN_TARGET_MM = 9.0
 
 
 class ScriptTouch(MotionEvent):
@@ -105,6 +130,11 @@ class ScriptTouch(MotionEvent):
 
     def touch_up(self) -> None:
         EventLoop.post_dispatch_input("end", self)
+
+
+def _as_read(text: str) -> str:
+    """Text as a person reads it: CLDR's no-break spaces ("4,20\u00a0€") are spaces."""
+    return text.replace("\u00a0", " ").replace("\u202f", " ")
 
 
 def shows_own_presentations(steps: list[dict]) -> bool:
@@ -189,6 +219,10 @@ class ScenarioPlayer:
         self.i = 0
         self.step_started = 0.0
         self.mark = 0
+        self.keys_pressed = 0
+        self.buttons_pressed = 0
+        self._button_tries: dict[int, tuple] = {}
+        self.touches = 0
         self.failures: list[str] = []
         self.fps_during_scan: list[float] = []
         self.ctl.bind(screen=self._note_screen)
@@ -240,6 +274,7 @@ class ScenarioPlayer:
 
     def _touch(self, widget) -> None:
         x, y = widget.to_window(*widget.center)
+        self.touches += 1
         touch = ScriptTouch(x, y)
         touch.touch_down()
         touch.touch_up()
@@ -262,6 +297,36 @@ class ScenarioPlayer:
                 if isinstance(w, Preview) and any(picture(i) for i in w.canvas.children):
                     held.append(f"{name} screen")
         return held
+
+    def _button(self, name: str) -> None:
+        """Press and let go of a GPIO button on its mock pin: gpiozero calls back at once, and the kiosk
+        hands the press to its main loop (it takes effect on the next frame)."""
+        buttons = getattr(self.app, "buttons", None)
+        if buttons is None or name not in buttons.buttons:
+            raise ValueError(f"no GPIO button {name!r}: set [accessibility] button_{name}_gpio")
+        pin = buttons.buttons[name].pin
+        pin.drive_low()
+        pin.drive_high()
+        self.buttons_pressed += 1
+
+    def _key(self, name: str) -> None:
+        code, text = KEYCODES[name]
+        Window.dispatch("on_key_down", code, 0, text, [])
+        Window.dispatch("on_key_up", code, 0)
+        self.keys_pressed += 1
+
+    def _small_targets(self) -> list[str]:
+        """Buttons on screen (and the strip) narrower or lower than MIN_TARGET_MM on the 7" display."""
+        px_per_mm = Window.width / DISPLAY_WIDTH_MM
+        out = []
+        holders = [self.app.screens[self.ctl.screen], self.app.root.ids.strip]
+        for holder in holders:
+            for w in holder.walk(restrict=True):
+                if isinstance(w, Button) and self._visible(w) and not w.disabled:
+                    mm = min(w.width, w.height) / px_per_mm
+                    if mm < MIN_TARGET_MM:
+                        out.append(f"{w.text!r} {mm:.1f} mm")
+        return out
 
     def _visible(self, w) -> bool:
         return w.opacity > 0 and w.width > 1 and w.height > 1 and w.get_root_window() is not None
@@ -356,7 +421,10 @@ class ScenarioPlayer:
             return True
         if kind == "see":
             w = self._find(step["target"])
-            return w is not None and self._visible(w) and step["text"] in getattr(w, "text", "")
+            if w is None or not (self._visible(w) or (step.get("exact") and not step["text"])):
+                return False   # an empty label has no height: "shows nothing" needs only the widget
+            shown = _as_read(getattr(w, "text", ""))
+            return shown == step["text"] if step.get("exact") else step["text"] in shown
         if kind == "cli":
             import subprocess
             import sys
@@ -373,6 +441,62 @@ class ScenarioPlayer:
             if held:
                 raise ValueError(f"a camera picture is still held with the camera off ({', '.join(held)}; "
                                  f"screen {self.ctl.screen})")
+            return True
+        if kind == "key":
+            if time.monotonic() - self.screen_since < 0.5:
+                return False
+            for name in step["keys"]:
+                self._key(name)
+            return True
+        if kind == "key_to":
+            if time.monotonic() - self.screen_since < 0.5:
+                return False
+            want = self._find(step["target"])
+            if want is None or not self._visible(want) or want.disabled:
+                return False
+            nav = self.app.keys
+            if step.get("via", "keys") == "buttons":
+                # one GPIO press a frame (each reaches the focus through the main loop)
+                tries, last, at = self._button_tries.get(id(step), (0, None, 0.0))
+                if nav.focused is None or nav.focused != want:
+                    if tries and nav.focused is last and time.monotonic() - at < 0.5:
+                        return False   # the last press has not reached the focus yet
+                    if tries >= 40:
+                        raise ValueError(f"the buttons' focus never reached {step['target']!r} on {self.ctl.screen}")
+                    self._button_tries[id(step)] = (tries + 1, nav.focused, time.monotonic())
+                    self._button("next")
+                    return False
+                if step.get("enter", True):
+                    self._button("enter")
+                return True
+            for _ in range(40):
+                if nav.focused is not None and nav.focused == want:   # kv ids are weak proxies
+                    break
+                self._key("down")
+            else:
+                raise ValueError(f"the keypad focus never reached {step['target']!r} on {self.ctl.screen}")
+            if step.get("enter", True):
+                self._key("enter")
+            return True
+        if kind == "button":
+            if time.monotonic() - self.screen_since < 0.5:
+                return False
+            for name in step["buttons"]:
+                self._button(name)
+            return True
+        if kind == "targets":
+            if time.monotonic() - self.screen_since < 0.5:
+                return False
+            small = self._small_targets()
+            if small:
+                raise ValueError(f"touch targets under {MIN_TARGET_MM} mm on {self.ctl.screen}: {small}")
+            return True
+        if kind == "jack":
+            jack = self.ctl.jack
+            if jack is None:
+                raise ValueError("no headphone jack: set [accessibility] headphone_gpio")
+            pin = jack.button.pin
+            pin.drive_low() if step.get("action", "in") == "in" else pin.drive_high()
             return True
         if kind == "mark":
             self.mark = self.app.hw.camera.opened_count
@@ -486,6 +610,12 @@ class ScenarioPlayer:
             fail(f"expected mode {e['mode']}, found {t.mode()}")
         if self.ctl.camera_on or self.app.hw.camera.is_open:
             fail("the camera is still open at the end")
+        said = _as_read("\n".join(self.ctl.speaker.log_lines()))
+        for line in e.get("spoken", []):   # what a blind shopper heard (the speaker's own log)
+            if line not in said:
+                fail(f"never spoken: {line!r}")
+        if e.get("no_touches") and self.touches:
+            fail(f"expected no touch at all, the script touched the screen {self.touches} time(s)")
 
     def _finish(self):
         if getattr(self, "_finished", False):
@@ -501,7 +631,9 @@ class ScenarioPlayer:
                       "window": list(Window.size),
                       "ui_fps_during_scan_median": fps[len(fps) // 2] if fps else None,
                       "screenshots": self.recorder.files if self.recorder else [],
-                      "rejected_events": self.ctl.rejections}
+                      "rejected_events": self.ctl.rejections,
+                      "spoken": self.ctl.speaker.log_lines(), "cues": self.ctl.speaker.cues(),
+                      "keys_pressed": self.keys_pressed, "buttons_pressed": self.buttons_pressed, "touches": self.touches}
             if self.recorder:
                 (self.recorder.folder / "result.json").write_text(json.dumps(result, indent=1))
             for f in self.failures:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from kivy.app import App
 from kivy.properties import ListProperty, ObjectProperty
 from kivy.uix.screenmanager import Screen
+from kivy.uix.textinput import TextInput
 from kivy.uix.widget import Widget
 
 SCREENS = [
@@ -21,6 +22,17 @@ SCREENS = [
 
 class KioskScreen(Screen):
     ctl = ObjectProperty(None)
+
+    def on_ctl(self, _, ctl) -> None:
+        if ctl is not None:
+            ctl.bind(flow=self.clear_fields)
+
+    def clear_fields(self, *a) -> None:
+        """A flow ended: nothing the last shopper typed stays in a field for the next one."""
+        for w in self.walk():
+            if isinstance(w, TextInput):
+                w.focus = False
+                w.text = ""
 
 
 def screen_classes() -> dict[str, type]:
