@@ -156,7 +156,8 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
             cur = await c.execute(
                 "SELECT id, last_heartbeat, version, mode, wanted_mode, reader, camera, outbox_backlog, "
                 "face_pay_paused, ledger_seq, ledger_flag, "
-                "COALESCE(EXTRACT(EPOCH FROM now() - last_heartbeat) < %s, false) FROM terminals ORDER BY id",
+                "COALESCE(EXTRACT(EPOCH FROM now() - last_heartbeat) < %s, false), bad_revocations "
+                "FROM terminals ORDER BY id",
                 (ONLINE_S,))
             terminals = await cur.fetchall()
             cur = await c.execute(
@@ -164,8 +165,22 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
                 "sum(amount_minor), min(currency) FROM sales WHERE status = 'approved' "
                 "GROUP BY terminal_id, day, training ORDER BY day DESC, terminal_id, training")
             sales = await cur.fetchall()
+            optouts = await db.terminal_optouts(c)
         return TEMPLATES.TemplateResponse(request, "dashboard.html", {
-            "user": staff(request), "terminals": terminals, "sales": sales, "modes": TERMINAL_MODES})
+            "user": staff(request), "terminals": terminals, "sales": sales, "modes": TERMINAL_MODES,
+            "optouts": optouts})
+
+    async def clear_flag(request: Request):
+        """Staff accept a flagged terminal's ledger as it is now; face pay may resume there."""
+        if not staff(request):
+            return RedirectResponse("/login", status_code=303)
+        tid = request.path_params["tid"]
+        async with lock:
+            found = await db.clear_ledger_flag(await conn(), tid)
+        if not found:
+            return Response("no such terminal", status_code=404)
+        await bus.clear_hold(tid)
+        return RedirectResponse("/dashboard", status_code=303)
 
     async def set_mode(request: Request):
         if not staff(request):
@@ -199,6 +214,7 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
         Route("/login", login_page), Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]), Route("/dashboard", dashboard),
         Route("/terminals/{tid}/mode", set_mode, methods=["POST"]), Route("/api/terminals", api_terminals),
+        Route("/terminals/{tid}/clear-flag", clear_flag, methods=["POST"]),
     ]
     return Starlette(routes=routes, middleware=[
         Middleware(SessionMiddleware, secret_key=session_secret, same_site="strict", max_age=8 * 3600)])

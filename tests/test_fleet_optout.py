@@ -429,7 +429,7 @@ def test_a_ledger_head_that_goes_backwards_is_flagged(fleet):
     shutil.copytree(backup, data)  # the old copy, whose own chain verifies
     fleet.start_agent(tid)
     flag = wait_for(lambda: fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0], 30, "the flag")
-    assert flag == "ledger head went back from 4 to 2"
+    assert flag == "ledger rolled back: head went back from 4 to 2"
 
 
 def test_serve_rate_limits_the_public_optout(fleet):
@@ -444,10 +444,12 @@ def test_serve_rate_limits_the_public_optout(fleet):
     from tests.helpers.fleet import free_port
 
     state = json.loads((fleet.workdir / "fleet.json").read_text())
-    nats = f"nats://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
+    nats = f"tls://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "backoffice.cli", "serve", "--db", fleet.db, "--nats", nats,
-                             "--listen", f"127.0.0.1:{port}", "--optout-rate", "2/60"],
+                             "--listen", f"127.0.0.1:{port}", "--optout-rate", "2/60",
+                             "--signing-key", str(fleet.workdir / "revocation-signing.key"),
+                             "--nats-ca", str(fleet.workdir / "ca.pem")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("back office on http://127.0.0.1:")

@@ -181,13 +181,36 @@ def provision_many(fleet: Fleet, tids: list[str], **kw) -> dict[str, Path]:
         return dict(zip(tids, pool.map(lambda t: fleet.provision(t, **kw), tids)))
 
 
+def fleet_state(fleet: Fleet) -> dict:
+    return json.loads((fleet.workdir / "fleet.json").read_text())
+
+
+def fleet_tls(fleet: Fleet):
+    """The client TLS context that trusts the fleet's CA (``dev`` makes one)."""
+    from terminal.fleet import tls_context
+
+    return tls_context((fleet.workdir / "ca.pem").read_text())
+
+
 def admin_nats(fleet: Fleet):
     """An async NATS connection as the back office's own user (for stream counts)."""
     import nats
 
-    state = json.loads((fleet.workdir / "fleet.json").read_text())
-    return nats.connect(f"nats://127.0.0.1:{state['nats_port']}", user=state["admin_user"],
-                        password=state["admin_password"])
+    state = fleet_state(fleet)
+    return nats.connect(f"tls://127.0.0.1:{state['nats_port']}", user=state["admin_user"],
+                        password=state["admin_password"], tls=fleet_tls(fleet))
+
+
+def terminal_nats(fleet: Fleet, cfg_path: Path, **kw):
+    """An async NATS connection with a terminal's own credentials from its TOML (what a stolen config gives)."""
+    import tomllib
+
+    import nats
+
+    f = tomllib.loads(Path(cfg_path).read_text())["fleet"]
+    tid = f["user"][2:]
+    return nats.connect(f["nats_url"], user=f["user"], password=f["password"], inbox_prefix=f"_INBOX_{tid}",
+                        tls=fleet_tls(fleet), allow_reconnect=False, **kw)
 
 
 def _as_admin(fleet: Fleet, ask):
