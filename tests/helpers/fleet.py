@@ -43,7 +43,7 @@ def wait_for(cond, timeout: float, what: str, step: float = 0.1, detail=None):
 
 
 class Fleet:
-    def __init__(self, workdir: Path, optout_rate: str = "1000/60"):
+    def __init__(self, workdir: Path, optout_rate: str = "1000/60", terminal_optout_rate: str = "10/3600"):
         from backoffice.servers import ensure_nats_server, ensure_postgres
 
         ensure_nats_server()
@@ -53,7 +53,8 @@ class Fleet:
         self.log = (workdir.parent / f"{workdir.name}-dev.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backoffice.cli", "--workdir", str(workdir), "dev",
-             "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate],
+             "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate,
+             "--terminal-optout-rate", terminal_optout_rate],
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=_env(), cwd=ROOT)
         line = self.proc.stdout.readline()
         if not line:
@@ -128,6 +129,18 @@ class Fleet:
 
     def staff(self) -> dict:
         return json.loads((self.workdir / "staff.json").read_text())
+
+    def staff_opener(self):
+        """A urllib opener logged in as the dev manager (cookies kept); ``post(path, **form)`` on it."""
+        import http.cookiejar
+        import urllib.parse
+
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        opener.post = lambda path, **form: opener.open(self.web + path, data=urllib.parse.urlencode(form).encode(),
+                                                       timeout=10)
+        staff = self.staff()
+        assert opener.post("/login", username=staff["username"], password=staff["password"]).url.endswith("/dashboard")
+        return opener
 
     def close(self) -> None:
         for proc in self.agents.values():  # all at once: each takes a moment to close its connection
@@ -236,6 +249,20 @@ def consumer_state(fleet: Fleet, stream: str, durable: str = "backoffice") -> st
         return (f"{stream}: last seq {si.state.last_seq}; {durable}: delivered {ci.delivered.stream_seq}, "
                 f"ack floor {ci.ack_floor.stream_seq}, pending {ci.num_pending}, ack pending "
                 f"{ci.num_ack_pending}, redelivered {ci.num_redelivered}, waiting pulls {ci.num_waiting}")
+
+    return _as_admin(fleet, ask)
+
+
+def stream_messages(fleet: Fleet, stream: str) -> int:
+    async def ask(js):
+        return (await js.stream_info(stream)).state.messages
+
+    return _as_admin(fleet, ask)
+
+
+def consumer_names(fleet: Fleet, stream: str) -> list[str]:
+    async def ask(js):
+        return sorted(c.name for c in await js.consumers_info(stream))
 
     return _as_admin(fleet, ask)
 
