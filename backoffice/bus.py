@@ -58,11 +58,11 @@ async def ensure_streams(js) -> None:
             await js.update_stream(cfg)
 
 
-async def provision_terminal(nats_url: str, tid: str, tls=None, timeout: float = 15.0) -> None:
+async def provision_terminal(nats_url: str, tid: str, tls=None, timeout: float = 30.0) -> None:
     """The terminal's consumer of the revocation stream (from now on) and its key-value bucket.
 
-    Right after a config reload a new connection can land on the account being replaced and find no
-    JetStream there (no responders): it is made again until JetStream answers."""
+    For a moment after each config reload (another terminal being provisioned) JetStream does not answer
+    (no responders, or no answer in time): the whole step is made again until it does."""
     deadline = time.monotonic() + timeout
     while True:
         nc = await nats.connect(nats_url, connect_timeout=5, tls=tls)
@@ -77,7 +77,7 @@ async def provision_terminal(nats_url: str, tid: str, tls=None, timeout: float =
                     deliver_policy=api.DeliverPolicy.NEW, ack_wait=10.0, max_ack_pending=1000))
             await js.create_key_value(bucket=f"fleet_{tid}", history=5)
             return
-        except (ServiceUnavailableError, nats.errors.NoRespondersError):
+        except (ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)

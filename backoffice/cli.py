@@ -193,6 +193,7 @@ async def _wait_terminal_ready(state: dict, user: str, password: str, timeout: f
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    reloaded = loop.time()  # the provisioning's own reload; JetStream is unavailable for a moment after each
     while True:
         try:
             nc = await nats.connect(public_nats_url(state), user=user, password=password, allow_reconnect=False,
@@ -203,7 +204,9 @@ async def _wait_terminal_ready(state: dict, user: str, password: str, timeout: f
                                  json.dumps({"last_by_subj": "facepay.revoked.probe"}).encode(), timeout=2)
                 return
             except nats.errors.NoRespondersError:
-                _reload_nats(state)
+                if loop.time() - reloaded > 2.0:
+                    _reload_nats(state)
+                    reloaded = loop.time()
             finally:
                 await nc.close()
         except Exception:
