@@ -63,9 +63,13 @@ async def provision_terminal(nats_url: str, tid: str, tls=None, timeout: float =
 
     For a moment after each config reload (another terminal being provisioned) JetStream does not answer
     (no responders, or no answer in time): the whole step is made again until it does."""
+    async def retried(exc):  # a connection cut by the server's config reload (provision's SIGHUP) is retried
+        _log.debug("provisioning %s: connection attempt failed, retrying: %r", tid, exc)
+
     deadline = time.monotonic() + timeout
     while True:
-        nc = await nats.connect(nats_url, connect_timeout=5, tls=tls)
+        # without error_cb nats-py logs each such attempt with a traceback (`make fleet-demo` printed three)
+        nc = await nats.connect(nats_url, connect_timeout=5, tls=tls, error_cb=retried)
         try:
             js = nc.jetstream()
             await ensure_streams(js)

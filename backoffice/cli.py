@@ -124,6 +124,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_proxies(values: list[str] | None) -> list[str]:
+    """--trusted-proxy ADDR (repeatable): IP addresses or networks whose X-Forwarded-For is believed."""
+    import ipaddress
+
+    out = []
+    for v in values or []:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise CliError(f"--trusted-proxy {v!r} is not an IP address or network",
+                           "e.g. --trusted-proxy 127.0.0.1 or --trusted-proxy 10.0.0.0/24") from None
+        out.append(v)
+    return out
+
+
 def parse_rate(text: str, flag: str = "--optout-rate") -> tuple[int, float]:
     try:
         n, _, s = text.partition("/")
@@ -191,14 +206,18 @@ async def _wait_terminal_ready(state: dict, user: str, password: str, timeout: f
 
     from terminal.fleet import JS_PREFIX
 
+    async def quiet(exc):  # refused until the server has reloaded its config: expected, retried below
+        _log.debug("new terminal's login not accepted yet: %r", exc)
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     reloaded = loop.time()  # the provisioning's own reload; JetStream is unavailable for a moment after each
     while True:
         try:
+            # without error_cb, nats-py logs every refused attempt with a traceback (make fleet-demo showed three)
             nc = await nats.connect(public_nats_url(state), user=user, password=password, allow_reconnect=False,
                                     connect_timeout=2, max_reconnect_attempts=0, tls=nats_tls(state),
-                                    inbox_prefix=f"_INBOX_{user[2:]}")
+                                    inbox_prefix=f"_INBOX_{user[2:]}", error_cb=quiet)
             try:
                 await nc.request(f"{JS_PREFIX}.STREAM.MSG.GET.REVOKED",
                                  json.dumps({"last_by_subj": "facepay.revoked.probe"}).encode(), timeout=2)
@@ -275,7 +294,9 @@ class _Server:
             def capture_signals(self):
                 return contextlib.nullcontext()
 
-        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        # no `server: uvicorn` banner; X-Forwarded-* are believed only from --trusted-proxy (web.make_app)
+        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                            server_header=False, proxy_headers=False))
         self.task = None
 
     async def start(self) -> None:
@@ -293,7 +314,8 @@ class _Server:
 
 
 async def _run_backoffice(db_url: str, nats_url: str, host: str, port: int, rate, stop: asyncio.Event,
-                          ready=None, supervise=None, *, signing_key, tls=None, terminal_rate=(10, 3600.0)) -> None:
+                          ready=None, supervise=None, *, signing_key, tls=None, terminal_rate=(10, 3600.0),
+                          trusted_proxies=()) -> None:
     import psycopg
 
     from .bus import Bus
@@ -303,7 +325,7 @@ async def _run_backoffice(db_url: str, nats_url: str, host: str, port: int, rate
         secret = db.session_secret(conn)
     bus = Bus(nats_url, db_url, signing_key=signing_key, tls=tls, terminal_rate=terminal_rate)
     await bus.start()
-    web = _Server(make_app(bus, db_url, secret, rate), host, port)
+    web = _Server(make_app(bus, db_url, secret, rate, trusted_proxies=trusted_proxies), host, port)
     await web.start()
     try:
         if ready is not None:
@@ -336,6 +358,7 @@ def cmd_serve(args) -> int:
             tls = tls_context(Path(args.nats_ca).read_text())
         except (OSError, ValueError) as exc:
             raise CliError(f"--nats-ca {args.nats_ca}: not a readable PEM certificate ({exc})", code=EXIT_ERROR) from None
+    proxies = parse_proxies(args.trusted_proxy)
     db.migrate(args.db)
 
     async def main():
@@ -343,7 +366,7 @@ def cmd_serve(args) -> int:
         _stop_on_signals(stop)
         await _run_backoffice(args.db, args.nats, host, port, rate, stop,
                               ready=lambda: print(f"back office on http://{host}:{port}", flush=True),
-                              signing_key=key, tls=tls, terminal_rate=terminal_rate)
+                              signing_key=key, tls=tls, terminal_rate=terminal_rate, trusted_proxies=proxies)
 
     asyncio.run(main())
     return EXIT_OK
@@ -353,6 +376,7 @@ def cmd_dev(args) -> int:
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
     terminal_rate = parse_rate(args.terminal_optout_rate, "--terminal-optout-rate")
+    proxies = parse_proxies(args.trusted_proxy)
     workdir = args.workdir
     if workdir.exists() and any(workdir.iterdir()):
         raise CliError(f"--workdir {workdir} is not empty", "dev makes a fresh fleet: give a new or empty folder")
@@ -394,7 +418,7 @@ def cmd_dev(args) -> int:
             _stop_on_signals(stop)
             await _run_backoffice(state["db_url"], admin_url(state), host, port, rate, stop, ready, supervise(),
                                   signing_key=load_signing_key(signing_key_path(workdir)), tls=nats_tls(state),
-                                  terminal_rate=terminal_rate)
+                                  terminal_rate=terminal_rate, trusted_proxies=proxies)
 
         asyncio.run(main())
     finally:
@@ -428,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--signing-key", type=Path, required=True,
                     help="the Ed25519 key that signs revocations (dev writes WORKDIR/revocation-signing.key)")
     sp.add_argument("--nats-ca", help="PEM file of the CA that signed nats-server's certificate (tls:// URLs)")
+    sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                    help="a reverse proxy's IP address or network whose X-Forwarded-For/-Proto is believed "
+                         "(repeatable; default: none, the client address is the connection's)")
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("provision", help="add a terminal: its NATS user, consumer, bucket and config file")
@@ -445,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--terminal-optout-rate", default="10/3600",
                     help="opt-outs one terminal may start: COUNT/SECONDS; more wait their turn (default 10/3600)")
     sp.add_argument("--no-tls", action="store_true", help="plain nats:// (default: TLS with a CA made in WORKDIR)")
+    sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                    help="a reverse proxy's IP address or network whose X-Forwarded-For/-Proto is believed "
+                         "(repeatable; default: none, the client address is the connection's)")
     sp.set_defaults(func=cmd_dev)
 
     sp = sub.add_parser("staff", help="add a staff user (or set a new password)")

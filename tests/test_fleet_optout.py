@@ -1,5 +1,7 @@
 """Issue 14: an opt-out made at the back office reaches every terminal's agent; each deletes and answers."""
 
+import re
+
 import pytest
 
 from terminal.fleet.link import code_hash
@@ -35,10 +37,11 @@ def test_optout_code_reaches_every_agent(fleet):
 
     def done():
         s, b = fleet.http("GET", f"/api/revocations/{rid}")
-        return b["terminals"] if s == 200 and "pending" not in b["terminals"].values() else None
+        return fleet.receipts(rid) if s == 200 and b["status"] == "done" else None
 
     states = wait_for(done, 30, "every terminal's receipt")
     assert states == {"opt-a": "deleted", "opt-b": "deleted", "opt-c": "none-held"}
+    assert set(fleet.http("GET", f"/api/revocations/{rid}")[1]) == {"status", "message"}  # nothing about terminals
     assert shopper_count(cfgs["opt-a"], fleet.data_dir("opt-a")) == 0
     assert shopper_count(cfgs["opt-b"], fleet.data_dir("opt-b")) == 1  # the other card's enrolment stays
 
@@ -46,9 +49,11 @@ def test_optout_code_reaches_every_agent(fleet):
     status, body = fleet.http("POST", "/api/optout", {"code": "AAAA-BBBB-CCCC-DDDD"})
     assert status == 202
     rid2 = body["revocation_id"]
-    wait_for(lambda: "pending" not in fleet.http("GET", f"/api/revocations/{rid2}")[1]["terminals"].values(), 30,
+    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid2}")[1]["status"] == "done", 30,
              "receipts for an unknown code")
-    assert set(fleet.http("GET", f"/api/revocations/{rid2}")[1]["terminals"].values()) == {"none-held"}
+    assert set(fleet.receipts(rid2).values()) == {"none-held"}
+    # the shopper sees the same for a real code and a made-up one
+    assert fleet.http("GET", f"/api/revocations/{rid2}")[1] == fleet.http("GET", f"/api/revocations/{rid}")[1]
     assert fleet.http("GET", "/api/revocations/rev_nosuch")[0] == 404
     assert fleet.http("POST", "/api/optout", {"nocode": 1})[0] == 400
 
@@ -79,8 +84,7 @@ def test_an_agent_whose_revocation_subscription_goes_deaf_still_deletes(fleet):
         status, body = fleet.http("POST", "/api/optout", {"code": code})
         assert status == 202
         rid = body["revocation_id"]
-        wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 30,
-                 "the deaf agent's deletion receipt")
+        wait_for(lambda: fleet.receipts(rid)[tid] == "deleted", 30, "the deaf agent's deletion receipt")
         assert shopper_count(cfg, fleet.data_dir(tid)) == 0
     finally:
         thread.stop()
@@ -106,10 +110,8 @@ def test_optout_at_one_terminals_my_data_goes_fleet_wide(fleet):
     wait_for(lambda: shopper_count(cfgs["md-b"], fleet.data_dir("md-b")) == 0, 30, "md-b deleting the same card")
     rid, source = fleet.sql("SELECT id, source FROM revocations WHERE source = 'terminal md-a'")[0]
     # the sender is "deleted" by its own receipt for the fleet's revocation, never by its request alone
-    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]["md-a"] == "deleted", 20,
-             "md-a's own receipt")
-    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]["md-b"] == "deleted", 20,
-             "md-b's receipt")
+    wait_for(lambda: fleet.receipts(rid)["md-a"] == "deleted", 20, "md-a's own receipt")
+    wait_for(lambda: fleet.receipts(rid)["md-b"] == "deleted", 20, "md-b's receipt")
 
 
 def test_partitioned_terminal_deletes_before_it_serves_a_face_payment(fleet, pipeline, embeddings):
@@ -154,8 +156,7 @@ def test_partitioned_terminal_deletes_before_it_serves_a_face_payment(fleet, pip
             assert fleet.agents[tid].poll() is None
         assert term.store.get(shopper.id) is None
         assert run_sale(term, **face)["status"] == "no_match"
-        wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 20,
-                 "the receipt of the partitioned terminal")
+        wait_for(lambda: fleet.receipts(rid)[tid] == "deleted", 20, "the receipt of the partitioned terminal")
     finally:
         term.close()
 
@@ -220,8 +221,6 @@ def test_a_terminal_cannot_publish_on_another_terminals_subjects(fleet):
 
 def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
     import http.cookiejar
-    import urllib.error
-    import urllib.parse
     import urllib.request
 
     from terminal.config import load_config
@@ -230,17 +229,9 @@ def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
     tid = "mode-1"
     cfg = fleet.provision(tid)
     fleet.start_agent(tid)
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-
-    def post(path, **form):
-        return opener.open(fleet.web + path, data=urllib.parse.urlencode(form).encode(), timeout=10)
-
-    assert opener.open(fleet.web + "/dashboard", timeout=10).url.endswith("/login")  # staff only
-    with pytest.raises(urllib.error.HTTPError) as bad:
-        post("/login", username="manager", password="wrong password")
-    assert bad.value.code == 401
-    staff = fleet.staff()
-    assert post("/login", username=staff["username"], password=staff["password"]).url.endswith("/dashboard")
+    anon = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    assert anon.open(fleet.web + "/dashboard", timeout=10).url.endswith("/login")  # staff only
+    opener, post = fleet.staff_login()
     post(f"/terminals/{tid}/mode", mode="card_only")
     wait_for(lambda: fleet.sql("SELECT mode FROM terminals WHERE id = %s", tid)[0][0] == "card_only", 30,
              "the terminal's heartbeat with the new mode")
@@ -271,9 +262,14 @@ def test_browser_shopper_opts_out_with_a_code_and_sees_the_receipts(fleet):
         page.get_by_role("button", name="Opt out").click()
         page.wait_for_url("**/optout/rev_*")
         assert page.get_by_role("heading").inner_text() == "Received"
-        row = page.locator('tr[data-terminal="web-a"] .state')
-        row.filter(has_text="deleted").wait_for(timeout=20000)
-        page.locator('tr[data-terminal="web-b"] .state').filter(has_text="none-held").wait_for(timeout=20000)
+        rid = page.url.rsplit("/", 1)[1]
+        wait_for(lambda: {t: fleet.receipts(rid).get(t) for t in tids} == {"web-a": "deleted", "web-b": "none-held"},
+                 20, "the receipts of web-a and web-b", detail=lambda: fleet.receipts(rid))
+        # the shopper is told only "being carried out" or, once every terminal of the fleet (those of earlier
+        # tests too) has answered, "done"
+        told = re.compile(r"^(Your request is being carried out\.|Done: your request has been carried out\.)$")
+        page.get_by_role("status").filter(has_text=told).wait_for(timeout=5000)
+        assert "web-a" not in page.content() and "web-b" not in page.content()  # no terminal inventory
         page.screenshot(path=str(fleet.workdir.parent / "optout-page.png"))
     assert shopper_count(cfgs["web-a"], fleet.data_dir("web-a")) == 0
 
@@ -503,9 +499,9 @@ def _optout_reaches_every_terminal(fleet, cfgs, uid: bytes, within_s: float = 5.
     status, body = fleet.http("POST", "/api/optout", {"code": codes[0]})
     assert status == 202
     rid = body["revocation_id"]
-    wait_for(lambda: all(fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"].get(t) == "deleted"
+    wait_for(lambda: all(fleet.receipts(rid).get(t) == "deleted"
                          for t in cfgs), within_s, f"every terminal's deletion within {within_s} s",
-             detail=lambda: fleet.http("GET", f"/api/revocations/{rid}")[1])
+             detail=lambda: fleet.receipts(rid))
     took = time.monotonic() - start
     assert all(shopper_count(cfgs[t], fleet.data_dir(t)) == held[t] - 1 for t in cfgs)
     return took
@@ -691,16 +687,18 @@ def test_a_stolen_config_forges_optouts_only_at_its_rate_shown_with_its_name(fle
     assert sorted((r[2], r[3]) for r in recorded) == [(False, True)] * 2 + [(True, False)] * 10  # 2 wait an hour
     rid = next(r[0] for r in recorded if r[1] == hashes[0])
     # what a stolen config can still do: the card is gone at atk-b too
-    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]["atk-b"] == "deleted", 20,
+    wait_for(lambda: fleet.receipts(rid)["atk-b"] == "deleted", 20,
              "atk-b's deletion")
     assert shopper_count(trio["atk-b"], fleet.data_dir("atk-b")) == held - 1
     # the sender's own agent answered for itself: it held nothing, so it is not "deleted"
-    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]["atk-a"] == "none-held", 20,
+    wait_for(lambda: fleet.receipts(rid)["atk-a"] == "none-held", 20,
              "atk-a's own receipt")
-    page = fleet.staff_opener().open(fleet.web + "/dashboard", timeout=10).read().decode()
-    table = page[page.index('id="terminal-optouts"'):]
-    assert f'data-revocation="{rid}"' in table and '<td class="sender">atk-a</td>' in table
-    assert table.count("waiting (rate limit)") == 2
+    opener, _ = fleet.staff_login()
+    page = opener.open(fleet.web + "/dashboard", timeout=10).read().decode()
+    table = page[page.index('id="optouts"'):]
+    row = table[table.index(f'data-revocation="{rid}"'):]
+    assert row[:row.index("</tr>")].count('<span data-sender="atk-a">atk-a</span>') == 1  # shown with its sender
+    assert table.count("waiting (that terminal's rate limit) until") == 2
 
 
 def test_a_restored_data_folder_loses_the_opted_out_shopper_and_is_flagged(fleet):
@@ -733,7 +731,7 @@ def test_a_restored_data_folder_loses_the_opted_out_shopper_and_is_flagged(fleet
     status, body = fleet.http("POST", "/api/optout", {"code": code})
     assert status == 202
     rid = body["revocation_id"]
-    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 30,
+    wait_for(lambda: fleet.receipts(rid)[tid] == "deleted", 30,
              "the deletion receipt")
     assert shopper_count(cfg, data) == 0
 
@@ -774,11 +772,11 @@ def test_a_restored_data_folder_loses_the_opted_out_shopper_and_is_flagged(fleet
         assert flag.startswith("ledger rolled back: entry ")
         wait_for(lambda: term.fleet.hold() is not None, 20, "the back office's hold on face pay")
         assert term.fleet_paused()
-        assert fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted"
+        assert fleet.receipts(rid)[tid] == "deleted"
 
-        opener = fleet.staff_opener()
+        opener, form = fleet.staff_login()
         assert "ledger rolled back" in opener.open(fleet.web + "/dashboard", timeout=10).read().decode()
-        opener.post(f"/terminals/{tid}/clear-flag")
+        form(f"/terminals/{tid}/clear-flag")
         wait_for(lambda: not term.fleet_paused(), 30, "face pay back after staff cleared the flag")
         assert fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0] is None
         assert shopper.id not in term.gallery().ids
