@@ -351,6 +351,7 @@ def cmd_serve(args) -> int:
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
     terminal_rate = parse_rate(args.terminal_optout_rate, "--terminal-optout-rate")
+    proxies = parse_proxies(args.trusted_proxy)
     key = load_signing_key(args.signing_key)
     tls = None
     if args.nats_ca:
@@ -358,7 +359,6 @@ def cmd_serve(args) -> int:
             tls = tls_context(Path(args.nats_ca).read_text())
         except (OSError, ValueError) as exc:
             raise CliError(f"--nats-ca {args.nats_ca}: not a readable PEM certificate ({exc})", code=EXIT_ERROR) from None
-    proxies = parse_proxies(args.trusted_proxy)
     db.migrate(args.db)
 
     async def main():

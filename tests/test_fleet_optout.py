@@ -763,9 +763,11 @@ def test_a_restored_data_folder_loses_the_opted_out_shopper_and_is_flagged(fleet
         fleet.start_agent(tid)
         import time
 
+        deadline = time.monotonic() + 30
         while term.store.get(shopper.id) is not None:  # face pay stays off while the face is still here
             assert term.fleet_paused() and term.gallery().ids == []
             assert fleet.agents[tid].poll() is None
+            assert time.monotonic() < deadline, "the agent's start did not delete the opted-out shopper"
             time.sleep(0.02)
         flag = wait_for(lambda: fleet.sql("SELECT ledger_flag FROM terminals WHERE id = %s", tid)[0][0], 30,
                         "the rollback flag")
