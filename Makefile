@@ -13,7 +13,7 @@ GLIB     := $(if $(filter trixie,$(CODENAME)),libglib2.0-0t64,libglib2.0-0)
 APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 libmtdev1 xz-utils libnfc-bin xsel \
                 postgresql chromium espeak-ng sox zbar-tools
 
-.PHONY: demo test lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check debian-clean \
+.PHONY: demo test test-fast lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check debian-clean \
         fleet-demo bench-fleet
 
 # The venv: dependencies exactly as locked (hashes checked), then the project itself, editable.
@@ -83,6 +83,13 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check terminal firmware_bridge backoffice tests benchmarks setup.py
+	$(BIN)/mypy
+
+# The pure tier, in seconds: the checkout machine's flows event by event, the PN532 chip model, the
+# storage helper. No display, camera, server or pty.
+FAST_TESTS := tests/test_checkout_flows.py tests/test_pn532_chip.py tests/test_datadir_transaction.py
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q $(FAST_TESTS)
 
 test: system-deps $(STAMP) lint
 	@if [ -n "$$DISPLAY" ]; then $(BIN)/python -m pytest $(PYTEST_ARGS); \

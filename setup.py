@@ -60,6 +60,8 @@ setup(
                   "bcrypt>=4.1"],
         "test": ["facepay-terminal[fleet]", "playwright>=1.44",
                  "pytest>=8", "hypothesis>=6.100", "ruff>=0.6",
+                 # type checks of the core in make lint ([tool.mypy] in pyproject.toml says which modules)
+                 "mypy>=1.10",
                  # writes and checks the lock files (make lock, tests/test_packaging.py)
                  "uv>=0.9",
                  # third-party PN532 drivers the simulator is checked against (and libnfc's nfc-list, apt)

@@ -28,16 +28,10 @@ from dataclasses import dataclass
 import serial
 
 from . import frames
+from .commands import BAUD_RATES, Command
 
 _log = logging.getLogger(__name__)
 
-CMD_GET_FIRMWARE_VERSION = 0x02
-CMD_SET_SERIAL_BAUD_RATE = 0x10
-CMD_SAM_CONFIGURATION = 0x14
-CMD_IN_LIST_PASSIVE_TARGET = 0x4A
-CMD_IN_RELEASE = 0x52
-
-BAUD_RATES = [9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600, 1288000]
 WAKE_UP = b"\x55\x55" + b"\x00" * 14
 ACK_TIMEOUT = 0.1
 
@@ -179,11 +173,11 @@ class PN532:
             except PN532Timeout as exc:
                 last = exc
                 self.abort()
-                if code == CMD_IN_LIST_PASSIVE_TARGET:
+                if code == Command.IN_LIST_PASSIVE_TARGET:
                     raise  # no card is not a fault: let the caller poll again
             except PN532Error as exc:
                 last = exc
-        raise last
+        raise last or PN532Error(f"command 0x{code:02X} failed")
 
     def _answer(self, code: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -205,7 +199,7 @@ class PN532:
                 raise PN532Error(f"the reader reported an application error for command 0x{code:02X}")
             if f.kind in ("ack", "nack"):
                 continue
-            if f.tfi != frames.PN532_TO_HOST or f.command != code + 1:
+            if f.tfi != frames.PN532_TO_HOST or f.command != code + 1:  # the answer carries the code plus one
                 continue  # a stale answer to something earlier: skip it
             return f.data[1:]
 
@@ -219,10 +213,10 @@ class PN532:
     def wake_up(self) -> None:
         """Wake the chip from LowVbat and put it in normal mode (SAMConfiguration must follow the wake-up)."""
         self._write(WAKE_UP)
-        self.command(CMD_SAM_CONFIGURATION, bytes([0x01, 0x14, 0x01]), timeout=0.5)
+        self.command(Command.SAM_CONFIGURATION, bytes([0x01, 0x14, 0x01]), timeout=0.5)
 
     def firmware_version(self) -> tuple[int, int, int, int]:
-        data = self.command(CMD_GET_FIRMWARE_VERSION, timeout=0.5)
+        data = self.command(Command.GET_FIRMWARE_VERSION, timeout=0.5)
         if len(data) != 4:
             raise PN532Error(f"GetFirmwareVersion answered {data.hex()}")
         return tuple(data)  # type: ignore[return-value]
@@ -230,19 +224,19 @@ class PN532:
     def list_passive_target(self, timeout: float = 0.5) -> Target | None:
         """Look for one ISO 14443A card; None when none came into the field within ``timeout``."""
         try:
-            data = self.command(CMD_IN_LIST_PASSIVE_TARGET, bytes([0x01, 0x00]), timeout=timeout)
+            data = self.command(Command.IN_LIST_PASSIVE_TARGET, bytes([0x01, 0x00]), timeout=timeout)
         except PN532Timeout:
             return None
         targets = parse_targets(data)
         return targets[0] if targets else None
 
     def release(self, target: int = 0) -> None:
-        self.command(CMD_IN_RELEASE, bytes([target]), timeout=0.3)
+        self.command(Command.IN_RELEASE, bytes([target]), timeout=0.3)
 
     def set_baud_rate(self, baud: int) -> None:
         """SetSerialBaudRate: the chip answers, the host ACKs, then both switch."""
         code = BAUD_RATES.index(baud)
-        self.command(CMD_SET_SERIAL_BAUD_RATE, bytes([code]), timeout=0.3)
+        self.command(Command.SET_SERIAL_BAUD_RATE, bytes([code]), timeout=0.3)
         self._write(frames.ACK)
         time.sleep(0.005)
         with _port_gone_is_serial_error():

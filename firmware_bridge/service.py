@@ -140,8 +140,12 @@ class ReaderService:
             if self.reader is None and not self._connect():
                 self._stop.wait(self.reconnect_every)
                 continue
+            reader = self.reader
+            if reader is None:  # _connect() said it had one
+                self._stop.wait(self.reconnect_every)
+                continue
             try:
-                target = self.reader.list_passive_target(self.poll_timeout)
+                target = reader.list_passive_target(self.poll_timeout)
                 if target is not None:
                     self._misses = 0
                     # A phone left on the reader shows a new random UID at each poll: one tap, not many.
@@ -151,7 +155,7 @@ class ReaderService:
                             self.events.put(CardRemoved(self._card))
                         self._card = target.uid
                         self.events.put(CardPresented(target.uid))
-                    self.reader.release()
+                    reader.release()
                     self._stop.wait(self.poll_timeout)
                 elif self._card is not None:
                     self._misses += 1

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
-from .face.liveness import CHALLENGES, pick_challenge
-from .face.matcher import TOO_CLOSE, false_match_in_gallery
+from .face.decisions import CHALLENGES, TOO_CLOSE, false_match_in_gallery, pick_challenge
 
 
 class State(enum.StrEnum):
@@ -72,6 +72,9 @@ RANDOM_UID_SENTENCE = "This card or phone shows a different number each time. Pl
 # not record the sale, or the processor refused a reused idempotency key), so the sale ends cancelled.
 OUTCOMES = ("approved", "declined", "unknown", "not_charged")
 UNKNOWN_MESSAGE = "Payment not confirmed - do not pay again; staff will check sale {sale_id}"
+
+
+T = TypeVar("T")
 
 
 class Rejected(Exception):
@@ -460,6 +463,13 @@ class Context:
     cooldown_token: int = 0
 
 
+def _present(value: T | None, what: str) -> T:
+    """A field the state guarantees (the sale in CONSENT, the card in ENROL_SAVING): refused here when absent."""
+    if value is None:
+        raise Rejected(f"no {what} in this state")
+    return value
+
+
 def _four_digits(digits: str) -> str:
     if not (len(digits) == 4 and digits.isdigit()):
         raise Rejected("enter exactly four digits")
@@ -567,12 +577,13 @@ class CheckoutMachine:
         return []
 
     def _cancel_sale(self, why: str) -> list:
-        eff = []
+        eff: list = []
         c = self.ctx
         if c.state == State.CONSENT and c.candidate is not None:
+            sale = _present(c.sale, "sale")
             eff.append(Record("charge_cancelled", c.candidate.shopper_id,
-                              {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
-                               "currency": c.sale.currency, "why": why}))
+                              {"sale_id": sale.sale_id, "amount_minor": sale.amount_minor,
+                               "currency": sale.currency, "why": why}))
         return eff + self._result(State.CANCELLED, why, "declined")
 
     def _need(self, *states: State) -> None:
@@ -625,7 +636,7 @@ class CheckoutMachine:
             self._go(State.CHARGING)
             c.message = None
             # the processor decides on the card; a random UID never links the sale to anyone
-            return eff + [Leds("processing"), Charge(c.sale, "card", e.token, None,
+            return eff + [Leds("processing"), Charge(_present(c.sale, "sale"), "card", e.token, None,
                                                      None if e.random_uid else e.card_hash, e.masked_card)]
         if e.random_uid and c.state in (State.ENROL_CARD, State.MYDATA_TAP):
             c.message = "random_uid"        # nothing is stored or looked up; a physical card may follow
@@ -687,7 +698,7 @@ class CheckoutMachine:
             raise Rejected("no challenge is pending in this scan")
         purpose = "payment" if c.state == State.FACE_SCAN else "enrolment"
         c.liveness_strikes += 1
-        eff = [Record("liveness_failed", "", {"reason": e.reason, "challenge": c.challenge, "purpose": purpose,
+        eff: list = [Record("liveness_failed", "", {"reason": e.reason, "challenge": c.challenge, "purpose": purpose,
                                               "strike": c.liveness_strikes})]
         if c.state == State.FACE_SCAN:
             eff += self._back_to_amount_due("liveness_failed")
@@ -715,7 +726,7 @@ class CheckoutMachine:
         self._need(State.CONSENT)
         if not c.stepup_required:
             raise Rejected("no phone check was asked for")
-        return [VerifyPhone(c.candidate.shopper_id, _four_digits(e.digits))]
+        return [VerifyPhone(_present(c.candidate, "shopper").shopper_id, _four_digits(e.digits))]
 
     def _on_PhoneChecked(self, e: PhoneChecked) -> list:
         c = self.ctx
@@ -739,9 +750,10 @@ class CheckoutMachine:
     def _on_Confirm(self, e: Confirm) -> list:
         self._need(State.CONSENT)
         c = self.ctx
+        sale = _present(c.sale, "sale")
         if c.candidate is None or e.shopper_id != c.candidate.shopper_id:
             raise Rejected("the confirmation is for another shopper")
-        if e.amount_minor != c.sale.amount_minor:
+        if e.amount_minor != sale.amount_minor:
             raise Rejected("the confirmation is for another amount")
         if c.stepup_required and not c.stepup_ok:
             raise Rejected("enter the last four digits of your phone number first")
@@ -749,10 +761,10 @@ class CheckoutMachine:
         self._go(State.CHARGING)
         c.candidate = shopper
         return [Record("charge_confirmed", shopper.shopper_id,
-                       {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
-                        "currency": c.sale.currency, "step_up": step_up}),
+                       {"sale_id": sale.sale_id, "amount_minor": sale.amount_minor,
+                        "currency": sale.currency, "step_up": step_up}),
                 Leds("processing"),
-                Charge(c.sale, "face", shopper.token, shopper.shopper_id, None, shopper.masked_card)]
+                Charge(sale, "face", shopper.token, shopper.shopper_id, None, shopper.masked_card)]
 
     def _on_Cancel(self, e: Cancel) -> list:
         c = self.ctx
@@ -775,7 +787,7 @@ class CheckoutMachine:
             return self._to_idle()
         if c.state == State.UNKNOWN:
             # The screen stays until staff press Done; meanwhile the processor is asked again.
-            return [ResolveCharge(c.sale.sale_id), self._timer(self.policy.resolve_interval_s)]
+            return [ResolveCharge(_present(c.sale, "sale").sale_id), self._timer(self.policy.resolve_interval_s)]
         if c.state in RESULT_STATES or c.state == State.ENROL_DUPLICATE:
             return self._to_idle()
         raise Rejected(f"no timer runs in state {c.state.value}")
@@ -863,10 +875,11 @@ class CheckoutMachine:
 
     def _store_enrolment(self, replace: str | None = None) -> list:
         c = self.ctx
-        d, card = c.enrol_details, c.enrol_card
+        d, card = _present(c.enrol_details, "details"), _present(c.enrol_card, "card")
+        version, text_hash = _present(c.enrol_consent, "consent")
         self._go(State.ENROL_SAVING)
         c.message = None
-        return [StoreEnrolment(d.name, d.phone_last4, c.enrol_consent[0], c.enrol_consent[1],
+        return [StoreEnrolment(d.name, d.phone_last4, version, text_hash,
                                card.card_hash, card.masked_card, card.token, replace)]
 
     def _on_EnrolStored(self, e: EnrolStored) -> list:
@@ -907,9 +920,9 @@ class CheckoutMachine:
 
     def _replace_checked(self, e: PhoneChecked) -> list:
         c = self.ctx
-        self._replaceable()
+        duplicate = self._replaceable()
         if e.ok:
-            return self._store_enrolment(replace=c.duplicate.shopper_id)
+            return self._store_enrolment(replace=duplicate.shopper_id)
         c.phone_tries += 1
         if e.suspended:
             return self._result(State.ENROL_FAILED, "face_pay_suspended", "declined")
@@ -944,9 +957,9 @@ class CheckoutMachine:
 
     def _on_UnlockChecked(self, e: UnlockChecked) -> list:
         c = self.ctx
-        self._suspended_mydata()
+        mydata = self._suspended_mydata()
         if e.ok:
-            c.mydata = replace(c.mydata, suspended=False)
+            c.mydata = replace(mydata, suspended=False)
             c.guidance, c.message = None, "face_pay_unlocked"
             return [Leds("approved")]
         c.unlock_tries += 1
@@ -980,7 +993,7 @@ class CheckoutMachine:
             c.mydata = None
         if c.enrolled is not None and c.enrolled.shopper_id == e.shopper_id:
             c.enrolled = None
-        if c.state == State.ENROL_DUPLICATE and c.duplicate.shopper_id == e.shopper_id:
+        if c.state == State.ENROL_DUPLICATE and c.duplicate is not None and c.duplicate.shopper_id == e.shopper_id:
             eff += self._to_idle()   # deleted meanwhile (My data elsewhere, the fleet): nothing left to offer
         return eff
 

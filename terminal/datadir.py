@@ -16,6 +16,7 @@ can read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -122,6 +123,23 @@ def load_or_create_master_key(data_dir: Path) -> bytes:
             "restore it from backup; without it no template can be read",
         )
     return key
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection):
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; on any exception, the commit's own included, ``ROLLBACK`` and re-raise.
+
+    The connection must be in autocommit mode (``isolation_level=None``, as :func:`connect` opens it), so
+    that the statements inside run in this one transaction and nothing else commits them.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def connect(path: Path, *, wal: bool = False, secure_delete: bool = False,

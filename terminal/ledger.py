@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from . import crypto
+from .datadir import transaction
 
 GENESIS = "0" * 64
 
@@ -149,7 +150,7 @@ def _insert(conn: sqlite3.Connection, key: bytes, kind: str, subject: str, detai
 
 
 def genesis_details(master_key: bytes, terminal_id: str, channel: str, adopted: int = 0) -> dict:
-    details = {"terminal_id": terminal_id, "created_at": _now(), "key_id": crypto.key_id(master_key),
+    details: dict[str, object] = {"terminal_id": terminal_id, "created_at": _now(), "key_id": crypto.key_id(master_key),
                "channel": channel}
     if adopted:
         details["adopted_entries"] = adopted  # a data folder from before genesis entries: the chain so far
@@ -184,8 +185,7 @@ class ConsentLedger:
         """Append one event in its own transaction, then move the anchor; returns it with its MAC."""
         details.setdefault("channel", self.channel)
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             event = _insert(conn, self._key, kind, subject, details)
             if self.outbox:  # fleet hook: the same transaction queues the event for the back office
                 from .fleet import outbox
@@ -193,10 +193,6 @@ class ConsentLedger:
                 conn.execute(*outbox.row(f"ledger:{event.seq}:{event.mac[:16]}", "ledger", {
                     "seq": event.seq, "at": event.at, "kind": kind, "subject": subject, "details": event.details,
                     "mac": event.mac}))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._set_anchor(event.seq, event.mac)
         return event
 
@@ -268,7 +264,8 @@ class ConsentLedger:
     def events(self, kind: str | None = None, subject: str | None = None,
                kinds: tuple[str, ...] = ()) -> list[LedgerEvent]:
         sql = "SELECT seq, at, kind, subject, details, prev, mac FROM consent_ledger"
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         kinds = (kind,) if kind else kinds
         if kinds:
             where.append(f"kind IN ({','.join('?' * len(kinds))})")

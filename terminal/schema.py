@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .datadir import transaction
 from .errors import StorageError
 
 Step = str | Callable[[sqlite3.Connection], None]
@@ -61,31 +62,26 @@ def migrate(conn: sqlite3.Connection, path: Path, steps: Sequence[Step],
             "it was written by a newer facepay: run that version (downgrades are not supported)")
     created = False
     for v in range(found, target):
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            now = version(conn)  # another process may have migrated while we waited for the lock
-            if now > target:
-                raise StorageError(f"{path.name} has schema version {now}, newer than this facepay knows "
-                                   f"({target})", str(path), "run the newer facepay")
-            if now == v:
-                empty = conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()[0] == 0
-                step = steps[v]
-                if callable(step):
-                    step(conn)
-                else:
-                    for stmt in _statements(step):
-                        conn.execute(stmt)
-                if v == 0 and empty:
-                    created = True
-                    if on_create is not None:
-                        on_create(conn)
-                conn.execute(f"PRAGMA user_version = {v + 1}")
-            conn.execute("COMMIT")
+            with transaction(conn):
+                now = version(conn)  # another process may have migrated while we waited for the lock
+                if now > target:
+                    raise StorageError(f"{path.name} has schema version {now}, newer than this facepay knows "
+                                       f"({target})", str(path), "run the newer facepay")
+                if now == v:
+                    empty = conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()[0] == 0
+                    step = steps[v]
+                    if callable(step):
+                        step(conn)
+                    else:
+                        for stmt in _statements(step):
+                            conn.execute(stmt)
+                    if v == 0 and empty:
+                        created = True
+                        if on_create is not None:
+                            on_create(conn)
+                    conn.execute(f"PRAGMA user_version = {v + 1}")
         except sqlite3.OperationalError as exc:
-            conn.execute("ROLLBACK")
             raise StorageError(f"cannot bring {path.name} to schema version {v + 1}: {exc}", str(path),
                                "check free space and the data folder's owner (`facepay doctor`)") from None
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return Migration(found, version(conn), created)

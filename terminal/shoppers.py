@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import crypto, ledger
-from .datadir import connect
+from .datadir import connect, transaction
 from .errors import StorageError
 from .face.matcher import Gallery
 from .fleet import tables as fleet_tables
@@ -278,17 +278,12 @@ class ShopperStore:
         deleted = self.deletion_list(shopper)
         receipt = DeletionReceipt(receipt_id or self.new_receipt_id(), shopper_id,
                                   _now().isoformat(timespec="seconds"), cause, deleted)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             self.db.execute("DELETE FROM shoppers WHERE id = ?", (shopper_id,))
             self.db.execute("INSERT INTO deletion_receipts (id, shopper_id, at, cause, deleted) VALUES (?,?,?,?,?)",
                             (receipt.id, shopper_id, receipt.at, cause, json.dumps(deleted)))
             # until the scrub has run, a crash or power cut leaves this mark for the next start to finish it
             self.set_setting("scrub_pending", True)  # a plain statement: committed with the rest below
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return receipt
 
     def scrub(self) -> bool:

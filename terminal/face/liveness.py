@@ -33,13 +33,13 @@ who holds the descriptors (see ``terminal.runner``).
 from __future__ import annotations
 
 import math
-import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-CHALLENGES = ("left", "right")
+from .decisions import CHALLENGES, pick_challenge  # noqa: F401  (pick_challenge: liveness's public name too)
+
 FRONTAL_MAX_DEG = 15.0     # the start pose: within this of facing the camera
 SMOOTH = 3                 # frames in the yaw median
 MAX_JUMP = 0.35            # face-box centre moves between two frames, in box widths
@@ -86,11 +86,6 @@ REASONS = {
     "face_lost": "the face left the picture or jumped during the challenge",
     "different_person": "the face at the end of the turn is not the one at its start",
 }
-
-
-def pick_challenge() -> str:
-    """``left`` or ``right``, decided by the operating system's CSPRNG when the scan starts."""
-    return secrets.choice(CHALLENGES)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .decisions import TOO_CLOSE, false_match_in_gallery  # noqa: F401  (false_match_in_gallery: public here too)
+
 # The reason when the nearest two shoppers are within ``margin`` of each other: not "nobody", but "which one?"
-TOO_CLOSE = "too close to call between two shoppers"
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,3 @@ class Gallery:
         if gap is not None and gap < margin:
             return MatchResult(None, dist, gap, TOO_CLOSE)
         return MatchResult(self.ids[best], dist, gap, None)
-
-
-def false_match_in_gallery(f: float, n: int) -> float:
-    """Probability that an unenrolled face matches somebody among ``n`` shoppers: 1 - (1 - f)^n."""
-    return float(-np.expm1(n * np.log1p(-f))) if n > 0 else 0.0

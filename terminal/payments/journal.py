@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..datadir import connect
+from ..datadir import connect, transaction
 from ..errors import StorageError
 from ..fleet import tables as fleet_tables
 from ..schema import migrate
@@ -211,14 +211,9 @@ class Journal:
 
 
 def with_tx(db, statements) -> None:
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         for sql, args in statements:
             db.execute(sql, args)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _fleet_sale_row(sale_id: str):

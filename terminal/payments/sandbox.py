@@ -31,7 +31,7 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..datadir import connect
+from ..datadir import connect, transaction
 from ..money import format_amount
 from ..schema import migrate
 from .processor import IdempotencyKeyReused, Outcome, Processor, ProcessorTimeout, ProcessorUnavailable
@@ -103,16 +103,11 @@ class SandboxProcessor(Processor):
     def cancel(self, key: str) -> Outcome:
         if (fault := self.fault()) in ("fail", "partition"):
             raise ProcessorUnavailable(f"sandbox processor cannot be reached (fault={fault})")
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             out = self._row(key)
             if out is None:
                 out = self._record(key, "cancel", None, None, 0, "", "cancelled",
                                    "closed by the terminal before any request arrived", False)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return out
 
     def _record(self, key, kind, target, token, amount, currency, status, reason, training) -> Outcome:
@@ -147,8 +142,7 @@ class SandboxProcessor(Processor):
 
     def charge(self, key, token, amount_minor, currency, *, training=False) -> Outcome:
         fault = self._gate()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             out = self._replay(key, "charge", None, token, amount_minor, currency)
             if out is None:
                 blocked = self.db.execute("SELECT 1 FROM blocked_tokens WHERE token = ?", (token,)).fetchone()
@@ -163,10 +157,6 @@ class SandboxProcessor(Processor):
                 else:
                     status, reason = "approved", ""
                 out = self._record(key, "charge", None, token, amount_minor, currency, status, reason, training)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         if fault == "timeout":
             raise ProcessorTimeout("sandbox processor timed out after making the charge (fault=timeout)")
         if fault == "partition":
@@ -176,8 +166,7 @@ class SandboxProcessor(Processor):
 
     def _reverse(self, kind: str, key: str, charge_key: str, amount: int | None) -> Outcome:
         self._gate()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             original = self._row(charge_key)
             if original is None or original.kind != "charge":
                 raise ValueError(f"no charge with key {charge_key}")
@@ -196,10 +185,6 @@ class SandboxProcessor(Processor):
                     status, reason = "approved", ""
                 out = self._record(key, kind, charge_key, None, amount, original.currency, status, reason,
                                    original.training)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return out
 
     def void(self, key, charge_key) -> Outcome:
