@@ -519,7 +519,7 @@ def test_a_terminal_cannot_jam_the_revocation_stream(fleet, trio):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from backoffice.bus import signed_revocation
-    from tests.helpers.fleet import admin_nats, consumer_names, stream_messages, terminal_nats
+    from tests.helpers.fleet import _as_admin, admin_nats, consumer_names, stream_messages, terminal_nats
 
     before = stream_messages(fleet, "REVOCATIONS")
     kv = "KV_fleet_atk-a"
@@ -582,6 +582,20 @@ def test_a_terminal_cannot_jam_the_revocation_stream(fleet, trio):
     print(f"opt-out after the attacks reached 3 terminals in {took:.2f} s")
     wait_for(lambda: fleet.sql("SELECT min(bad_revocations) FROM terminals WHERE id LIKE 'atk-%%'")[0][0] >= 4, 20,
              "every agent reporting the 4 skipped messages in its heartbeat")
+
+    # poison-message safe: the junk was acknowledged (not left to be redelivered for ever), so every
+    # consumer's ack floor is the stream's end and no terminal pauses face pay over it
+    async def unacked(js):
+        last = (await js.stream_info("REVOCATIONS")).state.last_seq
+        out = {}
+        for t in trio:
+            ci = await js.consumer_info("REVOCATIONS", f"rev_{t}")
+            out[t] = (last - ci.ack_floor.stream_seq, ci.num_ack_pending, ci.num_redelivered)
+        return out
+
+    wait_for(lambda: all(v[:2] == (0, 0) for v in _as_admin(fleet, unacked).values()), 20,
+             "every agent's consumer acknowledged to the stream's end", detail=lambda: _as_admin(fleet, unacked))
+    assert fleet.sql("SELECT count(*) FROM terminals WHERE id LIKE 'atk-%%' AND face_pay_paused")[0][0] == 0
 
 
 def test_a_terminal_cannot_rewrite_another_terminals_sale(fleet, trio):
