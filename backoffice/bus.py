@@ -7,6 +7,11 @@ Streams (all file storage):
 - ``CONSENT`` ``facepay.t.*.{ledger,enrol,optout,receipt}``: consent ledger events, enrolment links,
   opt-outs made at a terminal and deletion receipts; no delete, no purge.
 - ``HEARTBEATS`` ``facepay.t.*.hb``: kept one hour.
+- ``REVOKED`` ``facepay.revoked.<card hash>``: the fleet's revoked card hashes, one (signed) message per
+  card (a compacted view of REVOCATIONS); agents read it whole at every start and reconnect.
+
+Every stream lives in the NATS account ``BACKOFFICE``; terminals reach them only through the services
+that account exports (see natsconf.py).  Every revocation is signed with the back office's Ed25519 key.
 
 Per terminal: a durable pull consumer ``rev_<id>`` on REVOCATIONS and a key-value bucket ``fleet_<id>``.
 Every publish carries ``Nats-Msg-Id`` (duplicate window 10 minutes) and the back office stores each event
@@ -23,7 +28,7 @@ import time
 import nats
 import psycopg
 from nats.js import api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from terminal.fleet import unsubscribe_quietly
 
@@ -39,6 +44,7 @@ STREAMS = {
     "CONSENT": dict(subjects=["facepay.t.*.ledger", "facepay.t.*.enrol", "facepay.t.*.optout", "facepay.t.*.receipt"],
                     deny_delete=True, deny_purge=True),
     "HEARTBEATS": dict(subjects=["facepay.t.*.hb"], max_age=3600.0, max_msgs_per_subject=100),
+    "REVOKED": dict(subjects=["facepay.revoked.*"], max_msgs_per_subject=1, deny_delete=True, deny_purge=True),
 }
 INGESTED = ("SALES", "CONSENT", "HEARTBEATS")
 
@@ -52,38 +58,59 @@ async def ensure_streams(js) -> None:
             await js.update_stream(cfg)
 
 
-async def provision_terminal(nats_url: str, tid: str) -> None:
-    """The terminal's consumer of the revocation stream (from now on) and its key-value bucket."""
+async def provision_terminal(nats_url: str, tid: str, tls=None, timeout: float = 30.0) -> None:
+    """The terminal's consumer of the revocation stream (from now on) and its key-value bucket.
+
+    For a moment after each config reload (another terminal being provisioned) JetStream does not answer
+    (no responders, or no answer in time): the whole step is made again until it does."""
     async def retried(exc):  # a connection cut by the server's config reload (provision's SIGHUP) is retried
         _log.debug("provisioning %s: connection attempt failed, retrying: %r", tid, exc)
 
-    # without error_cb nats-py logs each such attempt with a traceback (`make fleet-demo` printed three)
-    nc = await nats.connect(nats_url, connect_timeout=5, error_cb=retried)
-    try:
-        js = nc.jetstream()
-        await ensure_streams(js)
+    deadline = time.monotonic() + timeout
+    while True:
+        # without error_cb nats-py logs each such attempt with a traceback (`make fleet-demo` printed three)
+        nc = await nats.connect(nats_url, connect_timeout=5, tls=tls, error_cb=retried)
         try:
-            await js.consumer_info("REVOCATIONS", f"rev_{tid}")
-        except NotFoundError:
-            await js.add_consumer("REVOCATIONS", api.ConsumerConfig(
-                durable_name=f"rev_{tid}", ack_policy=api.AckPolicy.EXPLICIT, deliver_policy=api.DeliverPolicy.NEW,
-                ack_wait=10.0, max_ack_pending=1000))
-        await js.create_key_value(bucket=f"fleet_{tid}", history=5)
-    finally:
-        await nc.close()
+            js = nc.jetstream()
+            await ensure_streams(js)
+            try:
+                await js.consumer_info("REVOCATIONS", f"rev_{tid}")
+            except NotFoundError:
+                await js.add_consumer("REVOCATIONS", api.ConsumerConfig(
+                    durable_name=f"rev_{tid}", ack_policy=api.AckPolicy.EXPLICIT,
+                    deliver_policy=api.DeliverPolicy.NEW, ack_wait=10.0, max_ack_pending=1000))
+            await js.create_key_value(bucket=f"fleet_{tid}", history=5)
+            return
+        except (ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
 
 
 def _parse(subject: str) -> tuple[str, str]:
-    parts = subject.split(".")  # facepay.t.<id>.<kind>
+    parts = subject.split(".")  # facepay.t.<id>.<kind>: the id is the account's, the one source of terminal_id
     return parts[2], parts[3]
+
+
+def signed_revocation(key, rid: str, card_hash: str) -> bytes:
+    from terminal.fleet import revocation_signed_bytes
+
+    sig = key.sign(revocation_signed_bytes(rid, card_hash)).hex()
+    return json.dumps({"revocation_id": rid, "card_hash": card_hash, "sig": sig}).encode()
 
 
 class Bus:
     """Ingest from the terminal streams into PostgreSQL, publish revocations, set terminal modes."""
 
-    def __init__(self, nats_url: str, db_url: str):
+    def __init__(self, nats_url: str, db_url: str, *, signing_key, tls=None,
+                 terminal_rate: tuple[int, float] = (10, 3600.0)):
         self.nats_url = nats_url
         self.db_url = db_url
+        self.signing_key = signing_key
+        self.tls = tls
+        self.terminal_rate = terminal_rate
         self.nc = None
         self.js = None
         self.kick = asyncio.Event()
@@ -102,7 +129,7 @@ class Bus:
             _log.warning("nats: connected again to %s:%s", url.hostname, url.port)  # not netloc: it holds the password
 
         self.nc = await nats.connect(self.nats_url, name="facepay-backoffice", max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.5, connect_timeout=5, error_cb=error_cb,
+                                     reconnect_time_wait=0.5, connect_timeout=5, error_cb=error_cb, tls=self.tls,
                                      disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
         self.js = self.nc.jetstream(timeout=5)
         await ensure_streams(self.js)
@@ -193,13 +220,18 @@ class Bus:
             _log.warning("unreadable event on %s dropped", m.subject)
             return False
         if kind == "hb":
-            await db.heartbeat(conn, tid, ev)
+            flag = await db.heartbeat(conn, tid, ev)
+            if flag:
+                await self._hold(tid, flag)
             return False
         msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{tid}:{m.metadata.sequence.stream}"
         if not msg_id.startswith(tid + ":"):
             msg_id = f"{tid}:{msg_id}"
         if await db.store_event(conn, msg_id, tid, kind, ev):
-            return await db.apply_event(conn, tid, kind, ev) is not None
+            effect = await db.apply_event(conn, tid, kind, ev, terminal_rate=self.terminal_rate)
+            if kind in ("ledger",) and effect:  # a rolled-back ledger: pause face pay there
+                await self._hold(tid, effect)
+            return kind == "optout" and effect is not None
         return False
 
     async def _publish_revocations(self) -> None:
@@ -207,9 +239,10 @@ class Bus:
         while not self._stopping:
             try:
                 for rid, card_hash in await db.unpublished(conn):
-                    await self.js.publish("facepay.revocations",
-                                          json.dumps({"revocation_id": rid, "card_hash": card_hash}).encode(),
-                                          headers={"Nats-Msg-Id": rid}, timeout=3)
+                    body = signed_revocation(self.signing_key, rid, card_hash)
+                    await self.js.publish(f"facepay.revoked.{card_hash}", body, headers={"Nats-Msg-Id": rid},
+                                          timeout=3)  # the compacted view first: a start never misses it
+                    await self.js.publish("facepay.revocations", body, headers={"Nats-Msg-Id": rid}, timeout=3)
                     await conn.execute("UPDATE revocations SET published_at = now() WHERE id = %s", (rid,))
             except asyncio.CancelledError:
                 await conn.close()
@@ -227,3 +260,15 @@ class Bus:
     async def set_mode(self, tid: str, mode: str) -> None:
         kv = await self.js.key_value(f"fleet_{tid}")
         await kv.put("mode", mode.encode())
+
+    async def _hold(self, tid: str, reason: str) -> None:
+        """Pause face pay at ``tid`` (its agent reads the ``hold`` key) until staff clear the flag."""
+        try:
+            kv = await self.js.key_value(f"fleet_{tid}")
+            await kv.put("hold", reason.encode())
+        except Exception as exc:  # stored in PostgreSQL anyway; the next heartbeat tries again
+            _log.warning("hold for %s not set yet: %r", tid, exc)
+
+    async def clear_hold(self, tid: str) -> None:
+        kv = await self.js.key_value(f"fleet_{tid}")
+        await kv.put("hold", b"")

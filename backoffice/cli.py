@@ -60,18 +60,61 @@ def locked(workdir: Path):
         yield
 
 
+def _scheme(state: dict) -> str:
+    return "tls" if state.get("tls") else "nats"
+
+
 def admin_url(state: dict) -> str:
-    return f"nats://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
+    return f"{_scheme(state)}://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
 
 
 def public_nats_url(state: dict) -> str:
-    return f"nats://127.0.0.1:{state['nats_port']}"
+    return f"{_scheme(state)}://127.0.0.1:{state['nats_port']}"
 
 
-def new_state(workdir: Path, nats_port: int) -> dict:
-    return {"nats_port": nats_port, "admin_user": "backoffice", "admin_password": secrets.token_urlsafe(24),
+def ca_pem(state: dict) -> str:
+    return Path(state["tls"]["ca_file"]).read_text() if state.get("tls") else ""
+
+
+def signing_key_path(workdir: Path) -> Path:
+    return workdir / "revocation-signing.key"
+
+
+def load_signing_key(path: Path):
+    """The back office's Ed25519 key that signs every revocation (64 hex digits in a 0600 file)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        raw = bytes.fromhex(Path(path).read_text().strip())
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    except FileNotFoundError:
+        raise CliError(f"--signing-key {path} does not exist", "dev writes one as WORKDIR/revocation-signing.key",
+                       EXIT_ERROR) from None
+    except ValueError:
+        raise CliError(f"--signing-key {path} is not an Ed25519 key (64 hexadecimal digits)", code=EXIT_ERROR) from None
+
+
+def public_key_hex(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def new_state(workdir: Path, nats_port: int, tls: bool = True) -> dict:
+    """A fresh fleet: the back office's NATS user (bcrypt in nats.conf), the card key, the revocation
+    signing key, and (``tls``) the fleet's CA and nats-server certificate."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    password = secrets.token_urlsafe(24)
+    key = Ed25519PrivateKey.generate()
+    natsconf.write_private(signing_key_path(workdir), key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()).hex() + "\n")
+    return {"nats_port": nats_port, "admin_user": "backoffice", "admin_password": password,
+            "admin_password_hash": natsconf.hash_password(password),
             "nats_pid_file": str(workdir / "nats.pid"), "nats_store": str(workdir / "nats-store"),
-            "db_url": "", "card_key": secrets.token_hex(32), "terminals": {}}
+            "db_url": "", "card_key": secrets.token_hex(32), "terminals": {},
+            "revocation_key": public_key_hex(key), "tls": servers.make_tls(workdir) if tls else None}
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -96,7 +139,7 @@ def parse_proxies(values: list[str] | None) -> list[str]:
     return out
 
 
-def parse_rate(text: str) -> tuple[int, float]:
+def parse_rate(text: str, flag: str = "--optout-rate") -> tuple[int, float]:
     try:
         n, _, s = text.partition("/")
         rate = int(n), float(s or 60)
@@ -104,7 +147,7 @@ def parse_rate(text: str) -> tuple[int, float]:
             raise ValueError
         return rate
     except ValueError:
-        raise CliError(f"--optout-rate {text!r} is not COUNT/SECONDS", "e.g. --optout-rate 10/60") from None
+        raise CliError(f"{flag} {text!r} is not COUNT/SECONDS", f"e.g. {flag} 10/60") from None
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -116,7 +159,10 @@ def cmd_migrate(args) -> int:
 
 def toml_config(tid: str, state: dict, password: str, max_staleness_s: float) -> str:
     fleet = {"nats_url": public_nats_url(state), "user": f"t-{tid}", "password": password,
-             "card_key": state["card_key"], "max_staleness_s": max_staleness_s}
+             "card_key": state["card_key"], "revocation_key": state["revocation_key"],
+             "max_staleness_s": max_staleness_s}
+    if state.get("tls"):
+        fleet["ca_pem"] = ca_pem(state)
     if state.get("web_url"):
         fleet["optout_url"] = state["web_url"] + "/"
     # [fleet] is the only table, so the last: installers (and the tests) append keys to it
@@ -136,25 +182,58 @@ def network_dropin(nats_url: str) -> str:
             f"IPAddressAllow={' '.join(addrs)}\n")
 
 
-async def _wait_terminal_login(url: str, user: str, password: str, timeout: float = 10.0) -> None:
+def nats_tls(state: dict):
+    from terminal.fleet import tls_context
+
+    return tls_context(ca_pem(state)) if state.get("tls") else None
+
+
+def _reload_nats(state: dict) -> None:
+    pid_file = Path(state["nats_pid_file"])
+    if pid_file.exists():  # a running server learns new accounts by a config reload
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGHUP)
+        except (ProcessLookupError, ValueError, IndexError):
+            pass
+
+
+async def _wait_terminal_ready(state: dict, user: str, password: str, timeout: float = 20.0) -> None:
+    """Until the new terminal can log in and reach the back office through its imports.
+
+    nats-server (2.10-2.15 seen) wires the service imports of an account added by a reload only at the next
+    reload: so while the probe (a read of the revoked view) finds no responder, reload once more."""
     import nats
+
+    from terminal.fleet import JS_PREFIX
 
     async def quiet(exc):  # refused until the server has reloaded its config: expected, retried below
         _log.debug("new terminal's login not accepted yet: %r", exc)
 
-    deadline = asyncio.get_running_loop().time() + timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    reloaded = loop.time()  # the provisioning's own reload; JetStream is unavailable for a moment after each
     while True:
         try:
             # without error_cb, nats-py logs every refused attempt with a traceback (make fleet-demo showed three)
-            nc = await nats.connect(url, user=user, password=password, allow_reconnect=False, connect_timeout=2,
-                                    max_reconnect_attempts=0, error_cb=quiet)
-            await nc.close()
-            return
+            nc = await nats.connect(public_nats_url(state), user=user, password=password, allow_reconnect=False,
+                                    connect_timeout=2, max_reconnect_attempts=0, tls=nats_tls(state),
+                                    inbox_prefix=f"_INBOX_{user[2:]}", error_cb=quiet)
+            try:
+                await nc.request(f"{JS_PREFIX}.STREAM.MSG.GET.REVOKED",
+                                 json.dumps({"last_by_subj": "facepay.revoked.probe"}).encode(), timeout=2)
+                return
+            except nats.errors.NoRespondersError:
+                if loop.time() - reloaded > 2.0:
+                    _reload_nats(state)
+                    reloaded = loop.time()
+            finally:
+                await nc.close()
         except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise CliError("the NATS server did not accept the new terminal's credentials",
-                               "is the back office's nats-server running with this --workdir?", EXIT_ERROR) from None
-            await asyncio.sleep(0.2)
+            pass
+        if loop.time() > deadline:
+            raise CliError("the NATS server did not accept the new terminal's credentials",
+                           "is the back office's nats-server running with this --workdir?", EXIT_ERROR) from None
+        await asyncio.sleep(0.3)
 
 
 def cmd_provision(args) -> int:
@@ -173,18 +252,14 @@ def cmd_provision(args) -> int:
     with locked(workdir):
         state = load_state(workdir)
         password = secrets.token_urlsafe(24)
-        state["terminals"][tid] = password
+        state["terminals"][tid] = natsconf.hash_password(password)  # the password itself is kept nowhere here
         save_state(workdir, state)
-        pid_file = Path(state["nats_pid_file"])
-        if pid_file.exists():  # a running server learns the new user by a config reload
-            try:
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGHUP)
-            except (ProcessLookupError, ValueError):
-                pass
-    asyncio.run(provision_terminal(admin_url(state), tid))
+        _reload_nats(state)
+    asyncio.run(provision_terminal(admin_url(state), tid, tls=nats_tls(state)))
+    with locked(workdir):  # one provisioning at a time reloads and probes
+        asyncio.run(_wait_terminal_ready(state, f"t-{tid}", password))
     if state["db_url"]:
         db.add_terminal(state["db_url"], tid)
-    asyncio.run(_wait_terminal_login(public_nats_url(state), f"t-{tid}", password))
     natsconf.write_private(out, toml_config(tid, state, password, args.max_staleness_s))
     dropin = out.with_name(out.stem + ".network.conf")
     dropin.write_text(network_dropin(public_nats_url(state)))
@@ -239,7 +314,8 @@ class _Server:
 
 
 async def _run_backoffice(db_url: str, nats_url: str, host: str, port: int, rate, stop: asyncio.Event,
-                          ready=None, supervise=None, trusted_proxies=()) -> None:
+                          ready=None, supervise=None, *, signing_key, tls=None, terminal_rate=(10, 3600.0),
+                          trusted_proxies=()) -> None:
     import psycopg
 
     from .bus import Bus
@@ -247,7 +323,7 @@ async def _run_backoffice(db_url: str, nats_url: str, host: str, port: int, rate
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         secret = db.session_secret(conn)
-    bus = Bus(nats_url, db_url)
+    bus = Bus(nats_url, db_url, signing_key=signing_key, tls=tls, terminal_rate=terminal_rate)
     await bus.start()
     web = _Server(make_app(bus, db_url, secret, rate, trusted_proxies=trusted_proxies), host, port)
     await web.start()
@@ -270,9 +346,19 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def cmd_serve(args) -> int:
+    from terminal.fleet import tls_context
+
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
+    terminal_rate = parse_rate(args.terminal_optout_rate, "--terminal-optout-rate")
     proxies = parse_proxies(args.trusted_proxy)
+    key = load_signing_key(args.signing_key)
+    tls = None
+    if args.nats_ca:
+        try:
+            tls = tls_context(Path(args.nats_ca).read_text())
+        except (OSError, ValueError) as exc:
+            raise CliError(f"--nats-ca {args.nats_ca}: not a readable PEM certificate ({exc})", code=EXIT_ERROR) from None
     db.migrate(args.db)
 
     async def main():
@@ -280,7 +366,7 @@ def cmd_serve(args) -> int:
         _stop_on_signals(stop)
         await _run_backoffice(args.db, args.nats, host, port, rate, stop,
                               ready=lambda: print(f"back office on http://{host}:{port}", flush=True),
-                              trusted_proxies=proxies)
+                              signing_key=key, tls=tls, terminal_rate=terminal_rate, trusted_proxies=proxies)
 
     asyncio.run(main())
     return EXIT_OK
@@ -289,12 +375,13 @@ def cmd_serve(args) -> int:
 def cmd_dev(args) -> int:
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
+    terminal_rate = parse_rate(args.terminal_optout_rate, "--terminal-optout-rate")
     proxies = parse_proxies(args.trusted_proxy)
     workdir = args.workdir
     if workdir.exists() and any(workdir.iterdir()):
         raise CliError(f"--workdir {workdir} is not empty", "dev makes a fresh fleet: give a new or empty folder")
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state = new_state(workdir, servers.free_port())
+    state = new_state(workdir, servers.free_port(), tls=not args.no_tls)
     save_state(workdir, state)
     log = workdir / "nats.log"
     procs = {"nats": servers.start_nats(workdir / "nats.conf", state["nats_port"], log)}
@@ -330,7 +417,8 @@ def cmd_dev(args) -> int:
             stop = asyncio.Event()
             _stop_on_signals(stop)
             await _run_backoffice(state["db_url"], admin_url(state), host, port, rate, stop, ready, supervise(),
-                                  trusted_proxies=proxies)
+                                  signing_key=load_signing_key(signing_key_path(workdir)), tls=nats_tls(state),
+                                  terminal_rate=terminal_rate, trusted_proxies=proxies)
 
         asyncio.run(main())
     finally:
@@ -359,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nats", required=True, help="nats://USER:PASSWORD@HOST:PORT of the back office's NATS user")
     sp.add_argument("--listen", required=True, help="HOST:PORT for the web pages")
     sp.add_argument("--optout-rate", default="10/60", help="opt-out requests allowed per client: COUNT/SECONDS")
+    sp.add_argument("--terminal-optout-rate", default="10/3600",
+                    help="opt-outs one terminal may start: COUNT/SECONDS; more wait their turn (default 10/3600)")
+    sp.add_argument("--signing-key", type=Path, required=True,
+                    help="the Ed25519 key that signs revocations (dev writes WORKDIR/revocation-signing.key)")
+    sp.add_argument("--nats-ca", help="PEM file of the CA that signed nats-server's certificate (tls:// URLs)")
     sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
                     help="a reverse proxy's IP address or network whose X-Forwarded-For/-Proto is believed "
                          "(repeatable; default: none, the client address is the connection's)")
@@ -376,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "workdir; prints one JSON line when ready; stops all on SIGTERM")
     sp.add_argument("--listen", required=True, help="HOST:PORT for the web pages")
     sp.add_argument("--optout-rate", default="10/60", help="opt-out requests allowed per client: COUNT/SECONDS")
+    sp.add_argument("--terminal-optout-rate", default="10/3600",
+                    help="opt-outs one terminal may start: COUNT/SECONDS; more wait their turn (default 10/3600)")
+    sp.add_argument("--no-tls", action="store_true", help="plain nats:// (default: TLS with a CA made in WORKDIR)")
     sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
                     help="a reverse proxy's IP address or network whose X-Forwarded-For/-Proto is believed "
                          "(repeatable; default: none, the client address is the connection's)")

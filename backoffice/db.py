@@ -68,7 +68,37 @@ MIGRATIONS = [
     );
     CREATE TABLE settings (key text PRIMARY KEY, value text NOT NULL);
     """,
+    # 2: issue 19: rows keyed by (terminal_id, id); terminal opt-outs rate-limited; every ledger head kept
+    """
+    ALTER TABLE sales DROP CONSTRAINT sales_pkey;
+    ALTER TABLE sales ADD PRIMARY KEY (terminal_id, sale_id);
+    ALTER TABLE optout_codes DROP CONSTRAINT optout_codes_pkey;
+    ALTER TABLE optout_codes ADD PRIMARY KEY (terminal_id, code_hash);
+    CREATE INDEX optout_codes_code ON optout_codes (code_hash);
+    ALTER TABLE revocations ADD COLUMN source_terminal text;
+    ALTER TABLE revocations ADD COLUMN not_before timestamptz NOT NULL DEFAULT now();
+    CREATE INDEX revocations_source ON revocations (source_terminal, requested_at);
+    ALTER TABLE terminals ADD COLUMN bad_revocations bigint NOT NULL DEFAULT 0;
+    ALTER TABLE terminals ADD COLUMN ledger_epoch integer NOT NULL DEFAULT 0;
+    CREATE TABLE ledger_seen (
+        terminal_id text NOT NULL,
+        epoch integer NOT NULL,
+        seq bigint NOT NULL,
+        mac text NOT NULL,
+        source text NOT NULL,
+        first_seen timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (terminal_id, epoch, seq, mac)
+    );
+    """,
 ]
+
+# A sale's status only moves forward: pending -> approved / declined / unknown -> voided / refunded
+# (an unknown outcome may still resolve to approved or declined).  Anything else is refused.
+SALE_STATUSES = ("pending", "approved", "declined", "unknown", "voided", "refunded")
+SALE_NEXT = {"pending": {"approved", "declined", "unknown"}, "unknown": {"approved", "declined"},
+             "approved": {"voided", "refunded"}, "declined": set(), "voided": set(), "refunded": set()}
+_SALE_MOVES = " OR ".join(f"(sales.status = '{a}' AND excluded.status = '{b}')"
+                          for a, nexts in SALE_NEXT.items() for b in sorted(nexts))
 
 
 async def connect(url: str) -> psycopg.AsyncConnection:
@@ -122,62 +152,130 @@ async def store_event(conn: psycopg.AsyncConnection, event_id: str, tid: str, ki
     return await cur.fetchone() is not None
 
 
-async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: dict) -> str | None:
-    """The effect of one new event; returns a revocation id when the event asked for one."""
+def _hex64(value) -> str:
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError(f"not a 64-digit hash: {value!r}")
+    return value
+
+
+async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: dict,
+                      terminal_rate: tuple[int, float] = (10, 3600.0)) -> str | None:
+    """The effect of one new event from terminal ``tid`` (always the subject's, never the payload's).
+
+    Returns a revocation id for an opt-out, a flag for a ledger entry that rewrites one already seen."""
     if kind == "sale":
+        if ev["status"] not in SALE_STATUSES:
+            raise ValueError(f"unknown sale status {ev['status']!r}")
         await conn.execute(
             "INSERT INTO sales (sale_id, terminal_id, created_at, amount_minor, currency, method, training, status) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (sale_id) DO UPDATE SET status = excluded.status",
-            (ev["sale_id"], tid, ev["created_at"], ev["amount_minor"], ev["currency"], ev["method"],
+            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (terminal_id, sale_id) DO UPDATE SET status = excluded.status "
+            f"WHERE {_SALE_MOVES}",
+            (str(ev["sale_id"]), tid, ev["created_at"], int(ev["amount_minor"]), ev["currency"], ev["method"],
              bool(ev["training"]), ev["status"]))
     elif kind == "enrol":
         await conn.execute("INSERT INTO optout_codes (code_hash, card_hash, terminal_id) VALUES (%s,%s,%s) "
-                           "ON CONFLICT DO NOTHING", (ev["code_hash"], ev["card_hash"], tid))
+                           "ON CONFLICT DO NOTHING", (_hex64(ev["code_hash"]), _hex64(ev["card_hash"]), tid))
     elif kind == "optout":
-        return await create_revocation(conn, ev["card_hash"], f"terminal {tid}", done_at=tid)
+        return await terminal_optout(conn, tid, _hex64(ev["card_hash"]), terminal_rate)
     elif kind == "receipt":
+        if ev["state"] not in ("deleted", "none-held"):
+            raise ValueError(f"unknown receipt state {ev['state']!r}")
         await conn.execute("UPDATE revocation_states SET state = %s, updated_at = now() "
                            "WHERE revocation_id = %s AND terminal_id = %s AND state = 'pending'",
-                           (ev["state"], ev["revocation_id"], tid))
+                           (ev["state"], str(ev["revocation_id"]), tid))
+    elif kind == "ledger":
+        return await ledger_seen(conn, tid, int(ev["seq"]), str(ev["mac"]), "ledger event")
     return None
 
 
-async def heartbeat(conn: psycopg.AsyncConnection, tid: str, hb: dict) -> None:
-    """Health, and the ledger head anchor: a head that goes backwards (an old copy restored) is flagged."""
-    cur = await conn.execute("SELECT ledger_seq, ledger_mac FROM terminals WHERE id = %s FOR UPDATE", (tid,))
+async def terminal_optout(conn, tid: str, card_hash: str, rate: tuple[int, float]) -> str:
+    """An opt-out made at terminal ``tid``: a revocation like any other, but at most ``rate`` = (count, window)
+    per terminal go out per window; the rest wait their turn (``not_before``), shown on the dashboard.
+    The sender is ``pending`` like every terminal until its own receipt says ``deleted``."""
+    count, window = rate
+    cur = await conn.execute(
+        "SELECT not_before FROM revocations WHERE source_terminal = %s ORDER BY not_before DESC LIMIT 1 OFFSET %s",
+        (tid, count - 1))
+    row = await cur.fetchone()
+    rid = await create_revocation(conn, card_hash, f"terminal {tid}")
+    if row is not None:  # the count-th latest slot: this one goes out a window after it at the earliest
+        await conn.execute("UPDATE revocations SET source_terminal = %s, "
+                           "not_before = GREATEST(now(), %s + make_interval(secs => %s)) WHERE id = %s",
+                           (tid, row[0], window, rid))
+    else:
+        await conn.execute("UPDATE revocations SET source_terminal = %s WHERE id = %s", (tid, rid))
+    return rid
+
+
+async def ledger_seen(conn, tid: str, seq: int, mac: str, source: str) -> str | None:
+    """Keep every (seq, MAC) a terminal reported; a second MAC for a seq already seen (in this epoch, i.e.
+    since staff last cleared a flag) means its chain does not extend what the back office saw: flag it."""
+    cur = await conn.execute("SELECT ledger_epoch, ledger_flag FROM terminals WHERE id = %s FOR UPDATE", (tid,))
     row = await cur.fetchone()
     if row is None:
-        return
-    seq, mac = int(hb["ledger_head"]["seq"]), hb["ledger_head"]["mac"]
+        return None
+    epoch, flagged = row
+    cur = await conn.execute("SELECT mac, first_seen FROM ledger_seen WHERE terminal_id = %s AND epoch = %s "
+                             "AND seq = %s AND mac <> %s ORDER BY first_seen LIMIT 1", (tid, epoch, seq, mac))
+    other = await cur.fetchone()
+    await conn.execute("INSERT INTO ledger_seen (terminal_id, epoch, seq, mac, source) VALUES (%s,%s,%s,%s,%s) "
+                       "ON CONFLICT DO NOTHING", (tid, epoch, seq, mac, source))
+    if other is None:
+        return None
+    flag = (f"ledger rolled back: entry {seq} ({source}) is not the entry {seq} seen "
+            f"{other[1].strftime('%Y-%m-%d %H:%M:%S UTC')}")
+    if not flagged:
+        await conn.execute("UPDATE terminals SET ledger_flag = %s WHERE id = %s", (flag, tid))
+    return flag
+
+
+async def clear_ledger_flag(conn, tid: str) -> bool:
+    """Staff accept the terminal's chain as it is now: a new epoch starts from its next report."""
+    cur = await conn.execute("UPDATE terminals SET ledger_flag = NULL, ledger_epoch = ledger_epoch + 1, "
+                             "ledger_seq = 0, ledger_mac = '' WHERE id = %s RETURNING id", (tid,))
+    return await cur.fetchone() is not None
+
+
+async def heartbeat(conn: psycopg.AsyncConnection, tid: str, hb: dict) -> str | None:
+    """Health, and the ledger head anchor: every reported (seq, MAC) is kept; a head that goes backwards
+    (an old copy restored) or a chain that does not pass through a head already seen is flagged.
+    Returns the terminal's flag while it stands (the bus pauses face pay there)."""
+    cur = await conn.execute("SELECT ledger_seq, ledger_mac, ledger_flag FROM terminals WHERE id = %s FOR UPDATE",
+                             (tid,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    seq, mac = int(hb["ledger_head"]["seq"]), str(hb["ledger_head"]["mac"])
     flag = None
     if seq < row[0]:
-        flag = f"ledger head went back from {row[0]} to {seq}"
-    elif seq == row[0] and mac != row[1] and row[0] > 0:
-        flag = f"ledger entry {seq} was rewritten"
+        flag = f"ledger rolled back: head went back from {row[0]} to {seq}"
+    elif seq > 0:
+        flag = await ledger_seen(conn, tid, seq, mac, "heartbeat")
     await conn.execute(
         "UPDATE terminals SET last_heartbeat = now(), version = %s, mode = %s, reader = %s, camera = %s, "
         "outbox_backlog = %s, face_pay_paused = %s, ledger_seq = GREATEST(ledger_seq, %s), "
         "ledger_mac = CASE WHEN %s >= ledger_seq THEN %s ELSE ledger_mac END, "
-        "ledger_flag = COALESCE(%s, ledger_flag) WHERE id = %s",
+        "bad_revocations = GREATEST(bad_revocations, %s), "
+        "ledger_flag = COALESCE(ledger_flag, %s) WHERE id = %s",
         (hb.get("version"), hb.get("mode"), hb.get("reader"), hb.get("camera"), hb.get("outbox_backlog"),
-         hb.get("face_pay_paused"), seq, seq, mac, flag, tid))
+         hb.get("face_pay_paused"), seq, seq, mac, int(hb.get("bad_revocations") or 0), flag, tid))
+    return row[2] or flag
 
 
 # -- revocations ----------------------------------------------------------------------------------
-async def create_revocation(conn: psycopg.AsyncConnection, card_hash: str, source: str,
-                            done_at: str | None = None) -> str:
+async def create_revocation(conn: psycopg.AsyncConnection, card_hash: str, source: str) -> str:
     rid = "rev_" + secrets.token_hex(8)
     await conn.execute("INSERT INTO revocations (id, card_hash, source) VALUES (%s,%s,%s)", (rid, card_hash, source))
-    await conn.execute(
-        "INSERT INTO revocation_states (revocation_id, terminal_id, state) "
-        "SELECT %s, id, CASE WHEN id = %s THEN 'deleted' ELSE 'pending' END FROM terminals", (rid, done_at))
+    await conn.execute("INSERT INTO revocation_states (revocation_id, terminal_id, state) "
+                       "SELECT %s, id, 'pending' FROM terminals", (rid,))
     return rid
 
 
 async def revocation_for_code(conn: psycopg.AsyncConnection, code_hash: str) -> str:
     """A revocation for an opt-out code.  An unknown code gets one too, for a card no terminal holds,
     so the answer and what follows look the same: nobody learns whether a code exists."""
-    cur = await conn.execute("SELECT card_hash FROM optout_codes WHERE code_hash = %s", (code_hash,))
+    cur = await conn.execute("SELECT card_hash FROM optout_codes WHERE code_hash = %s ORDER BY created_at LIMIT 1",
+                             (code_hash,))
     row = await cur.fetchone()
     card_hash = row[0] if row else secrets.token_hex(32)
     return await create_revocation(conn, card_hash, "opt-out code")
@@ -193,7 +291,8 @@ async def revocation_states(conn: psycopg.AsyncConnection, rid: str) -> dict | N
 
 
 async def unpublished(conn: psycopg.AsyncConnection) -> list[tuple[str, str]]:
-    cur = await conn.execute("SELECT id, card_hash FROM revocations WHERE published_at IS NULL ORDER BY requested_at")
+    cur = await conn.execute("SELECT id, card_hash FROM revocations WHERE published_at IS NULL AND not_before <= now() "
+                             "ORDER BY requested_at")
     return await cur.fetchall()
 
 
@@ -303,12 +402,15 @@ async def revocation_done(conn: psycopg.AsyncConnection, rid: str) -> bool | Non
 
 
 async def recent_revocations(conn: psycopg.AsyncConnection, limit: int = 50) -> list[dict]:
-    """For the staff dashboard: the latest opt-outs, where each came from, and every terminal's receipt."""
+    """For the staff dashboard: the latest opt-outs, where each came from (``source_terminal``: the terminal
+    that started it, None for an opt-out code), when it went out or until when it waits (a terminal's rate
+    limit: ``not_before``), and every terminal's receipt."""
     cur = await conn.execute(
         "SELECT r.id, r.requested_at, r.source, r.published_at, "
         "COALESCE(json_object_agg(s.terminal_id, s.state ORDER BY s.terminal_id) "
-        "FILTER (WHERE s.terminal_id IS NOT NULL), '{}') "
+        "FILTER (WHERE s.terminal_id IS NOT NULL), '{}'), r.source_terminal, r.not_before "
         "FROM revocations r LEFT JOIN revocation_states s ON s.revocation_id = r.id "
         "GROUP BY r.id ORDER BY r.requested_at DESC LIMIT %s", (limit,))
     return [{"id": r[0], "requested_at": r[1], "source": r[2], "published_at": r[3],
-             "receipts": r[4] if isinstance(r[4], dict) else json.loads(r[4])} for r in await cur.fetchall()]
+             "receipts": r[4] if isinstance(r[4], dict) else json.loads(r[4]),
+             "source_terminal": r[5], "not_before": r[6]} for r in await cur.fetchall()]

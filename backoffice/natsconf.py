@@ -1,8 +1,31 @@
-"""The nats-server configuration the back office generates: users, and what each may publish and read.
+"""The nats-server configuration the back office generates: NATS accounts as the fleet's trust boundary.
 
-A terminal may publish only on ``facepay.t.<its id>.>`` and use only its own JetStream consumer of the
-revocation stream and its own key-value bucket; it receives replies only on its own inbox prefix.
-The back office's user may do everything.  Passwords are in this file, which is mode 0600.
+- Account ``BACKOFFICE`` holds JetStream: every stream, consumer and key-value bucket, and the back office's
+  own user.  Nothing from outside can publish into it except through the services it exports.
+- Account ``T_<id>``, one per terminal, holds that terminal's user and no JetStream of its own.  It imports
+  from ``BACKOFFICE`` exactly these services (nats.conf alone says what an account imports):
+
+  ====================================================  ==============================================
+  ``facepay.t.<id>.>``                                   its sale / ledger / enrol / optout / receipt /
+                                                         hb events (JetStream stores them, the PubAck
+                                                         comes back)
+  ``$JS.API.CONSUMER.MSG.NEXT.REVOCATIONS.rev_<id>``     pull its own durable consumer (response: stream)
+  ``$JS.API.CONSUMER.INFO.REVOCATIONS.rev_<id>``         ask it what waits
+  ``$JS.ACK.REVOCATIONS.rev_<id>.>``                     acknowledge what it read
+  ``$JS.API.STREAM.MSG.GET.KV_fleet_<id>``               read its mode and hold keys
+  ``$JS.API.STREAM.MSG.GET.REVOKED``                     read the fleet's revoked card hashes
+  ====================================================  ==============================================
+
+  Why that is a boundary and not only a list of permissions: a request crossing a service import gets a
+  fresh reply subject (``_R_...``) in ``BACKOFFICE`` that leads back into the terminal's own account, so a
+  ``reply=`` naming a back-office subject lands in the terminal's account, where nothing listens (issue 19,
+  attack 1a).  The terminal imports no ``CONSUMER.CREATE``: it cannot make a consumer at all, so it cannot
+  choose a deliver subject (attack 1b); its one consumer is the pull consumer the back office made.
+  Inside its account the terminal user may publish only on those imported subjects and subscribe only to
+  its own inbox prefix.
+
+Passwords are stored as bcrypt hashes (nats-server checks a ``$2a$`` password as bcrypt); the file is mode
+0600 all the same.  With ``tls`` set, clients must connect over TLS with the fleet's CA.
 """
 
 from __future__ import annotations
@@ -13,35 +36,90 @@ import os
 import tempfile
 from pathlib import Path
 
+from terminal.fleet import JS_PREFIX
+
+BACKOFFICE_ACCOUNT = "BACKOFFICE"
+BCRYPT_COST = 11  # nats-server's own `nats server passwd` default
+# A terminal sees the back office's JetStream API under JS_PREFIX (``nc.jetstream(prefix=JS_PREFIX)``): an
+# account without JetStream answers ``$JS.API.*`` itself ("JetStream not enabled"), so imports are renamed.
+
+
+def hash_password(password: str) -> str:
+    """bcrypt, as nats-server expects it (Go's bcrypt reads the ``$2a$`` prefix; same algorithm as ``$2b$``)."""
+    import bcrypt
+
+    h = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+    return "$2a$" + h[4:]
+
+
+def account(tid: str) -> str:
+    return f"T_{tid}"
+
+
+def terminal_services(tid: str) -> list[tuple[str, bool]]:
+    """(subject, streams many responses) that the back office exports to terminal ``tid`` alone."""
+    return [
+        (f"facepay.t.{tid}.>", False),
+        (f"$JS.API.CONSUMER.MSG.NEXT.REVOCATIONS.rev_{tid}", True),
+        (f"$JS.API.CONSUMER.INFO.REVOCATIONS.rev_{tid}", False),
+        (f"$JS.ACK.REVOCATIONS.rev_{tid}.>", False),
+        (f"$JS.API.STREAM.MSG.GET.KV_fleet_{tid}", False),
+        ("$JS.API.STREAM.MSG.GET.REVOKED", False),
+    ]
+
+
+def local_subject(subject: str) -> str:
+    """The name an imported service has inside a terminal's account."""
+    return JS_PREFIX + subject[len("$JS.API"):] if subject.startswith("$JS.API.") else subject
+
 
 def terminal_permissions(tid: str) -> dict:
-    kv = f"KV_fleet_{tid}"
     return {
-        "publish": {"allow": [
-            f"facepay.t.{tid}.>",
-            f"$JS.API.CONSUMER.INFO.REVOCATIONS.rev_{tid}",
-            f"$JS.API.CONSUMER.MSG.NEXT.REVOCATIONS.rev_{tid}",
-            f"$JS.ACK.REVOCATIONS.rev_{tid}.>",
-            f"$JS.API.STREAM.INFO.{kv}",
-            f"$JS.API.CONSUMER.CREATE.{kv}", f"$JS.API.CONSUMER.CREATE.{kv}.>",
-            f"$JS.API.CONSUMER.INFO.{kv}.>", f"$JS.API.CONSUMER.DELETE.{kv}.>",
-            f"$JS.API.DIRECT.GET.{kv}.>", f"$JS.API.STREAM.MSG.GET.{kv}", f"$JS.FC.{kv}.>",
-        ]},
+        "publish": {"allow": [local_subject(s) for s, _ in terminal_services(tid)]},
         "subscribe": {"allow": [f"_INBOX_{tid}.>"]},
     }
 
 
+# What BACKOFFICE exports: fixed, whatever the terminals (a reload that changes an account's exports leaves
+# newly added importers unserved, as nats-server 2.10-2.15 do), each with a per-terminal token wildcard.  An
+# account can import only what nats.conf lists for it, and each terminal account lists only its own subjects.
+EXPORTS = [
+    ("facepay.t.*.>", False),
+    ("$JS.API.CONSUMER.MSG.NEXT.REVOCATIONS.*", True),
+    ("$JS.API.CONSUMER.INFO.REVOCATIONS.*", False),
+    ("$JS.ACK.REVOCATIONS.*.>", False),
+    ("$JS.API.STREAM.MSG.GET.*", False),
+]
+
+
 def render(state: dict) -> str:
-    users = [{"user": state["admin_user"], "password": state["admin_password"]}]
-    for tid, pw in sorted(state["terminals"].items()):
-        users.append({"user": f"t-{tid}", "password": pw, "permissions": terminal_permissions(tid)})
+    accounts = {BACKOFFICE_ACCOUNT: {}}  # the exporter first
+    for tid, pw_hash in sorted(state["terminals"].items()):
+        imports = []
+        for subj, _ in terminal_services(tid):
+            imp = {"service": {"account": BACKOFFICE_ACCOUNT, "subject": subj}}
+            if local_subject(subj) != subj:
+                imp["to"] = local_subject(subj)
+            imports.append(imp)
+        accounts[account(tid)] = {"users": [{"user": f"t-{tid}", "password": pw_hash,
+                                             "permissions": terminal_permissions(tid)}],
+                                  "imports": imports}
+    exports = [dict(service=s, **({"response_type": "stream"} if many else {})) for s, many in EXPORTS]
+    accounts[BACKOFFICE_ACCOUNT] = {
+        "jetstream": "enabled",
+        "users": [{"user": state["admin_user"], "password": state["admin_password_hash"]}],
+        "exports": exports,
+    }
     conf = {
         "listen": f"127.0.0.1:{state['nats_port']}",
         "server_name": "facepay-backoffice",
         "pid_file": state["nats_pid_file"],
         "jetstream": {"store_dir": state["nats_store"]},
-        "authorization": {"users": users},
+        "accounts": accounts,
     }
+    if state.get("tls"):
+        conf["tls"] = {"cert_file": state["tls"]["cert_file"], "key_file": state["tls"]["key_file"],
+                       "timeout": 5}
     # nats-server reads JSON as its config syntax is a superset of it
     return json.dumps(conf, indent=2) + "\n"
 

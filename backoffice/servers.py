@@ -195,3 +195,56 @@ class PgCluster:
             self.pid = None
         if self.base is not None and self.user is not None:
             shutil.rmtree(self.base, ignore_errors=True)
+
+
+# -- TLS for nats-server: the fleet's own CA -------------------------------------------------------
+def make_tls(workdir: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> dict:
+    """A CA (``ca.pem``, its key ``ca-key.pem``) and a server certificate for ``hosts`` signed by it
+    (``server.pem``, ``server-key.pem``), all in ``workdir``; keys mode 0600.  Returns the file paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from .natsconf import write_private
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def key_pem(key) -> str:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "facepay fleet CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans = []
+    for h in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = {"ca_file": workdir / "ca.pem", "cert_file": workdir / "server.pem", "key_file": workdir / "server-key.pem"}
+    write_private(workdir / "ca-key.pem", key_pem(ca_key))
+    write_private(files["key_file"], key_pem(key))
+    files["ca_file"].write_text(ca.public_bytes(serialization.Encoding.PEM).decode())
+    files["cert_file"].write_text(cert.public_bytes(serialization.Encoding.PEM).decode())
+    return {k: str(v) for k, v in files.items()}
+

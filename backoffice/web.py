@@ -277,7 +277,8 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
             cur = await c.execute(
                 "SELECT id, last_heartbeat, version, mode, wanted_mode, reader, camera, outbox_backlog, "
                 "face_pay_paused, ledger_seq, ledger_flag, "
-                "COALESCE(EXTRACT(EPOCH FROM now() - last_heartbeat) < %s, false) FROM terminals ORDER BY id",
+                "COALESCE(EXTRACT(EPOCH FROM now() - last_heartbeat) < %s, false), bad_revocations "
+                "FROM terminals ORDER BY id",
                 (ONLINE_S,))
             terminals = await cur.fetchall()
             cur = await c.execute(
@@ -288,6 +289,20 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
             optouts = await db.recent_revocations(c)
         return await render(request, "dashboard.html", {
             "terminals": terminals, "sales": sales, "modes": TERMINAL_MODES, "optouts": optouts})
+
+    async def clear_flag(request: Request):
+        """Staff accept a flagged terminal's ledger as it is now; face pay may resume there."""
+        if not await staff(request):
+            return RedirectResponse("/login", status_code=303)
+        if await checked_form(request) is None:
+            return websec.csrf_refused()
+        tid = request.path_params["tid"]
+        async with lock:
+            found = await db.clear_ledger_flag(await conn(), tid)
+        if not found:
+            return Response("no such terminal", status_code=404)
+        await bus.clear_hold(tid)
+        return RedirectResponse("/dashboard", status_code=303)
 
     async def set_mode(request: Request):
         if not await staff(request):
@@ -326,6 +341,7 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
         Route("/staff", staff_home), Route("/staff/", staff_home),
         Route("/account/password", password_page), Route("/account/password", password_change, methods=["POST"]),
         Route("/terminals/{tid}/mode", set_mode, methods=["POST"]), Route("/api/terminals", api_terminals),
+        Route("/terminals/{tid}/clear-flag", clear_flag, methods=["POST"]),
     ]
     middleware = [Middleware(websec.SecurityHeaders), Middleware(websec.OriginCheck)]
     if trusted_proxies:

@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,10 @@ def main() -> int:
                 assert list(states.values()).count("deleted") == len(holders), states
                 print(f"round {r + 1}: {client[-1] * 1000:.0f} ms to the last of {len(states)} receipts", flush=True)
             assert all(shopper_count(cfgs[t], fleet.data_dir(t)) == 0 for t in holders)
+        except BaseException:
+            traceback.print_exc()  # shown now: an agent slow to stop in close() would otherwise hide it
+            print(fleet.log_tail(3000), file=sys.stderr)
+            raise
         finally:
             fleet.close()
     load = os.getloadavg()[0]

@@ -159,9 +159,15 @@ def test_forwarded_for_is_believed_only_from_a_trusted_proxy(fleet):
     assert proxied == [202] * (OPTOUT_RATE + 1)
 
 
-def test_trusted_proxy_must_be_an_address():
+def test_trusted_proxy_must_be_an_address(tmp_path):
+    import secrets
+
+    key = tmp_path / "revocation-signing.key"
+    key.write_text(secrets.token_hex(32))  # a good key: the proxy is what is wrong
+    key.chmod(0o600)
     r = subprocess.run([sys.executable, "-m", "backoffice.cli", "serve", "--db", "postgresql://x", "--nats",
-                        "nats://x", "--listen", "127.0.0.1:1", "--trusted-proxy", "proxy.example"],
+                        "nats://x", "--listen", "127.0.0.1:1", "--signing-key", str(key),
+                        "--trusted-proxy", "proxy.example"],
                        capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "--trusted-proxy 'proxy.example' is not an IP address" in r.stderr
 

@@ -66,7 +66,9 @@ def test_ingest_subscribes_again_when_its_fetches_go_nowhere(engines, caplog, mo
     monkeypatch.setattr(bus_mod, "STALL_S", 2.0)
 
     async def go():
-        b = bus_mod.Bus(nats_url, db_url)
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        b = bus_mod.Bus(nats_url, db_url, signing_key=Ed25519PrivateKey.generate())
         await b.start()
         terminal = await nats.connect(nats_url)
         js = terminal.jetstream()

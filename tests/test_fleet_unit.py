@@ -16,12 +16,14 @@ from terminal.sale import run_sale
 from terminal.service import Terminal
 
 KEY = "ab" * 32
+PUB = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  # RFC 8032 test 1's public key
 FLEET = f"""terminal_id = "till-9"
 [fleet]
 nats_url = "nats://127.0.0.1:1"
 user = "t-till-9"
 password = "pw"
 card_key = "{KEY}"
+revocation_key = "{PUB}"
 """
 
 
@@ -31,6 +33,9 @@ def test_fleet_section_parsed_and_half_filled_sections_refused():
     assert not parse_config('terminal_id = "x"', "t.toml").fleet.enabled  # no [fleet]: alone, as before
     for bad, what in [(FLEET.replace('card_key = "' + KEY + '"', 'card_key = "12"'), "64 hexadecimal"),
                       (FLEET.replace('password = "pw"\n', ""), "'fleet.password' is required"),
+                      (FLEET.replace(PUB, "12"), "Ed25519 public key"),
+                      (FLEET.replace(f'revocation_key = "{PUB}"\n', ""), "'fleet.revocation_key' is required"),
+                      (FLEET + 'ca_pem = "not a certificate"\n', "not a PEM certificate"),
                       (FLEET.replace('nats_url = "nats://127.0.0.1:1"', 'nats_url = "http://x"'), "nats://"),
                       (FLEET.replace('"till-9"', '"till 9"', 1), "cannot be used in a fleet"),
                       (FLEET + "max_staleness_s = 0\n", "greater than 0"),
@@ -114,17 +119,59 @@ def test_backoffice_cli_bad_input_is_one_clear_error(tmp_path):
     assert r.returncode == 2 and "not in a fleet" in r.stderr
 
 
-def test_generated_permissions_confine_each_terminal():
+def test_generated_nats_conf_puts_each_terminal_in_its_own_account():
     from backoffice.natsconf import render
 
-    conf = json.loads(render({"nats_port": 4222, "admin_user": "backoffice", "admin_password": "a",
-                              "nats_pid_file": "/x/pid", "nats_store": "/x/js", "terminals": {"t1": "p1", "t2": "p2"}}))
-    users = {u["user"]: u for u in conf["authorization"]["users"]}
-    t1 = users["t-t1"]["permissions"]
-    assert "facepay.t.t1.>" in t1["publish"]["allow"]
-    assert not [s for s in t1["publish"]["allow"] if "t2" in s or s == "facepay.revocations" or s.endswith(".*")]
-    assert t1["subscribe"]["allow"] == ["_INBOX_t1.>"]
-    assert "permissions" not in users["backoffice"]
+    conf = json.loads(render({"nats_port": 4222, "admin_user": "backoffice", "admin_password_hash": "$2a$11$x",
+                              "nats_pid_file": "/x/pid", "nats_store": "/x/js",
+                              "terminals": {"t1": "$2a$11$h1", "t2": "$2a$11$h2"}}))
+    assert "authorization" not in conf
+    accounts = conf["accounts"]
+    assert set(accounts) == {"BACKOFFICE", "T_t1", "T_t2"}
+    bo = accounts["BACKOFFICE"]
+    assert bo["jetstream"] == "enabled" and "jetstream" not in accounts["T_t1"]
+    assert "permissions" not in bo["users"][0] and bo["users"][0]["password"].startswith("$2a$")
+    exported = {e["service"] for e in bo["exports"]}
+    assert not [s for s in exported if "CREATE" in s or s.startswith("facepay.revocations")]
+    t1 = accounts["T_t1"]
+    imported = {i["service"]["subject"] for i in t1["imports"]}
+    assert "facepay.t.t1.>" in imported and "$JS.API.CONSUMER.MSG.NEXT.REVOCATIONS.rev_t1" in imported
+    assert not [s for s in imported if "t2" in s or "CREATE" in s or "DELETE" in s or s == "facepay.revocations"]
+    perms = t1["users"][0]["permissions"]
+    assert t1["users"][0]["password"] == "$2a$11$h1"
+    assert not [s for s in perms["publish"]["allow"] if "t2" in s or s.endswith(".*") or s.startswith("$JS.API")]
+    assert perms["subscribe"]["allow"] == ["_INBOX_t1.>"]
+
+
+def test_a_revocation_counts_only_with_the_back_offices_signature():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from backoffice.bus import signed_revocation
+    from terminal.fleet import BadRevocation, verify_revocation
+
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    h = "c" * 64
+    good = signed_revocation(key, "rev_0123456789abcdef", h)
+    assert verify_revocation(key.public_key(), good) == ("rev_0123456789abcdef", h)
+    d = json.loads(good)
+    bad = [signed_revocation(other, "rev_0123456789abcdef", h),  # someone else's key
+           json.dumps({**d, "card_hash": "d" * 64}).encode(),  # another card under the same signature
+           json.dumps({"revocation_id": d["revocation_id"], "card_hash": h}).encode(),  # unsigned
+           b'{"type":"io.nats.jetstream.api.v1.consumer_info_response"}', b"\x00junk", b"[]", b"",
+           json.dumps({**d, "sig": "zz"}).encode(), json.dumps({**d, "revocation_id": 7}).encode()]
+    for b in bad:
+        with pytest.raises(BadRevocation):
+            verify_revocation(key.public_key(), b)
+
+
+def test_nats_passwords_are_bcrypt_hashes_nats_server_reads():
+    import bcrypt
+
+    from backoffice.natsconf import hash_password
+
+    h = hash_password("secret password")
+    assert h.startswith("$2a$11$") and "secret" not in h
+    assert bcrypt.checkpw(b"secret password", ("$2b$" + h[4:]).encode())
 
 
 def test_enroll_json_gives_the_optout_code_in_a_fleet(tmp_path):

@@ -4,13 +4,19 @@ It connects out (the terminal never listens), with this terminal's own credentia
 
 - outbox: publishes queued sale / ledger / enrolment / receipt events with ``Nats-Msg-Id`` = event id,
   marking each row sent after JetStream's acknowledgement;
-- revocations: reads this terminal's durable consumer on the ``REVOCATIONS`` stream, crypto-shreds the
-  card's local enrolments through ``Terminal.revoke`` and queues the deletion receipt, then acks; reaching
-  the end of the stream is what keeps face pay on (``[fleet] max_staleness_s``);
-- mode: watches the terminal's key-value bucket and switches mode when the terminal is idle
-  (``Terminal.set_mode`` records it in the consent ledger);
+- revocations: reads this terminal's durable consumer on the ``REVOCATIONS`` stream, checks each message's
+  Ed25519 signature against ``[fleet] revocation_key``, crypto-shreds the card's local enrolments through
+  ``Terminal.revoke`` and queues the deletion receipt, then acks; an unsigned or malformed message is
+  acknowledged, counted and skipped (one bad message never stops the stream); reaching the end of the
+  stream, after reconciling with the fleet's revoked card hashes since this start or reconnect, is what
+  keeps face pay on (``[fleet] max_staleness_s``);
+- mode: reads the terminal's key-value bucket (``mode``, and ``hold``: a rolled-back ledger) every second
+  and switches mode when the terminal is idle (``Terminal.set_mode`` records it in the consent ledger);
 - heartbeat: version, mode, reader/camera health (the kiosk's own, live; a headless agent's from the last
-  ``facepay doctor``), outbox backlog, ledger head.
+  ``facepay doctor``), outbox backlog, ledger head, how many bad revocation messages were skipped.
+
+A terminal's NATS account has no JetStream of its own: it reaches its consumer, its bucket and the revoked
+view through the back office's service exports under ``JS_PREFIX``, and can create no consumer.
 
 ``facepay agent`` runs it headless; the kiosk runs the same class in a thread.
 """
@@ -18,6 +24,7 @@ It connects out (the terminal never listens), with this terminal's own credentia
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import signal
@@ -27,11 +34,12 @@ from pathlib import Path
 
 from .. import __version__, failpoints
 from ..errors import UsageError
-from . import outbox, unsubscribe_quietly
+from . import JS_PREFIX, BadRevocation, load_public_key, outbox, tls_context, unsubscribe_quietly, verify_revocation
 
 _log = logging.getLogger("facepay.agent")
 
 REVOCATION_STREAM = "REVOCATIONS"
+REVOKED_STREAM = "REVOKED"
 
 
 def subject(terminal_id: str, kind: str) -> str:
@@ -82,6 +90,8 @@ class Agent:
         self.wanted_mode: str | None = None
         self._kick = None
         self._stopping = False
+        self._key = load_public_key(cfg.fleet.revocation_key)
+        self._need_reconcile = True  # at start and after every reconnect
 
     # -- connection ---------------------------------------------------------------
     async def _connect(self, stop: asyncio.Event):
@@ -92,12 +102,17 @@ class Agent:
         async def error_cb(exc):
             _log.warning("nats: %s", exc)
 
+        async def reconnected_cb():
+            self._need_reconcile = True  # a message lost while away, or a consumer reset, cannot bring a face back
+
+        tls = tls_context(f.ca_pem) if f.ca_pem else None
         while not stop.is_set():
             try:
                 return await nats.connect(
                     servers=[f.nats_url], user=f.user, password=f.password, name=f"facepay-{self.tid}",
                     inbox_prefix=f"_INBOX_{self.tid}", connect_timeout=2, reconnect_time_wait=0.5,
-                    max_reconnect_attempts=-1, allow_reconnect=True, error_cb=error_cb)
+                    max_reconnect_attempts=-1, allow_reconnect=True, error_cb=error_cb,
+                    reconnected_cb=reconnected_cb, tls=tls)
             except Exception as exc:  # server down or unreachable: keep trying, face pay fails closed meanwhile
                 _log.info("cannot reach %s yet (%s)", f.nats_url, exc)
                 try:
@@ -110,12 +125,13 @@ class Agent:
         from ..service import Terminal
 
         self.term = Terminal(self.cfg, self.data_dir)
+        self.term.fleet.reset_caught_up()  # face pay stays off until this start has reconciled and caught up
         self._kick = asyncio.Event()
         try:
             self.nc = await self._connect(stop)
             if self.nc is None:
                 return
-            self.js = self.nc.jetstream(timeout=3)
+            self.js = self.nc.jetstream(timeout=3, prefix=JS_PREFIX)
             _log.info("agent %s connected to %s", self.tid, self.cfg.fleet.nats_url)
             tasks = [asyncio.create_task(c) for c in (self._outbox_loop(), self._revocation_loop(),
                                                       self._heartbeat_loop(), self._mode_loop())]
@@ -161,12 +177,70 @@ class Agent:
             self._kick.clear()
 
     # -- revocations ----------------------------------------------------------------
+    async def _msg_get(self, stream: str, subject: str) -> bytes | None:
+        """The last message on ``subject`` in ``stream`` (STREAM.MSG.GET through the back office's export);
+        None when there is none."""
+        r = await self.nc.request(f"{JS_PREFIX}.STREAM.MSG.GET.{stream}",
+                                  json.dumps({"last_by_subj": subject}).encode(), timeout=3)
+        d = json.loads(r.data)
+        if "error" in d:
+            if d["error"].get("err_code") == 10037:  # no message found
+                return None
+            raise RuntimeError(f"{stream}: {d['error'].get('description')}")
+        return base64.b64decode(d["message"].get("data") or b"")
+
+    async def reconcile(self) -> int:
+        """Look every card this terminal holds up in the fleet's revoked view (``REVOKED``, one signed message
+        per revoked card hash) and delete what is on it: a restored data folder, a lost message or a reset
+        consumer cannot bring a face back.  Returns how many cards were deleted."""
+        deleted = 0
+        for card_hash in self.term.fleet.linked_card_hashes():
+            data = await self._msg_get(REVOKED_STREAM, f"facepay.revoked.{card_hash}")
+            if data is None:
+                continue
+            try:
+                rid, h = verify_revocation(self._key, data)
+                if h != card_hash:
+                    raise BadRevocation("card hash does not match its subject")
+            except BadRevocation as exc:
+                _log.warning("revoked view entry for %s skipped: %s", card_hash[:12], exc)
+                self.term.fleet.count_bad_revocation()
+                continue
+            _log.warning("reconciliation: card %s was revoked (%s): deleting here", card_hash[:12], rid)
+            self.term.fleet.apply_revocation(rid, card_hash)
+            deleted += 1
+            self._kick.set()
+        return deleted
+
+    def _apply(self, m) -> None:
+        """One message from the revocation stream: obeyed if the back office signed it, else counted."""
+        try:
+            rid, card_hash = verify_revocation(self._key, m.data)
+        except BadRevocation as exc:
+            n = self.term.fleet.count_bad_revocation()
+            _log.warning("revocation stream message %s skipped (%s); %d skipped so far",
+                         getattr(m.metadata.sequence, "stream", "?"), exc, n)
+            return
+        state = self.term.fleet.apply_revocation(rid, card_hash)
+        _log.info("revocation %s: %s", rid, state)
+
+    def _caught_up(self) -> None:
+        if not self._need_reconcile:
+            self.term.fleet.mark_caught_up()
+
     async def _revocation_loop(self) -> None:
         sub = None
         while not self._stopping:
             try:
                 if sub is None:
                     sub = await self.js.pull_subscribe_bind(durable=f"rev_{self.tid}", stream=REVOCATION_STREAM)
+                if self._need_reconcile and self.nc.is_connected:
+                    self._need_reconcile = False  # set again by a reconnect meanwhile: then done once more
+                    try:
+                        await self.reconcile()
+                    except BaseException:
+                        self._need_reconcile = True
+                        raise
                 try:
                     msgs = await sub.fetch(batch=50, timeout=1.0)
                 except TimeoutError:
@@ -176,21 +250,19 @@ class Agent:
                     if self.nc.is_connected:
                         info = await sub.consumer_info()
                         if info.num_pending == 0 and info.num_ack_pending == 0:
-                            self.term.fleet.mark_caught_up()
+                            self._caught_up()
                         elif info.num_pending:
                             _log.warning("%d revocations wait but none arrived: subscribing again", info.num_pending)
                             await unsubscribe_quietly(sub)
                             sub = None
                     continue
                 for m in msgs:
-                    d = json.loads(m.data)
-                    state = self.term.fleet.apply_revocation(d["revocation_id"], d["card_hash"])
-                    _log.info("revocation %s: %s", d["revocation_id"], state)
+                    self._apply(m)  # a failure to delete raises: not acked, read again
                     await m.ack()
                     self._kick.set()
                 if msgs and msgs[-1].metadata.num_pending == 0:
                     await self.nc.flush(timeout=1)
-                    self.term.fleet.mark_caught_up()
+                    self._caught_up()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -204,29 +276,27 @@ class Agent:
     async def _mode_loop(self) -> None:
         from ..config import TERMINAL_MODES
 
-        watcher = None
+        bucket, prefix = f"KV_fleet_{self.tid}", f"$KV.fleet_{self.tid}"
         while not self._stopping:
             try:
-                if watcher is None:
-                    kv = await self.js.key_value(f"fleet_{self.tid}")
-                    watcher = await kv.watch("mode")
-                try:
-                    entry = await watcher.updates(timeout=1.0)
-                except TimeoutError:
-                    entry = None
-                if entry is not None and entry.value:
-                    wanted = entry.value.decode()
+                wanted = await self._msg_get(bucket, f"{prefix}.mode")
+                if wanted:
+                    wanted = wanted.decode()
                     if wanted in TERMINAL_MODES:
                         self.wanted_mode = wanted
-                    else:
+                    elif wanted != self.wanted_mode:
                         _log.warning("the back office asked for unknown mode %r: ignored", wanted)
+                hold = (await self._msg_get(bucket, f"{prefix}.hold") or b"").decode()
+                if hold != (self.term.fleet.hold() or ""):
+                    self.term.fleet.set_hold(hold)
+                    _log.warning("face pay %s by the back office%s", "paused" if hold else "allowed again",
+                                 f": {hold}" if hold else "")
                 self.apply_mode()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.info("mode watch: %r", exc)
-                watcher = None
-                await asyncio.sleep(1.0)
+                _log.info("mode not read: %r", exc)
+            await asyncio.sleep(1.0)
 
     def apply_mode(self) -> bool:
         """Follow the manager's mode when no sale or enrolment is in progress; recorded in the ledger."""
@@ -244,6 +314,7 @@ class Agent:
         return {"terminal_id": self.tid, "at": time.time(), "version": __version__, "mode": term.mode(),
                 "face_pay_paused": term.fleet_paused(), "outbox_backlog": term.fleet.backlog(),
                 "ledger_head": {"seq": head[0], "mac": head[1]} if head else {"seq": 0, "mac": ""},
+                "bad_revocations": term.fleet.bad_revocations(), "hold": term.fleet.hold(),
                 **(self.health() if self.health is not None else doctor_state(self.data_dir))}
 
     async def _heartbeat_loop(self) -> None:

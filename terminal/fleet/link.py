@@ -14,6 +14,7 @@ from ..payments.journal import with_tx
 from . import outbox
 
 PAUSED_MESSAGE = "Face pay paused: this terminal is offline"
+_SET = "INSERT INTO fleet_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
 # Crockford's base32 (https://www.crockford.com/base32.html): digits and capitals without I, L, O and U,
 # so no code holds both a 0 and an O, or a 1 and an I or L.  Typed back, case does not matter and the
@@ -80,9 +81,10 @@ class FleetLink:
     def optout_requested(self, shopper_id: str, receipt_id: str) -> None:
         """A shopper opted out here (the "my data" screen or `facepay revoke`): ask the fleet to follow."""
         h = self.card_hash_of(shopper_id)
-        if h is not None:
-            self.db.execute(*outbox.row(f"optout:{receipt_id}", "optout",
-                                        {"card_hash": h, "receipt_id": receipt_id, "shopper_id": shopper_id}))
+        if h is not None:  # remembered so the fleet's revocation of this card gets our "deleted" receipt
+            with_tx(self.db, [outbox.row(f"optout:{receipt_id}", "optout",
+                                         {"card_hash": h, "receipt_id": receipt_id, "shopper_id": shopper_id}),
+                              (_SET, (f"optout:{h}", receipt_id))])
 
     def forget(self, shopper_id: str) -> None:
         self.db.execute("DELETE FROM fleet_links WHERE shopper_id = ?", (shopper_id,))
@@ -98,20 +100,47 @@ class FleetLink:
         for sid in sids:
             if self.term.store.get(sid) is not None:
                 receipts.append(self.term.revoke(sid, cause="fleet opt-out").id)
-        state = "deleted" if sids else "none-held"
+        own = self._get(f"optout:{card_hash}")  # the shopper opted out here: deleted before the fleet asked
+        if own is not None:
+            receipts.append(own)
+        state = "deleted" if sids or own is not None else "none-held"
         with_tx(self.db, [("DELETE FROM fleet_links WHERE shopper_id = ?", (s,)) for s in sids] + [
             outbox.row(f"receipt:{revocation_id}", "receipt",
                        {"revocation_id": revocation_id, "state": state, "receipt_ids": receipts})])
         return state
 
-    # -- staleness -------------------------------------------------------------------
+    def linked_card_hashes(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT card_hash FROM fleet_links ORDER BY card_hash")]
+
+    # -- staleness, hold, bad messages -----------------------------------------------------
     def _get(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM fleet_state WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def _set(self, key: str, value: str) -> None:
-        self.db.execute("INSERT INTO fleet_state (key, value) VALUES (?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+        self.db.execute(_SET, (key, value))
+
+    def reset_caught_up(self) -> None:
+        """At agent start: a restored or copied folder's old "caught up" proves nothing about today."""
+        self.db.execute("DELETE FROM fleet_state WHERE key = 'caught_up_at'")
+
+    def set_hold(self, reason: str) -> None:
+        """The back office paused face pay here (a rolled-back ledger) until staff clear it; '' clears."""
+        if reason:
+            self._set("hold", reason)
+        else:
+            self.db.execute("DELETE FROM fleet_state WHERE key = 'hold'")
+
+    def hold(self) -> str | None:
+        return self._get("hold")
+
+    def count_bad_revocation(self) -> int:
+        n = self.bad_revocations() + 1
+        self._set("bad_revocations", str(n))
+        return n
+
+    def bad_revocations(self) -> int:
+        return int(self._get("bad_revocations") or 0)
 
     def mark_caught_up(self, at: float | None = None) -> None:
         self._set("caught_up_at", repr(at if at is not None else time.time()))
@@ -123,7 +152,7 @@ class FleetLink:
     def paused(self) -> bool:
         """Fail closed: no face pay until the revocation stream was read to its end within max_staleness_s."""
         t = self.caught_up_at()
-        return t is None or time.time() - t > self.cfg.max_staleness_s
+        return t is None or time.time() - t > self.cfg.max_staleness_s or self.hold() is not None
 
     def backlog(self) -> int:
         return outbox.backlog(self.db) + outbox.backlog(self.term.journal.db)

@@ -44,7 +44,8 @@ def wait_for(cond, timeout: float, what: str, step: float = 0.1, detail=None):
 
 
 class Fleet:
-    def __init__(self, workdir: Path, optout_rate: str = "1000/60", extra_args: tuple[str, ...] = ()):
+    def __init__(self, workdir: Path, optout_rate: str = "1000/60", terminal_optout_rate: str = "10/3600",
+                 extra_args: tuple[str, ...] = ()):
         from backoffice.servers import ensure_nats_server, ensure_postgres
 
         ensure_nats_server()
@@ -54,7 +55,8 @@ class Fleet:
         self.log = (workdir.parent / f"{workdir.name}-dev.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backoffice.cli", "--workdir", str(workdir), "dev",
-             "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate, *extra_args],
+             "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate,
+             "--terminal-optout-rate", terminal_optout_rate, *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=_env(), cwd=ROOT)
         line = self.proc.stdout.readline()
         if not line:
@@ -208,13 +210,36 @@ def provision_many(fleet: Fleet, tids: list[str], **kw) -> dict[str, Path]:
         return dict(zip(tids, pool.map(lambda t: fleet.provision(t, **kw), tids)))
 
 
+def fleet_state(fleet: Fleet) -> dict:
+    return json.loads((fleet.workdir / "fleet.json").read_text())
+
+
+def fleet_tls(fleet: Fleet):
+    """The client TLS context that trusts the fleet's CA (``dev`` makes one)."""
+    from terminal.fleet import tls_context
+
+    return tls_context((fleet.workdir / "ca.pem").read_text())
+
+
 def admin_nats(fleet: Fleet):
     """An async NATS connection as the back office's own user (for stream counts)."""
     import nats
 
-    state = json.loads((fleet.workdir / "fleet.json").read_text())
-    return nats.connect(f"nats://127.0.0.1:{state['nats_port']}", user=state["admin_user"],
-                        password=state["admin_password"])
+    state = fleet_state(fleet)
+    return nats.connect(f"tls://127.0.0.1:{state['nats_port']}", user=state["admin_user"],
+                        password=state["admin_password"], tls=fleet_tls(fleet))
+
+
+def terminal_nats(fleet: Fleet, cfg_path: Path, **kw):
+    """An async NATS connection with a terminal's own credentials from its TOML (what a stolen config gives)."""
+    import tomllib
+
+    import nats
+
+    f = tomllib.loads(Path(cfg_path).read_text())["fleet"]
+    tid = f["user"][2:]
+    return nats.connect(f["nats_url"], user=f["user"], password=f["password"], inbox_prefix=f"_INBOX_{tid}",
+                        tls=fleet_tls(fleet), allow_reconnect=False, **kw)
 
 
 def _as_admin(fleet: Fleet, ask):
@@ -240,6 +265,20 @@ def consumer_state(fleet: Fleet, stream: str, durable: str = "backoffice") -> st
         return (f"{stream}: last seq {si.state.last_seq}; {durable}: delivered {ci.delivered.stream_seq}, "
                 f"ack floor {ci.ack_floor.stream_seq}, pending {ci.num_pending}, ack pending "
                 f"{ci.num_ack_pending}, redelivered {ci.num_redelivered}, waiting pulls {ci.num_waiting}")
+
+    return _as_admin(fleet, ask)
+
+
+def stream_messages(fleet: Fleet, stream: str) -> int:
+    async def ask(js):
+        return (await js.stream_info(stream)).state.messages
+
+    return _as_admin(fleet, ask)
+
+
+def consumer_names(fleet: Fleet, stream: str) -> list[str]:
+    async def ask(js):
+        return sorted(c.name for c in await js.consumers_info(stream))
 
     return _as_admin(fleet, ask)
 
