@@ -54,7 +54,11 @@ async def ensure_streams(js) -> None:
 
 async def provision_terminal(nats_url: str, tid: str) -> None:
     """The terminal's consumer of the revocation stream (from now on) and its key-value bucket."""
-    nc = await nats.connect(nats_url, connect_timeout=5)
+    async def retried(exc):  # a connection cut by the server's config reload (provision's SIGHUP) is retried
+        _log.debug("provisioning %s: connection attempt failed, retrying: %r", tid, exc)
+
+    # without error_cb nats-py logs each such attempt with a traceback (`make fleet-demo` printed three)
+    nc = await nats.connect(nats_url, connect_timeout=5, error_cb=retried)
     try:
         js = nc.jetstream()
         await ensure_streams(js)

@@ -81,6 +81,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_proxies(values: list[str] | None) -> list[str]:
+    """--trusted-proxy ADDR (repeatable): IP addresses or networks whose X-Forwarded-For is believed."""
+    import ipaddress
+
+    out = []
+    for v in values or []:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise CliError(f"--trusted-proxy {v!r} is not an IP address or network",
+                           "e.g. --trusted-proxy 127.0.0.1 or --trusted-proxy 10.0.0.0/24") from None
+        out.append(v)
+    return out
+
+
 def parse_rate(text: str) -> tuple[int, float]:
     try:
         n, _, s = text.partition("/")
@@ -124,11 +139,15 @@ def network_dropin(nats_url: str) -> str:
 async def _wait_terminal_login(url: str, user: str, password: str, timeout: float = 10.0) -> None:
     import nats
 
+    async def quiet(exc):  # refused until the server has reloaded its config: expected, retried below
+        _log.debug("new terminal's login not accepted yet: %r", exc)
+
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
+            # without error_cb, nats-py logs every refused attempt with a traceback (make fleet-demo showed three)
             nc = await nats.connect(url, user=user, password=password, allow_reconnect=False, connect_timeout=2,
-                                    max_reconnect_attempts=0)
+                                    max_reconnect_attempts=0, error_cb=quiet)
             await nc.close()
             return
         except Exception:
@@ -200,7 +219,9 @@ class _Server:
             def capture_signals(self):
                 return contextlib.nullcontext()
 
-        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        # no `server: uvicorn` banner; X-Forwarded-* are believed only from --trusted-proxy (web.make_app)
+        self.server = Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                            server_header=False, proxy_headers=False))
         self.task = None
 
     async def start(self) -> None:
@@ -218,7 +239,7 @@ class _Server:
 
 
 async def _run_backoffice(db_url: str, nats_url: str, host: str, port: int, rate, stop: asyncio.Event,
-                          ready=None, supervise=None) -> None:
+                          ready=None, supervise=None, trusted_proxies=()) -> None:
     import psycopg
 
     from .bus import Bus
@@ -228,7 +249,7 @@ async def _run_backoffice(db_url: str, nats_url: str, host: str, port: int, rate
         secret = db.session_secret(conn)
     bus = Bus(nats_url, db_url)
     await bus.start()
-    web = _Server(make_app(bus, db_url, secret, rate), host, port)
+    web = _Server(make_app(bus, db_url, secret, rate, trusted_proxies=trusted_proxies), host, port)
     await web.start()
     try:
         if ready is not None:
@@ -251,13 +272,15 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 def cmd_serve(args) -> int:
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
+    proxies = parse_proxies(args.trusted_proxy)
     db.migrate(args.db)
 
     async def main():
         stop = asyncio.Event()
         _stop_on_signals(stop)
         await _run_backoffice(args.db, args.nats, host, port, rate, stop,
-                              ready=lambda: print(f"back office on http://{host}:{port}", flush=True))
+                              ready=lambda: print(f"back office on http://{host}:{port}", flush=True),
+                              trusted_proxies=proxies)
 
     asyncio.run(main())
     return EXIT_OK
@@ -266,6 +289,7 @@ def cmd_serve(args) -> int:
 def cmd_dev(args) -> int:
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
+    proxies = parse_proxies(args.trusted_proxy)
     workdir = args.workdir
     if workdir.exists() and any(workdir.iterdir()):
         raise CliError(f"--workdir {workdir} is not empty", "dev makes a fresh fleet: give a new or empty folder")
@@ -305,7 +329,8 @@ def cmd_dev(args) -> int:
         async def main():
             stop = asyncio.Event()
             _stop_on_signals(stop)
-            await _run_backoffice(state["db_url"], admin_url(state), host, port, rate, stop, ready, supervise())
+            await _run_backoffice(state["db_url"], admin_url(state), host, port, rate, stop, ready, supervise(),
+                                  trusted_proxies=proxies)
 
         asyncio.run(main())
     finally:
@@ -334,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--nats", required=True, help="nats://USER:PASSWORD@HOST:PORT of the back office's NATS user")
     sp.add_argument("--listen", required=True, help="HOST:PORT for the web pages")
     sp.add_argument("--optout-rate", default="10/60", help="opt-out requests allowed per client: COUNT/SECONDS")
+    sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                    help="a reverse proxy's IP address or network whose X-Forwarded-For/-Proto is believed "
+                         "(repeatable; default: none, the client address is the connection's)")
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("provision", help="add a terminal: its NATS user, consumer, bucket and config file")
@@ -348,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "workdir; prints one JSON line when ready; stops all on SIGTERM")
     sp.add_argument("--listen", required=True, help="HOST:PORT for the web pages")
     sp.add_argument("--optout-rate", default="10/60", help="opt-out requests allowed per client: COUNT/SECONDS")
+    sp.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                    help="a reverse proxy's IP address or network whose X-Forwarded-For/-Proto is believed "
+                         "(repeatable; default: none, the client address is the connection's)")
     sp.set_defaults(func=cmd_dev)
 
     sp = sub.add_parser("staff", help="add a staff user (or set a new password)")

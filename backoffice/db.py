@@ -90,6 +90,7 @@ def migrate(url: str) -> int:
                 with conn.transaction():
                     conn.execute(sql)
                     conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            migrate_web(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(7341)")
     return len(MIGRATIONS)
@@ -111,6 +112,7 @@ def set_staff(url: str, username: str, password_hash: str) -> None:
         conn.execute("INSERT INTO staff (username, password_hash) VALUES (%s, %s) "
                      "ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash",
                      (username, password_hash))
+        conn.execute("DELETE FROM web_sessions WHERE username = %s", (username,))  # a new password ends them
 
 
 # -- ingest: each event stored once by id; its effect applied only when it was new --------------------
@@ -193,3 +195,120 @@ async def revocation_states(conn: psycopg.AsyncConnection, rid: str) -> dict | N
 async def unpublished(conn: psycopg.AsyncConnection) -> list[tuple[str, str]]:
     cur = await conn.execute("SELECT id, card_hash FROM revocations WHERE published_at IS NULL ORDER BY requested_at")
     return await cur.fetchall()
+
+
+# -- the web pages' own tables: server-side staff sessions and failed logins ---------------------------
+# Kept apart from MIGRATIONS (idempotent, run by migrate() under its lock) so the web's schema and the
+# fleet's numbered migrations can change independently.
+WEB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS web_sessions (
+    token_hash text PRIMARY KEY,
+    username text NOT NULL REFERENCES staff(username) ON DELETE CASCADE,
+    csrf_token text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    seen_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS web_sessions_user ON web_sessions (username);
+CREATE TABLE IF NOT EXISTS login_failures (
+    id bigserial PRIMARY KEY,
+    username text NOT NULL,
+    client text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS login_failures_user ON login_failures (username, at);
+CREATE INDEX IF NOT EXISTS login_failures_client ON login_failures (client, at);
+"""
+
+
+def migrate_web(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.execute(WEB_SCHEMA)
+
+
+def _token_hash(token: str) -> str:
+    """Sessions are stored by a hash of their cookie: a database dump holds no live session."""
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def new_session(conn: psycopg.AsyncConnection, username: str) -> tuple[str, str]:
+    """A fresh session for a staff user who just logged in: (cookie token, CSRF token)."""
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    await conn.execute("INSERT INTO web_sessions (token_hash, username, csrf_token) VALUES (%s,%s,%s)",
+                       (_token_hash(token), username, csrf))
+    return token, csrf
+
+
+async def session_of(conn: psycopg.AsyncConnection, token: str, idle_s: float, max_s: float) -> tuple[str, str] | None:
+    """(username, CSRF token) of a live session, marking it seen; an idle or too old one is ended here."""
+    th = _token_hash(token)
+    cur = await conn.execute(
+        "UPDATE web_sessions SET seen_at = now() WHERE token_hash = %s "
+        "AND seen_at > now() - make_interval(secs => %s) AND created_at > now() - make_interval(secs => %s) "
+        "RETURNING username, csrf_token", (th, idle_s, max_s))
+    row = await cur.fetchone()
+    if row is None:
+        await conn.execute("DELETE FROM web_sessions WHERE token_hash = %s", (th,))
+    return (row[0], row[1]) if row else None
+
+
+async def end_session(conn: psycopg.AsyncConnection, token: str) -> None:
+    await conn.execute("DELETE FROM web_sessions WHERE token_hash = %s", (_token_hash(token),))
+
+
+async def staff_password_hash(conn: psycopg.AsyncConnection, username: str) -> str | None:
+    cur = await conn.execute("SELECT password_hash FROM staff WHERE username = %s", (username,))
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def change_password(conn: psycopg.AsyncConnection, username: str, password_hash: str) -> None:
+    """A new password, and every session of that user ended, in one transaction."""
+    async with conn.transaction():
+        await conn.execute("UPDATE staff SET password_hash = %s WHERE username = %s", (password_hash, username))
+        await conn.execute("DELETE FROM web_sessions WHERE username = %s", (username,))
+
+
+async def login_failures(conn: psycopg.AsyncConnection, username: str, client: str,
+                         window_s: float) -> tuple[int, int]:
+    """Failed logins within the window: (for this account, from this client)."""
+    cur = await conn.execute(
+        "SELECT count(*) FILTER (WHERE username = %s), count(*) FILTER (WHERE client = %s) FROM login_failures "
+        "WHERE at > now() - make_interval(secs => %s) AND (username = %s OR client = %s)",
+        (username, client, window_s, username, client))
+    row = await cur.fetchone()
+    return int(row[0]), int(row[1])
+
+
+async def record_login_failure(conn: psycopg.AsyncConnection, username: str, client: str, keep_s: float) -> None:
+    await conn.execute("INSERT INTO login_failures (username, client) VALUES (%s, %s)", (username[:200], client))
+    await conn.execute("DELETE FROM login_failures WHERE at < now() - make_interval(secs => %s)", (keep_s,))
+
+
+async def clear_login_failures(conn: psycopg.AsyncConnection, username: str) -> None:
+    await conn.execute("DELETE FROM login_failures WHERE username = %s", (username,))
+
+
+async def revocation_done(conn: psycopg.AsyncConnection, rid: str) -> bool | None:
+    """What the shopper may learn: None (no such request), False (being carried out), True (done).
+
+    Done when every terminal has answered; whether one held anything for this card is not said, so a real
+    code and a made-up one look the same."""
+    cur = await conn.execute("SELECT count(*) FILTER (WHERE s.state = 'pending') FROM revocations r "
+                             "LEFT JOIN revocation_states s ON s.revocation_id = r.id WHERE r.id = %s "
+                             "GROUP BY r.id", (rid,))
+    row = await cur.fetchone()
+    return None if row is None else row[0] == 0
+
+
+async def recent_revocations(conn: psycopg.AsyncConnection, limit: int = 50) -> list[dict]:
+    """For the staff dashboard: the latest opt-outs, where each came from, and every terminal's receipt."""
+    cur = await conn.execute(
+        "SELECT r.id, r.requested_at, r.source, r.published_at, "
+        "COALESCE(json_object_agg(s.terminal_id, s.state ORDER BY s.terminal_id) "
+        "FILTER (WHERE s.terminal_id IS NOT NULL), '{}') "
+        "FROM revocations r LEFT JOIN revocation_states s ON s.revocation_id = r.id "
+        "GROUP BY r.id ORDER BY r.requested_at DESC LIMIT %s", (limit,))
+    return [{"id": r[0], "requested_at": r[1], "source": r[2], "published_at": r[3],
+             "receipts": r[4] if isinstance(r[4], dict) else json.loads(r[4])} for r in await cur.fetchall()]

@@ -30,7 +30,7 @@ import enum
 from dataclasses import dataclass, field, replace
 
 from .face.liveness import CHALLENGES, pick_challenge
-from .face.matcher import false_match_in_gallery
+from .face.matcher import TOO_CLOSE, false_match_in_gallery
 
 
 class State(enum.StrEnum):
@@ -49,6 +49,8 @@ class State(enum.StrEnum):
     ENROL_CARD = "enrol_card"
     ENROL_SAVING = "enrol_saving"
     ENROL_DONE = "enrol_done"
+    ENROL_DUPLICATE = "enrol_duplicate"   # this face is enrolled already: keep that enrolment, or move it here
+    ENROL_FAILED = "enrol_failed"         # nothing was stored: what failed, what to do, "Try again"
     MYDATA_TAP = "mydata_tap"
     MYDATA_LOOKUP = "mydata_lookup"
     MYDATA_SHOW = "mydata_show"
@@ -59,7 +61,7 @@ class State(enum.StrEnum):
 
 CAMERA_STATES = frozenset({State.FACE_SCAN, State.ENROL_CAPTURE})
 RESULT_STATES = frozenset({State.APPROVED, State.DECLINED, State.UNKNOWN, State.CANCELLED, State.ENROL_DONE,
-                           State.MYDATA_DELETED})
+                           State.ENROL_FAILED, State.MYDATA_DELETED})
 MODES = ("normal", "card_only", "enrolment", "training", "out_of_service")
 MAX_PHONE_TRIES = 3
 LIVENESS_STRIKES = 3       # failed liveness challenges in a row before the cool-down
@@ -255,11 +257,25 @@ class CaptureAccepted:
 @dataclass(frozen=True)
 class EnrolStored:
     shopper: ShopperView
+    replaced_receipt: str | None = None   # the deletion receipt of the earlier enrolment it replaced
 
 
 @dataclass(frozen=True)
 class EnrolFailed:
-    reason: str
+    reason: str   # a code the kiosk explains ("card_linked", "camera_fault", ...) or the error's own words
+
+
+@dataclass(frozen=True)
+class AlreadyEnrolled:
+    """The 1:N search before storing found this face enrolled already: nothing was stored."""
+
+    shopper: ShopperView
+    same_card: bool   # enrolled with the very card just tapped
+
+
+@dataclass(frozen=True)
+class RetryEnrolment:
+    """"Try again" after a failed enrolment: the same consent and details, a new capture."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +352,7 @@ class Charge:
     token: str
     shopper_id: str | None
     card_hash: str | None
+    masked_card: str = ""   # what the receipt shows of the card (the shopper's linked card for a face payment)
 
 
 @dataclass(frozen=True)
@@ -373,6 +390,12 @@ class StoreEnrolment:
     card_hash: str
     masked_card: str
     token: str
+    replace: str | None = None   # the shopper id of this face's earlier enrolment, deleted first (a receipt)
+
+
+@dataclass(frozen=True)
+class DropCaptures:
+    """The enrolment flow ended: forget the captured descriptors held in memory."""
 
 
 @dataclass(frozen=True)
@@ -417,6 +440,9 @@ class Context:
     enrol_details: EnrolDetails | None = None
     enrol_captures: int = 0
     enrolled: ShopperView | None = None
+    duplicate: ShopperView | None = None    # the earlier enrolment of the face being enrolled
+    duplicate_same_card: bool = False
+    enrol_card: CardTapped | None = None    # the card tapped for the enrolment being saved
     mydata: ShopperView | None = None
     unlock_tries: int = 0
     receipt_id: str | None = None
@@ -507,7 +533,9 @@ class CheckoutMachine:
     def _to_idle(self) -> list:
         eff = self._close_camera()
         c = self.ctx
-        c.sale = c.candidate = c.mydata = c.enrolled = None
+        if c.enrol_details is not None:
+            eff.append(DropCaptures())
+        c.sale = c.candidate = c.mydata = c.enrolled = c.duplicate = c.enrol_card = None
         c.enrol_consent = c.enrol_details = None
         c.enrol_captures = c.unlock_tries = 0
         c.message = c.receipt_id = None
@@ -519,7 +547,9 @@ class CheckoutMachine:
         eff = self._close_camera()
         self._go(state)
         self.ctx.message = message
-        return eff + [Leds(pattern), self._timer(self.policy.result_timeout_s)]
+        # a failed enrolment says what failed and what to do: time to read it, as long as the consent screen
+        seconds = self.policy.consent_timeout_s if state == State.ENROL_FAILED else self.policy.result_timeout_s
+        return eff + [Leds(pattern), self._timer(seconds)]
 
     def _back_to_amount_due(self, message: str) -> list:
         """The scan ended without a payment: the camera closes, the amount is due again, offer the card."""
@@ -596,16 +626,13 @@ class CheckoutMachine:
             c.message = None
             # the processor decides on the card; a random UID never links the sale to anyone
             return eff + [Leds("processing"), Charge(c.sale, "card", e.token, None,
-                                                     None if e.random_uid else e.card_hash)]
+                                                     None if e.random_uid else e.card_hash, e.masked_card)]
         if e.random_uid and c.state in (State.ENROL_CARD, State.MYDATA_TAP):
             c.message = "random_uid"        # nothing is stored or looked up; a physical card may follow
             return []
         if c.state == State.ENROL_CARD:
-            d = c.enrol_details
-            self._go(State.ENROL_SAVING)
-            c.message = None
-            return [StoreEnrolment(d.name, d.phone_last4, c.enrol_consent[0], c.enrol_consent[1],
-                                   e.card_hash, e.masked_card, e.token)]
+            c.enrol_card = e
+            return self._store_enrolment()
         if c.state == State.MYDATA_TAP:
             self._go(State.MYDATA_LOOKUP)
             c.message = None
@@ -640,7 +667,8 @@ class CheckoutMachine:
 
     def _on_FaceNoMatch(self, e: FaceNoMatch) -> list:
         self._need(State.FACE_SCAN)
-        return self._back_to_amount_due("no_match")
+        # two enrolled faces equally close: say so, it is not "we could not find you"
+        return self._back_to_amount_due("no_match_too_close" if e.reason == TOO_CLOSE else "no_match")
 
     # -- liveness ------------------------------------------------------------
     def _on_LivenessPassed(self, e: LivenessPassed) -> list:
@@ -664,7 +692,7 @@ class CheckoutMachine:
         if c.state == State.FACE_SCAN:
             eff += self._back_to_amount_due("liveness_failed")
         else:
-            eff += self._result(State.CANCELLED, "liveness_failed", "declined")
+            eff += self._result(State.ENROL_FAILED, f"liveness:{e.reason}:{c.challenge}", "declined")
         if c.liveness_strikes >= LIVENESS_STRIKES:
             c.liveness_strikes = 0
             c.cooldown_token += 1
@@ -681,15 +709,19 @@ class CheckoutMachine:
         return []
 
     def _on_PhoneDigits(self, e: PhoneDigits) -> list:
-        self._need(State.CONSENT)
         c = self.ctx
+        if c.state == State.ENROL_DUPLICATE:
+            return [VerifyPhone(self._replaceable().shopper_id, _four_digits(e.digits))]
+        self._need(State.CONSENT)
         if not c.stepup_required:
             raise Rejected("no phone check was asked for")
         return [VerifyPhone(c.candidate.shopper_id, _four_digits(e.digits))]
 
     def _on_PhoneChecked(self, e: PhoneChecked) -> list:
-        self._need(State.CONSENT)
         c = self.ctx
+        if c.state == State.ENROL_DUPLICATE:
+            return self._replace_checked(e)
+        self._need(State.CONSENT)
         if not c.stepup_required:
             raise Rejected("no phone check was asked for")
         if e.ok:
@@ -720,14 +752,14 @@ class CheckoutMachine:
                        {"sale_id": c.sale.sale_id, "amount_minor": c.sale.amount_minor,
                         "currency": c.sale.currency, "step_up": step_up}),
                 Leds("processing"),
-                Charge(c.sale, "face", shopper.token, shopper.shopper_id, None)]
+                Charge(c.sale, "face", shopper.token, shopper.shopper_id, None, shopper.masked_card)]
 
     def _on_Cancel(self, e: Cancel) -> list:
         c = self.ctx
         if c.state in (State.AMOUNT_DUE, State.FACE_SCAN, State.CONSENT):
             return self._cancel_sale("cancelled")
         if c.state in (State.ENROL_CONSENT, State.ENROL_DETAILS, State.ENROL_CAPTURE, State.ENROL_CARD,
-                       State.MYDATA_TAP, State.MYDATA_SHOW) or c.state in RESULT_STATES:
+                       State.ENROL_DUPLICATE, State.MYDATA_TAP, State.MYDATA_SHOW) or c.state in RESULT_STATES:
             return self._to_idle()
         raise Rejected(f"nothing to cancel in state {c.state.value}")
 
@@ -744,7 +776,7 @@ class CheckoutMachine:
         if c.state == State.UNKNOWN:
             # The screen stays until staff press Done; meanwhile the processor is asked again.
             return [ResolveCharge(c.sale.sale_id), self._timer(self.policy.resolve_interval_s)]
-        if c.state in RESULT_STATES:
+        if c.state in RESULT_STATES or c.state == State.ENROL_DUPLICATE:
             return self._to_idle()
         raise Rejected(f"no timer runs in state {c.state.value}")
 
@@ -769,7 +801,7 @@ class CheckoutMachine:
         return eff + [Leds("fault"), self._timer(self.policy.resolve_interval_s)]
 
     def _on_Done(self, e: Done) -> list:
-        self._need(*RESULT_STATES, State.MYDATA_SHOW)
+        self._need(*RESULT_STATES, State.MYDATA_SHOW, State.ENROL_DUPLICATE)
         return self._to_idle()
 
     # -- enrolment --------------------------------------------------------
@@ -796,13 +828,27 @@ class CheckoutMachine:
             raise Rejected("the phone digits must be exactly four digits")
         if e.phone_last4 is None and self.policy.phone_required:
             raise Rejected("enter the last 4 digits of your phone number: they are asked before face payments")
+        eff = self._start_capture(e.challenge)
+        self.ctx.enrol_details = e
+        return eff
+
+    def _start_capture(self, challenge: str | None) -> list:
         if self.ctx.cooldown:
             raise Rejected("face pay is cooling down after failed liveness checks: try again in a minute")
-        eff = self._open_camera("enrolment", e.challenge)
-        self.ctx.enrol_details = e
+        eff = self._open_camera("enrolment", challenge)
         self.ctx.enrol_captures = 0
+        self.ctx.message = None
         self._go(State.ENROL_CAPTURE)
         return eff + [Leds("scanning"), self._timer(self.policy.scan_timeout_s * 2)]
+
+    def _on_RetryEnrolment(self, e: RetryEnrolment) -> list:
+        self._need(State.ENROL_FAILED)
+        c = self.ctx
+        if c.enrol_details is None or c.enrol_consent is None:
+            raise Rejected("start the enrolment again from the first screen")
+        if not self.face_pay_on:
+            raise Rejected("face pay is off at this terminal")
+        return self._start_capture(None)
 
     def _on_CaptureAccepted(self, e: CaptureAccepted) -> list:
         self._need(State.ENROL_CAPTURE)
@@ -815,15 +861,62 @@ class CheckoutMachine:
             return eff + [Leds("consent")]
         return []
 
+    def _store_enrolment(self, replace: str | None = None) -> list:
+        c = self.ctx
+        d, card = c.enrol_details, c.enrol_card
+        self._go(State.ENROL_SAVING)
+        c.message = None
+        return [StoreEnrolment(d.name, d.phone_last4, c.enrol_consent[0], c.enrol_consent[1],
+                               card.card_hash, card.masked_card, card.token, replace)]
+
     def _on_EnrolStored(self, e: EnrolStored) -> list:
         self._need(State.ENROL_SAVING)
+        c = self.ctx
+        replaced = c.duplicate if e.replaced_receipt else None
         eff = self._result(State.ENROL_DONE, None, "approved")
-        self.ctx.enrolled = e.shopper
+        c.enrolled = e.shopper
+        if replaced is not None:   # the done screen says the earlier enrolment was deleted, with its receipt
+            c.revoked = c.revoked | {replaced.shopper_id}
+            c.duplicate, c.receipt_id = replaced, e.replaced_receipt
+        else:
+            c.duplicate = None
         return eff
 
     def _on_EnrolFailed(self, e: EnrolFailed) -> list:
         self._need(State.ENROL_SAVING, State.ENROL_CAPTURE)
-        return self._result(State.CANCELLED, e.reason, "declined")
+        return self._result(State.ENROL_FAILED, e.reason, "declined")
+
+    def _on_AlreadyEnrolled(self, e: AlreadyEnrolled) -> list:
+        self._need(State.ENROL_SAVING)
+        c = self.ctx
+        if e.shopper.shopper_id in c.revoked:
+            raise Rejected("that enrolment was deleted")
+        self._go(State.ENROL_DUPLICATE)
+        c.duplicate, c.duplicate_same_card = e.shopper, e.same_card
+        return [Leds("consent"), self._timer(self.policy.consent_timeout_s)]
+
+    def _replaceable(self) -> ShopperView:
+        """The earlier enrolment the shopper may move to the new card: theirs only with its phone digits."""
+        c = self.ctx
+        if c.duplicate is None or c.duplicate_same_card:
+            raise Rejected("this card already holds this face's enrolment: nothing to replace")
+        if not c.duplicate.has_phone:
+            raise Rejected("that enrolment has no phone digits to prove it is yours: delete it at My data with "
+                           "its card, then enrol again")
+        return c.duplicate
+
+    def _replace_checked(self, e: PhoneChecked) -> list:
+        c = self.ctx
+        self._replaceable()
+        if e.ok:
+            return self._store_enrolment(replace=c.duplicate.shopper_id)
+        c.phone_tries += 1
+        if e.suspended:
+            return self._result(State.ENROL_FAILED, "face_pay_suspended", "declined")
+        if c.phone_tries >= MAX_PHONE_TRIES:
+            return self._result(State.ENROL_FAILED, "replace_phone_mismatch", "declined")
+        c.guidance = "phone_mismatch"
+        return []
 
     # -- my data -------------------------------------------------------------
     def _on_StartMyData(self, e: StartMyData) -> list:
@@ -887,6 +980,8 @@ class CheckoutMachine:
             c.mydata = None
         if c.enrolled is not None and c.enrolled.shopper_id == e.shopper_id:
             c.enrolled = None
+        if c.state == State.ENROL_DUPLICATE and c.duplicate.shopper_id == e.shopper_id:
+            eff += self._to_idle()   # deleted meanwhile (My data elsewhere, the fleet): nothing left to offer
         return eff
 
     # -- staff and faults ---------------------------------------------------------
@@ -922,7 +1017,7 @@ class CheckoutMachine:
             c.message = "camera_fault"
             return eff + [Leds("fault")]
         if c.state == State.ENROL_CAPTURE:
-            return self._result(State.CANCELLED, "camera_fault", "fault")
+            return self._result(State.ENROL_FAILED, "camera_fault", "fault")
         return [Leds("fault")] if c.state == State.IDLE else []
 
     def camera_back(self) -> None:
@@ -940,6 +1035,8 @@ class CheckoutMachine:
             "stepup_required": c.stepup_required, "stepup_ok": c.stepup_ok,
             "guidance": c.guidance, "message": c.message, "enrol_captures": c.enrol_captures,
             "enrolled": None if c.enrolled is None else c.enrolled.__dict__,
+            "duplicate": None if c.duplicate is None else replace(c.duplicate, token="").__dict__,
+            "duplicate_same_card": c.duplicate_same_card,
             "mydata": None if c.mydata is None else c.mydata.__dict__, "receipt_id": c.receipt_id,
             "challenge": c.challenge, "live": c.live, "cooldown": bool(c.cooldown),
         }

@@ -37,7 +37,7 @@ class Context:
         if self._cfg is None:
             from .config import load_config
 
-            self._cfg = load_config(self.args.config)
+            self._cfg = load_config(self.args.config, demo=getattr(self.args, "demo", False))
         return self._cfg
 
     @property
@@ -88,6 +88,9 @@ def cmd_run(ctx: Context) -> int:
     a = ctx.args
     if a.script and not a.demo:
         raise UsageError("--script needs --demo (scenarios drive simulated hardware)", "run")
+    if a.screenshots and not a.demo:
+        raise UsageError("--screenshots needs --demo: screenshots may show the camera picture, so they are only "
+                         "taken of the replay camera's public demo photos", "run")
     size = None
     if a.size:
         try:
@@ -99,6 +102,11 @@ def cmd_run(ctx: Context) -> int:
             raise UsageError(f"--size {a.size!r} is not WIDTHxHEIGHT (e.g. 800x480)", "run") from None
     if a.script and not Path(a.script).is_file():
         raise InputError("scenario file not found", a.script)
+    from .config import DEFAULTS_SOURCE
+
+    if not a.demo and ctx.cfg.source == DEFAULTS_SOURCE:
+        raise UsageError("no config file: a terminal needs one, naming its terminal_id and [staff] pin_hash", "run",
+                         "pass --config /etc/facepay/terminal.toml (or set FACEPAY_CONFIG), or use --demo")
     if not a.demo and not ctx.cfg.staff.pin_hash:
         raise UsageError("no staff PIN is set", f"[staff] pin_hash in {ctx.cfg.source}",
                          "run `facepay staff-pin` and put the line it prints in the config, or use --demo")
@@ -141,11 +149,25 @@ def cmd_enroll(ctx: Context) -> int:
     if bad is not None:
         raise InputError("this photo does not show the same person as the first", a.images[bad],
                          "enrol one person from photos of that person only")
-    shopper = term.enrol(name=a.name, card_uid=uid, embeddings=embeddings, consent_text=text,
-                         phone_last4=a.phone_last4)
+    from .service import AlreadyEnrolled
+
+    try:
+        shopper = term.enrol(name=a.name, card_uid=uid, embeddings=embeddings, consent_text=text,
+                             phone_last4=a.phone_last4, replace=a.replace)
+    except AlreadyEnrolled as exc:  # the 1:N search before storing: one face, one enrolment
+        if not a.json:
+            raise
+        e = exc.shopper
+        out(a, {"shopper_id": None, "already_enrolled": {"shopper_id": e.id, "card": e.card_mask,
+                                                         "enrolled_at": e.enrolled_at, "same_card": exc.same_card},
+                "reason": exc.one_line()})
+        return exc.exit_code
     code = term.optout_codes.get(shopper.id)  # only in a fleet: the back office honours it
-    out(a, {"shopper_id": shopper.id, "name": shopper.name, "optout_code": code},
+    replaced = term.replaced.pop(shopper.id, None)
+    out(a, {"shopper_id": shopper.id, "name": shopper.name, "optout_code": code,
+            "replaced": replaced.as_dict() if replaced else None},
         f"enrolled {shopper.name} as {shopper.id} (card {shopper.card_mask}, consent {text.version})"
+        + (f"\nreplaced {replaced.shopper_id}: deletion receipt {replaced.id}" if replaced else "")
         + (f"\nopt-out code (give it to the shopper): {code}" if code else ""))
     return EXIT_OK
 
@@ -292,8 +314,10 @@ def cmd_sales(ctx: Context) -> int:
     sale_id = a.sale_id
     if sale_id == "last":
         last = term.journal.last_sale()
-        if last is None:
-            raise UsageError("there are no sales yet", f"sales {a.sales_cmd}")
+        if last is None:  # "not found", as for an unknown sale id (exit 1)
+            from .errors import NotFoundError
+
+            raise NotFoundError("there are no sales yet", f"sales {a.sales_cmd}")
         sale_id = last.id
     result = term.reverse(a.sales_cmd, sale_id)
     out(a, result, f"{a.sales_cmd} of {sale_id}: {result['status']}"
@@ -429,6 +453,40 @@ def cmd_agent(ctx: Context) -> int:
     return run_headless(ctx.cfg, ctx.data_dir)
 
 
+def cmd_till(ctx: Context) -> int:
+    a = ctx.args
+    from .till.headless import run_headless
+
+    if a.listen:
+        host, sep, port = a.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise UsageError(f"--listen {a.listen!r} is not HOST:PORT", "till",
+                             "e.g. --listen 127.0.0.1:20007 (port 0: any free port, printed at start)")
+    uid = parse_uid_arg(a.auto_card, "--auto-card") if a.auto_card else None
+    return run_headless(ctx, a.listen, a.serial, a.demo, uid)
+
+
+def cmd_receipt(ctx: Context) -> int:
+    a = ctx.args
+    from . import receipts
+
+    term = ctx.terminal()
+    sale_id = a.sale_id
+    if sale_id == "last":
+        last = term.journal.last_sale()
+        if last is None:
+            raise UsageError("there are no sales yet", "receipt")
+        sale_id = last.id
+    found = receipts.receipts_of(term, sale_id)
+    if a.format == "escpos":
+        sys.stdout.buffer.write(b"".join(receipts.escpos_bytes(r, term.cfg) for r in found))
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    out(a, [r.__dict__ | {"receipt": r.receipt, "at": r.at.isoformat(), "text": r.text(term.cfg)} for r in found],
+        "\n".join(r.text(term.cfg) for r in found).rstrip("\n"))
+    return EXIT_OK
+
+
 def cmd_config(ctx: Context) -> int:
     from .config import to_dict, to_toml
 
@@ -475,7 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--script", help="play a scenario file through the real widgets, then exit")
     sp.add_argument("--screenshots", help="save a PNG of every screen passed through into this folder")
 
-    sp = add("enroll", cmd_enroll, "enrol a shopper from photos (they must have agreed to the consent text)")
+    sp = add("enroll", cmd_enroll, "enrol a shopper from a video of the head-turn challenge (photos only with "
+                                   "[liveness] required = false); they must have agreed to the consent text; a "
+                                   "face already enrolled is refused (exit 1) unless --replace names its enrolment")
     sp.add_argument("--name", required=True)
     sp.add_argument("--card-uid", required=True, help="the card to link, in hex")
     sp.add_argument("--consent", action="store_true", help="the shopper read the consent text and agreed "
@@ -486,6 +546,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "looking at the camera (needed while [liveness] required = true)")
     sp.add_argument("--challenge", choices=["left", "right"], help="with --video: the side the shopper was asked "
                                                                    "to turn to")
+    sp.add_argument("--replace", metavar="SHOPPER_ID", help="this face is enrolled as SHOPPER_ID: delete that "
+                                                            "enrolment (deletion receipt) and enrol the face with "
+                                                            "the new card (the operator's statement that it is the "
+                                                            "shopper's own)")
     sp.add_argument("images", nargs="*", metavar="IMAGE", help="3 or more photos of the shopper "
                                                                "(only with [liveness] required = false)")
 
@@ -579,6 +643,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "systemd/ (`make release` makes dist/release, the default)")
 
     add("config", cmd_config, "print the effective configuration as TOML (JSON with --json)")
+
+    sp = add("till", cmd_till, "serve the shop's till over ZVT without a screen (card sales; the kiosk runs the same "
+                               "link when [till] is set)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--listen", metavar="HOST:PORT", help="ZVT over TCP on this address (default: [till] listen)")
+    g.add_argument("--serial", metavar="DEVICE", help="ZVT over this serial device (default: [till] device)")
+    sp.add_argument("--demo", action="store_true", help="simulated reader, camera and LEDs, sandbox processor")
+    sp.add_argument("--auto-card", metavar="UID", help="with --demo: the simulated reader presents this card one "
+                                                      "second after each amount is due")
+
+    sp = add("receipt", cmd_receipt, "print a sale's receipts (customer and merchant; its void and refund too)")
+    sp.add_argument("sale_id", metavar="SALE_ID", help="sale id, or 'last'")
+    sp.add_argument("--format", choices=["text", "escpos"], default="text",
+                    help="text (default) or the ESC/POS bytes a receipt printer takes, on stdout")
     return p
 
 
@@ -589,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(EXIT_USAGE, f"facepay processor: error: 'fault' needs a mode: {', '.join(FAULTS)}\n")
     if args.command == "processor" and args.proc_cmd == "block" and not args.card_uid:
         parser.exit(EXIT_USAGE, "facepay processor: error: 'block' needs --card-uid\n")
-    if args.command in ("run", "agent"):
+    if args.command in ("run", "agent", "till"):
         import logging
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -597,7 +675,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(ctx)
     except FacepayError as exc:
-        print(f"facepay {args.command}: error: {exc.one_line()}", file=sys.stderr)
+        # one prefix: an error about the command itself (where = "enroll", "sales refund") is said once
+        own = exc.where is not None and (exc.where == args.command or exc.where.startswith(args.command + " "))
+        print(f"facepay {exc.where if own else args.command}: error: {exc.one_line(where=not own)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,8 @@
 """The terminal's configuration: one TOML file parsed into typed, range-checked sections.
 
 The file is found from ``--config``, else ``$FACEPAY_CONFIG``, else the
-built-in defaults.  Only ``terminal_id`` is needed in a file; every other
+built-in defaults.  Only ``terminal_id`` is needed in a file (a file without it is
+refused, except by ``run --demo`` and ``doctor --demo``); every other
 setting has a default, and the defaults are the real hardware: the Pi camera
 (``picamera2``), the PN532 on ``/dev/serial0`` and LEDs on GPIO.  The
 simulators (replay camera, PN532 simulator ``port = "sim"``, mock LEDs) are
@@ -84,6 +85,13 @@ Fraction = Annotated[Number, Field(ge=0, le=1)]
 Seconds = Annotated[Number, Field(gt=0, le=3600)]
 Gpio = Annotated[Whole, Field(ge=0, le=27)]            # a Raspberry Pi BCM GPIO number
 Distance = Annotated[Number, Field(ge=0, le=2)]        # between unit-length face descriptors
+# The largest match threshold docs/privacy.md measured (0 of 91 impostor pairs matched at 0.45-0.60; the
+# nearest impostor pair was 0.699 apart); dlib's own operating point is 0.6.  Above it the false-match
+# rate is unmeasured, so a larger value is refused, not warned about: a warning in a log is read by no
+# one while strangers are being matched.
+MAX_MEASURED_THRESHOLD = 0.60
+DEMO_TERMINAL_ID = "demo-terminal"   # the built-in defaults' and `run --demo`'s, never a configured terminal's
+DEFAULTS_SOURCE = "<built-in defaults>"
 
 
 @functools.cache
@@ -161,7 +169,7 @@ class DetectorConfig:
 
 @section
 class MatchConfig:
-    threshold: Annotated[Distance, Field(gt=0)] = 0.55
+    threshold: Annotated[Distance, Field(gt=0, le=MAX_MEASURED_THRESHOLD)] = 0.55
     margin: Distance = 0.06
     # Consent asks for the phone digits when the margin is below this...
     stepup_margin: Distance = 0.15
@@ -239,9 +247,58 @@ class TerminalConfig:
     timezone: Zone = ""
 
 
+def _zvt_password(text: str) -> str:
+    if not (len(text) == 6 and text.isdigit()):
+        raise ValueError("must be exactly 6 digits (ZVT's registration password), e.g. \"000000\"")
+    return text
+
+
+def _host_port(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError('must be HOST:PORT, e.g. "127.0.0.1:20007" (an address of this terminal, port 1-65535)')
+    return text
+
+
+def _printer(text: str) -> str:
+    kind, _, rest = text.partition(":")
+    ok = not text or (kind in ("usb", "serial", "network") and rest)
+    if ok and kind == "usb":
+        parts = rest.split(":")
+        ok = len(parts) == 2 and all(len(p) == 4 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts)
+    if not ok:
+        raise ValueError('must be empty (no printer), "usb:VID:PID" (hex, e.g. "usb:04b8:0202"), '
+                         '"serial:/dev/ttyUSB0[:BAUD]" or "network:HOST[:PORT]"')
+    return text
+
+
+ZvtPassword = Annotated[Text, AfterValidator(_zvt_password)]
+HostPort = Annotated[Text, AfterValidator(_host_port)]
+PrinterSpec = Annotated[Text, AfterValidator(_printer)]
+TillTransport = Literal["none", "serial", "tcp"]
+
+
+@section
+class TillConfig:
+    # how the shop's till (ECR) sends amounts: ZVT over a serial line, over TCP, or none (the staff keypad)
+    transport: TillTransport = "none"
+    device: Text = ""                       # serial: the tty (e.g. "/dev/serial/by-id/usb-FTDI...")
+    baudrate: Annotated[Whole, Field(ge=1200, le=115200)] = 9600
+    listen: HostPort = "127.0.0.1:20007"    # tcp: the one listener's address; loopback unless set here
+    password: ZvtPassword = "000000"        # the registration password the till must send
+
+
+@section
+class ReceiptConfig:
+    printer: PrinterSpec = ""               # ESC/POS printer; empty: no printer (till print lines, QR code)
+    location: Text = ""                     # the shop's address line(s) under its name ([payment] merchant)
+    width: Annotated[Whole, Field(ge=24, le=64)] = 40   # characters per receipt line
+    qr: Flag = True                         # the customer receipt as a QR code on the result screen
+
+
 @section
 class Config:
-    terminal_id: NotBlank = "demo-terminal"
+    terminal_id: NotBlank = DEMO_TERMINAL_ID
     face_pay: Flag = True
     mode: TerminalMode = "normal"
     data_dir: Text = ""
@@ -257,7 +314,10 @@ class Config:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     # [fleet]: absent (no nats_url) = the terminal works alone (terminal/fleet/)
     fleet: FleetConfig = field(default_factory=FleetConfig)
-    source: Text = "<built-in defaults>"   # where it was read from; not a key of the file
+    # [till]: the shop's cash register over ZVT (terminal/till/); [receipt]: receipts (terminal/receipts.py)
+    till: TillConfig = field(default_factory=TillConfig)
+    receipt: ReceiptConfig = field(default_factory=ReceiptConfig)
+    source: Text = DEFAULTS_SOURCE   # where it was read from; not a key of the file
 
 
 _ADAPTER = TypeAdapter(Config)
@@ -283,6 +343,10 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
         return ConfigError(f"'{key}' must be a table ([{key}])", source)
     if kind == "value_error":
         what = str(err["ctx"]["error"])
+    elif key == "match.threshold" and kind == "less_than_equal":
+        return ConfigError(f"'match.threshold' must be at most {MAX_MEASURED_THRESHOLD}, not {err['input']!r}: "
+                           "above that the false-match rate was never measured and strangers may match", source,
+                           "see the false-match table in docs/privacy.md; 0.55 is the measured default")
     else:
         what = _TYPE_WORDS.get(kind) or err["msg"].replace("Input should be", "must be", 1)
     return ConfigError(f"'{key}' {what}, not {err['input']!r}", source)
@@ -297,14 +361,37 @@ def _cross_checks(cfg: Config) -> None:
     if cfg.detector.min_brightness >= cfg.detector.max_brightness:
         raise ConfigError("'detector.min_brightness' must be below 'detector.max_brightness'", src)
     validate_fleet(cfg.fleet, cfg.terminal_id, src)
+    _till_checks(cfg)
 
 
-def parse_config(text: str, source: str) -> Config:
-    """Parse TOML text into a :class:`Config`; ``source`` names the file in errors."""
+def _till_checks(cfg: Config) -> None:
+    """[till]: a serial link needs its device; ZVT needs a numeric currency code it knows."""
+    till = cfg.till
+    if till.transport == "serial" and not till.device.strip():
+        raise ConfigError("'till.device' must name the serial device when till.transport = \"serial\"", cfg.source,
+                          'e.g. device = "/dev/ttyUSB0"')
+    if till.transport != "none":
+        from .till.messages import CURRENCY_NUMBERS
+
+        if cfg.payment.currency not in CURRENCY_NUMBERS:
+            raise ConfigError(f"'payment.currency' {cfg.payment.currency} has no ZVT currency number here "
+                              f"(known: {', '.join(sorted(CURRENCY_NUMBERS))})", cfg.source,
+                              'set till.transport = "none" or use one of those currencies')
+
+
+def parse_config(text: str, source: str, demo: bool = False) -> Config:
+    """Parse TOML text into a :class:`Config`; ``source`` names the file in errors.
+
+    ``terminal_id`` is required (it is in every payment's idempotency key and the ledger's genesis
+    entry); only ``demo`` (``run --demo``, ``doctor --demo``) lets a file leave it out."""
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source, "fix the syntax at that line") from None
+    if "terminal_id" not in table and not demo:
+        raise ConfigError("'terminal_id' is required", source,
+                          'add a line such as terminal_id = "shop-12-till-1", unique to this terminal: it is part of '
+                          "every payment's idempotency key")
     if "source" in table:
         raise ConfigError("unknown key 'source'", source, "check its spelling against the README's configuration section")
     try:
@@ -315,8 +402,8 @@ def parse_config(text: str, source: str) -> Config:
     return cfg
 
 
-def load_config(path: str | os.PathLike | None = None) -> Config:
-    """Load ``path``, else ``$FACEPAY_CONFIG``, else the built-in defaults."""
+def load_config(path: str | os.PathLike | None = None, demo: bool = False) -> Config:
+    """Load ``path``, else ``$FACEPAY_CONFIG``, else the built-in defaults (terminal id ``demo-terminal``)."""
     if path is None:
         path = os.environ.get("FACEPAY_CONFIG") or None
     if path is None:
@@ -332,7 +419,7 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError("config file is not readable", str(p), "check its owner and mode") from None
     except UnicodeDecodeError:
         raise ConfigError("config file is not UTF-8 text", str(p)) from None
-    return parse_config(text, str(p))
+    return parse_config(text, str(p), demo=demo)
 
 
 def to_dict(cfg) -> dict:

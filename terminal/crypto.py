@@ -56,10 +56,13 @@ def phone_digest(master: bytes, salt: bytes, digits: str) -> str:
 def parse_uid(text: str) -> bytes:
     """A card UID from hex (``04A1B2C3``, ``04:a1:b2:c3``); 4, 7 or 10 bytes."""
     cleaned = text.replace(":", "").replace(" ", "").replace("-", "")
-    try:
-        uid = bytes.fromhex(cleaned)
-    except ValueError:
-        raise ValueError(f"card UID {text!r} is not hexadecimal") from None
+    bad = [ch for ch in cleaned if ch not in "0123456789abcdefABCDEF"]
+    if bad or not cleaned:
+        raise ValueError(f"card UID {text!r} is not hexadecimal" + (f" ({bad[0]!r} is not a hex digit)" if bad else ""))
+    if len(cleaned) % 2:
+        raise ValueError(f"card UID {text!r} has an odd number of hex digits ({len(cleaned)}): each byte is two "
+                         "digits, so a digit is missing or one too many")
+    uid = bytes.fromhex(cleaned)
     if len(uid) not in (4, 7, 10):
         raise ValueError(f"card UID {text!r} has {len(uid)} bytes; ISO 14443A UIDs have 4, 7 or 10")
     return uid

@@ -1,6 +1,6 @@
 """``facepay doctor``: one report a field technician can read on the screen or over SSH.
 
-Checks: config, data folder (permissions, free space), master key (present,
+Checks: config, data folder (0700, its files 0600, free space), master key (present,
 0600), databases (``PRAGMA integrity_check``), consent ledger chain, clock,
 camera (opens, frame size, frame rate), card reader (firmware version),
 LEDs (blink test on request), display.  The privacy LED is lit for as long as
@@ -42,8 +42,15 @@ def check_data_dir(data_dir: Path) -> list[Check]:
     mode = stat.S_IMODE(data_dir.stat().st_mode)
     writable = os.access(data_dir, os.W_OK)
     ok = writable and not mode & 0o077
-    out.append(Check("data folder", ok, f"{data_dir} mode {mode:04o}{'' if writable else ', not writable'}",
-                     "" if ok else f"chmod 700 {data_dir} and chown it to the terminal's user"))
+    out.append(Check("data folder", ok, f"{data_dir} mode {mode:04o}{'' if writable else ', not writable'}"
+                     + ("" if not mode & 0o077 else ": group or others can open it; the terminal refuses to start"),
+                     "" if ok else f"run: chmod 700 {data_dir} (and chown it to the terminal's user)"))
+    loose = sorted(p for p in data_dir.iterdir()
+                   if p.is_file() and not p.is_symlink() and stat.S_IMODE(p.stat().st_mode) & 0o077)
+    out.append(Check("data files", not loose,
+                     "every file is 0600" if not loose else
+                     "readable by others: " + ", ".join(f"{p.name} {stat.S_IMODE(p.stat().st_mode):04o}" for p in loose),
+                     "" if not loose else "run: chmod 600 " + " ".join(str(p) for p in loose)))
     free = shutil.disk_usage(data_dir).free // (1024 * 1024)
     out.append(Check("free space", free >= MIN_FREE_MB, f"{free} MB free",
                      "" if free >= MIN_FREE_MB else "free space on the SD card: sales cannot be journaled on a full disk"))

@@ -19,8 +19,9 @@ class FacepayError(Exception):
         self.hint = hint
         super().__init__(self.one_line())
 
-    def one_line(self) -> str:
-        text = f"{self.where}: {self.what}" if self.where else self.what
+    def one_line(self, where: bool = True) -> str:
+        """What, where and what to do on one line; ``where=False`` leaves the place out (the caller says it)."""
+        text = f"{self.where}: {self.what}" if self.where and where else self.what
         if self.hint:
             text += f" ({self.hint})"
         return text

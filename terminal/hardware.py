@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,33 @@ class Hardware:
     sim: object | None             # firmware_bridge.sim.PN532Simulator (demo)
     events: queue.Queue
     shopper: object | None = None  # terminal.face.synth.DemoShopper: the demo's simulated shopper
+    camera_fault: str | None = None    # the camera's last failure in this run; None after it opened again
+    camera_opened_at: float | None = None
+
+    def camera_seen(self, fault: str | None) -> None:
+        """The kiosk reports each camera opening: None when it worked, else what failed."""
+        self.camera_fault = fault
+        if fault is None:
+            self.camera_opened_at = time.time()
+
+    def health(self) -> dict:
+        """Reader and camera as this running kiosk knows them (for the fleet agent's heartbeat)."""
+        sim = " (simulated)" if self.sim is not None else ""
+        if self.reader is None:
+            reader = "not configured"
+        elif self.reader.connected and self.reader.firmware:
+            fw = self.reader.firmware
+            reader = f"ok: PN5{fw[0]:02X} firmware {fw[1]}.{fw[2]}, polling{sim}"
+        else:
+            reader = f"FAIL: {self.reader.lost_reason or 'not connected yet'}"
+        if self.camera_fault is not None:
+            camera = f"FAIL: {self.camera_fault}"
+        elif self.camera_opened_at is not None:
+            camera = ("ok: last opened " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.camera_opened_at))
+                      + (" (replay)" if self.camera.describe().get("backend") == "replay" else ""))
+        else:
+            camera = "ok so far: not opened since the kiosk started (it opens only for a scan)"
+        return {"reader": reader, "camera": camera}
 
     def close(self) -> None:
         if self.reader is not None:

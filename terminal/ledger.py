@@ -45,6 +45,7 @@ EVENT_KINDS = (
     "mode_changed",         # staff switched terminal mode
     "face_pay_switched",    # face pay on/off for this terminal
     "identification",       # a 1:N face search outside a payment (`facepay identify`): matched or not
+    "enrolment_duplicate",  # the 1:N search before storing found the face enrolled already: nothing stored
     "phone_check_failed",   # wrong phone digits entered for a shopper
     "face_pay_suspended",   # too many wrong phone digits: face pay off for that shopper
     "face_pay_unlocked",    # the shopper tapped their card at "my data" and entered the digits

@@ -7,6 +7,7 @@ which is below the ISO 4217 minor unit.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 _SYMBOL = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "CNY": "¥", "CHF": "CHF "}
@@ -21,13 +22,22 @@ def exponent(currency: str) -> int:
     return get_currency_precision(currency.upper())
 
 
+# What a person writes for an amount: digits with at most one decimal point ("12.50", "12", ".5");
+# Decimal alone would also take "1e3", "NaN", "Infinity", "1_000" and " +5".
+_PLAIN = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
+
+
 def parse_amount(text: str, currency: str) -> int:
     """``"12.50"`` -> 1250 (for a 2-decimal currency).  Raises ValueError with the reason."""
+    raw = str(text).strip()
     try:
-        value = Decimal(str(text).strip())
+        value = Decimal(raw)
     except InvalidOperation:
         raise ValueError(f"amount {text!r} is not a number") from None
-    if not value.is_finite() or value <= 0:
+    if not _PLAIN.fullmatch(raw):
+        raise ValueError(f"amount {text!r} is not written as a plain amount: use digits and at most one decimal "
+                         "point, e.g. 12.50 (no exponent, nan or inf)")
+    if value <= 0:
         raise ValueError(f"amount {text!r} must be greater than zero")
     exp = exponent(currency)
     minor = value.scaleb(exp)

@@ -199,6 +199,9 @@ class Runner:
             return [co.UnlockChecked(t.unlock_face_pay(eff.shopper_id, eff.digits))]
         if isinstance(eff, co.StoreEnrolment):
             return [self._store_enrolment(eff)]
+        if isinstance(eff, co.DropCaptures):
+            self.enrol_embeddings = []
+            return []
         if isinstance(eff, co.LookupCard):
             shopper = t.store.by_card_hash(eff.card_hash)
             return [co.LookupResult(t.view(shopper) if shopper else None)]
@@ -220,7 +223,7 @@ class Runner:
         self.charge_error = None
         try:
             report = self.term.charge(sale_id, eff.sale.amount_minor, eff.sale.currency, eff.method,
-                                      eff.token, eff.shopper_id, eff.sale.training)
+                                      eff.token, eff.shopper_id, eff.sale.training, masked_card=eff.masked_card)
         except SaleNotRecorded as exc:
             self.charge_error = exc
             return co.ChargeResult(sale_id, "not_charged", "not_recorded")
@@ -255,6 +258,7 @@ class Runner:
     def _store_enrolment(self, eff: co.StoreEnrolment):
         from . import consent
         from .errors import FacepayError
+        from .service import AlreadyEnrolled, CardAlreadyLinked
 
         text = next((c for c in (consent.load(lang) for lang in consent.LANGUAGES)
                      if c.version == eff.consent_version and c.sha256 == eff.consent_text_hash), None)
@@ -264,10 +268,18 @@ class Runner:
         try:
             shopper = self.term.enrol_hashed(name=eff.name, card_hash=eff.card_hash, masked_card=eff.masked_card,
                                              token=eff.token, embeddings=embeddings, consent_text=text,
-                                             phone_last4=eff.phone_last4)
+                                             phone_last4=eff.phone_last4, replace=eff.replace)
+        except AlreadyEnrolled as exc:
+            self.enrol_embeddings = embeddings  # kept while the shopper decides: replacing stores these
+            return co.AlreadyEnrolled(self.term.view(exc.shopper), exc.same_card)
+        except CardAlreadyLinked:
+            return co.EnrolFailed("card_linked")
         except FacepayError as exc:
             return co.EnrolFailed(exc.what)
-        return co.EnrolStored(self.term.view(shopper))
+        receipt = self.term.replaced.pop(shopper.id, None)
+        if receipt is not None:
+            self.last_receipt = receipt
+        return co.EnrolStored(self.term.view(shopper), receipt.id if receipt else None)
 
     # -- face scans (on a worker thread in the kiosk, inline in the CLI) -------------
     def _analysed_frames(self, on_frame: Callable | None, scan: int | None):

@@ -22,7 +22,7 @@ from . import consent, crypto, failpoints
 from .checkout import RANDOM_UID_SENTENCE, CardTapped, ShopperView
 from .config import Config
 from .datadir import ensure_data_dir, load_or_create_master_key
-from .errors import InputError, NotFoundError
+from .errors import FacepayError, InputError, NotFoundError
 from .face.images import load_rgb
 from .face.matcher import Gallery, MatchResult
 from .ledger import ConsentLedger, write_genesis
@@ -37,6 +37,32 @@ CHARGE_RETRIES = 2
 PHONE_FAILURE_LIMIT = 5                  # wrong phone digits per shopper ...
 PHONE_FAILURE_WINDOW = timedelta(hours=24)  # ... within this long suspend their face pay
 CHANNELS = ("kiosk", "cli", "demo")      # where a consent or confirmation came from (recorded with it)
+
+
+class AlreadyEnrolled(FacepayError, LookupError):
+    """The 1:N search before storing found the face being enrolled: one face, one enrolment; nothing stored."""
+
+    exit_code = 1
+
+    def __init__(self, shopper: Shopper, same_card: bool):
+        self.shopper, self.same_card = shopper, same_card
+        since = shopper.enrolled_at[:10]
+        if same_card:
+            super().__init__(f"this face is already enrolled with this card, as {shopper.id} (since {since}); "
+                             "nothing was stored", None, "the shopper can pay by face with this card as it is")
+        else:
+            super().__init__(f"this face is already enrolled as {shopper.id} with card {shopper.card_mask} (since "
+                             f"{since}); nothing was stored", None,
+                             f"keep that enrolment, or pass --replace {shopper.id} to delete it (deletion receipt) "
+                             "and enrol this face with the new card")
+
+
+class CardAlreadyLinked(InputError):
+    """The card tapped for an enrolment already belongs to another shopper's enrolment."""
+
+    def __init__(self):
+        super().__init__("this card is already linked to an enrolled shopper", "--card-uid",
+                         "revoke that enrolment first, or use another card")
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,7 @@ class Terminal:
         # fleet hook (terminal/fleet/): None when the config has no [fleet] section
         self.fleet = None
         self.optout_codes: dict[str, str] = {}  # shopper id -> opt-out code, shown once after enrolment
+        self.replaced: dict[str, DeletionReceipt] = {}  # new shopper id -> receipt of the enrolment it replaced
         if cfg.fleet.enabled:
             from .fleet.link import FleetLink
 
@@ -89,6 +116,8 @@ class Terminal:
         self.ledger.channel = value
 
     def close(self) -> None:
+        if getattr(self, "_receipt_book", None) is not None:
+            self._receipt_book.close()
         self.drop_gallery()
         self.store.close()
         self.journal.close()
@@ -255,16 +284,34 @@ class Terminal:
         return CardTapped(*self.card(uid), random_uid=is_random_uid(uid))
 
     def enrol(self, *, name: str, card_uid: bytes, embeddings: list[np.ndarray], consent_text: consent.ConsentText,
-              phone_last4: str | None = None) -> Shopper:
+              phone_last4: str | None = None, replace: str | None = None) -> Shopper:
         if is_random_uid(card_uid):
             raise InputError(RANDOM_UID_SENTENCE, "--card-uid")
         h, mask, token = self.card(card_uid)
         return self.enrol_hashed(name=name, card_hash=h, masked_card=mask, token=token, embeddings=embeddings,
-                                 consent_text=consent_text, phone_last4=phone_last4)
+                                 consent_text=consent_text, phone_last4=phone_last4, replace=replace)
+
+    def find_enrolled(self, template: np.ndarray) -> Shopper | None:
+        """The 1:N search before storing: the enrolled shopper whose template is under the match threshold."""
+        paused = self.fleet_paused()  # the cached gallery is empty then; search a copy, wiped after use
+        gallery = self.store.gallery(exclude=self._revoked_ids()) if paused else self.gallery()
+        try:
+            near = gallery.nearest(template)
+        finally:
+            if paused:
+                gallery.matrix[:] = 0
+        if near is None or near[1] >= self.cfg.match.threshold:
+            return None
+        return self.store.get(near[0])
 
     def enrol_hashed(self, *, name: str, card_hash: str, masked_card: str, token: str, embeddings: list[np.ndarray],
-                     consent_text: consent.ConsentText, phone_last4: str | None = None) -> Shopper:
-        """Store a shopper who has read ``consent_text`` and agreed; records the grant in the ledger."""
+                     consent_text: consent.ConsentText, phone_last4: str | None = None,
+                     replace: str | None = None) -> Shopper:
+        """Store a shopper who has read ``consent_text`` and agreed; records the grant in the ledger.
+
+        One face, one enrolment: a face already enrolled raises :class:`AlreadyEnrolled` (recorded as
+        ``enrolment_duplicate``, nothing stored) unless ``replace`` names that enrolment, which is then
+        deleted first, with its receipt (``self.replaced``), as an opt-out would."""
         if len(embeddings) < self.cfg.match.enrol_captures:
             raise InputError(f"enrolment needs at least {self.cfg.match.enrol_captures} good captures, got {len(embeddings)}")
         if not name.strip():
@@ -276,10 +323,19 @@ class Terminal:
                 "the last 4 digits of the shopper's phone are needed: with this terminal's step-up policy every "
                 "face payment asks for them (docs/privacy.md)", "--phone-last4",
                 "ask the shopper for them, or raise [match] stepup_false_match_bound")
-        if self.store.by_card_hash(card_hash) is not None:
-            raise InputError("this card is already linked to an enrolled shopper", "--card-uid",
-                             "revoke that enrolment first, or use another card")
         template = np.mean(np.vstack(embeddings), axis=0).astype(np.float32)
+        earlier = self.find_enrolled(template)
+        if earlier is not None and earlier.id != replace:
+            same_card = earlier.card_hash == card_hash
+            self.ledger.append("enrolment_duplicate", earlier.id, same_card=same_card, terminal_id=self.cfg.terminal_id)
+            raise AlreadyEnrolled(earlier, same_card)
+        if replace is not None and earlier is None:
+            raise InputError(f"this face is not the one enrolled as {replace}: nothing was replaced", "--replace",
+                             "`facepay identify` shows whose face a photo is")
+        holder = self.store.by_card_hash(card_hash)
+        if holder is not None and holder.id != replace:
+            raise CardAlreadyLinked()
+        receipt = self.revoke(replace, cause="replaced") if replace is not None else None
         # The grant is recorded before anything is stored: no template ever exists without its consent record.
         sid = self.store.new_id()
         self.ledger.append("consent_granted", sid, consent_version=consent_text.version,
@@ -290,6 +346,8 @@ class Terminal:
                                  template=template, captures=len(embeddings), consent_version=consent_text.version,
                                  consent_hash=consent_text.sha256, phone_last4=phone_last4)
         self._gallery = None
+        if receipt is not None:
+            self.replaced[shopper.id] = receipt
         if self.fleet is not None and (code := self.fleet.enrolled(shopper)):
             self.optout_codes[shopper.id] = code
         return shopper
@@ -331,8 +389,15 @@ class Terminal:
 
         The caller scrubs (:meth:`scrub`), once for a batch of deletions.
         """
+        sale_ids = self.journal.sales_of(shopper.id, shopper.token)
         self.journal.tombstone(shopper.id, shopper.token, "deleted:" + receipt_id)
+        self._receipts().forget_cards(sale_ids)   # the receipts the terminal keeps lose the masked card
         return self.store.delete(shopper.id, cause, receipt_id)
+
+    def _receipts(self):
+        """The receipt book (receipts.db), opened on first use; receipts.py builds on this module, hence here."""
+        from .receipts import receipt_book
+        return receipt_book(self)
 
     def _scrub_journal(self) -> None:
         if not scrub_wal_database(self.journal.db, vacuum=False):
@@ -342,6 +407,8 @@ class Terminal:
         """After a batch of deletions: scrub both databases and the journal once."""
         self.store.scrub()
         self._scrub_journal()
+        if not scrub_wal_database(self._receipts().db, vacuum=False):
+            _log.warning("receipts.db is busy: its write-ahead log is emptied at the next opt-out or start")
 
     def _deletion_events(self) -> dict:
         """shopper id -> the ledger's opt-out or purge event for them."""
@@ -385,7 +452,7 @@ class Terminal:
         return f"{self.cfg.terminal_id}:{sale_id}"
 
     def charge(self, sale_id: str, amount_minor: int, currency: str, method: str, token: str,
-               shopper_id: str | None, training: bool = False) -> ChargeReport:
+               shopper_id: str | None, training: bool = False, masked_card: str = "") -> ChargeReport:
         """Journal first, then the processor, then the journal again; crash-safe at every step.
 
         Returns approved, declined (the processor said no) or unknown (no answer that the journal
@@ -393,9 +460,18 @@ class Terminal:
         :class:`SaleNotRecorded` or :class:`IdempotencyKeyReused` when nothing was charged.
         """
         key = self.idempotency_key(sale_id)
+        self._number_receipt(sale_id, masked_card)
         self.journal.begin(sale_id, key, amount_minor, currency, method, shopper_id, token, training)
         failpoints.hit("after_journal_write")
         return self._submit(sale_id, key, token, amount_minor, currency, training)
+
+    def _number_receipt(self, sale_id: str, masked_card: str) -> None:
+        """The sale's receipt and trace numbers, before anything is sent (the till and the receipt name them);
+        a receipt book that cannot be written is logged and never stops a sale."""
+        try:
+            self._receipts().number(sale_id, "sale", masked_card)
+        except Exception as exc:
+            _log.warning("sale %s has no receipt number: %s", sale_id, exc)
 
     def _submit(self, sale_id, key, token, amount_minor, currency, training) -> ChargeReport:
         outcome: Outcome | None = None

@@ -100,6 +100,15 @@ class CheckoutRules(RuleBasedStateMachine):
                     assert eff.shopper_id not in self.revoked
                 else:
                     assert isinstance(event, co.CardTapped) and eff.shopper_id is None
+            if isinstance(eff, co.StoreEnrolment):
+                if eff.replace is None:
+                    assert isinstance(event, co.CardTapped)
+                else:
+                    # an earlier enrolment is replaced only after its own phone digits were checked right
+                    dup = before.duplicate
+                    assert isinstance(event, co.PhoneChecked) and event.ok and before.state == co.State.ENROL_DUPLICATE
+                    assert dup.shopper_id == eff.replace and dup.has_phone and not before.duplicate_same_card
+                    assert eff.replace not in self.revoked
         if isinstance(event, co.FaceMatched) and self.m.state == co.State.CONSENT:
             self.matched_in_sale[self.m.ctx.sale.sale_id] = event.shopper.shopper_id
         return effects
@@ -163,10 +172,10 @@ class CheckoutRules(RuleBasedStateMachine):
     def phone(self, digits):
         self.send(co.PhoneDigits(digits))
 
-    @precondition(lambda self: self.m.state in (co.State.CONSENT,))
-    @rule(ok=st.booleans())
-    def phone_checked(self, ok):
-        self.send(co.PhoneChecked(ok))
+    @precondition(lambda self: self.m.state in (co.State.CONSENT, co.State.ENROL_DUPLICATE))
+    @rule(ok=st.booleans(), suspended=st.sampled_from([False, False, True]))
+    def phone_checked(self, ok, suspended):
+        self.send(co.PhoneChecked(ok, suspended and not ok))
 
     @precondition(lambda self: self.m.state in (co.State.CONSENT,))
     @rule(delta=st.sampled_from([0, 0, 1, -1]), shopper=st.sampled_from(SHOPPERS + [None]))
@@ -237,6 +246,17 @@ class CheckoutRules(RuleBasedStateMachine):
         # the store gives every enrolment a fresh random id; ids are never reused
         self.sale_counter += 1
         self.send(co.EnrolStored(co.ShopperView(f"shp_new{self.sale_counter}", "Ann L.", "•••• 0009", "tok_n")))
+
+    @precondition(lambda self: self.m.state in (co.State.ENROL_SAVING,))
+    @rule(shopper=st.sampled_from(SHOPPERS), same_card=st.booleans())
+    def already_enrolled(self, shopper, same_card):
+        """The 1:N search before storing found this face enrolled already."""
+        if self.send(co.AlreadyEnrolled(shopper, same_card)) is not None:
+            assert self.m.state == co.State.ENROL_DUPLICATE and shopper.shopper_id not in self.revoked
+
+    @rule()
+    def retry_enrolment(self):
+        self.send(co.RetryEnrolment())
 
     @rule()
     def start_mydata(self):

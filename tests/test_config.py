@@ -214,6 +214,12 @@ def test_cli_missing_config_file(cli, tmp_path):
     (["sale", "--amount", "-3", "--card-uid", "04A1B2C3"], "greater than zero"),
     (["sale", "--amount", "3", "--card-uid", "XYZ"], "not hexadecimal"),
     (["sale", "--amount", "3", "--card-uid", "0102"], "4, 7 or 10"),
+    (["sale", "--amount", "3", "--card-uid", "04A1B2C"], "has an odd number of hex digits (7)"),
+    (["sale", "--amount", "1e3", "--card-uid", "04A1B2C3"], "not written as a plain amount"),
+    (["sale", "--amount", "nan", "--card-uid", "04A1B2C3"], "not written as a plain amount"),
+    (["sale", "--amount", "inf", "--card-uid", "04A1B2C3"], "not written as a plain amount"),
+    (["run", "--screenshots", "shots"], "--screenshots needs --demo"),
+    (["run"], "no config file"),
     (["revoke"], "either SHOPPER_ID or --card-uid"),
     (["run", "--script", "x.toml"], "--script needs --demo"),
     (["run", "--demo", "--size", "big"], "is not WIDTHxHEIGHT"),
@@ -233,3 +239,34 @@ def test_help_lists_every_command(cli):
     for name in ("run", "enroll", "identify", "revoke", "shoppers", "audit", "sale", "recover", "bench",
                  "doctor", "flash", "purge", "sales", "report", "processor"):
         assert name in r.stdout
+
+
+def test_a_config_file_must_name_its_terminal(cli, tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text('[payment]\nmerchant = "Corner"\n')
+    r = cli("--config", p, "config")
+    assert r.returncode == 2 and r.stdout == ""
+    [line] = r.stderr.strip().splitlines()
+    assert "'terminal_id' is required" in line and str(p) in line
+    assert load_config(p, demo=True).terminal_id == "demo-terminal"   # `run --demo`, `doctor --demo`
+
+
+@pytest.mark.parametrize("value, ok", [(0.6, True), (0.45, True), (0.61, False), (1.5, False)])
+def test_match_threshold_is_bounded_by_what_was_measured(value, ok):
+    text = f'terminal_id = "x"\n[match]\nthreshold = {value}\n'
+    if ok:
+        assert parse_config(text, "t.toml").match.threshold == value
+    else:
+        with pytest.raises(ConfigError, match="'match.threshold' must be at most 0.6.*docs/privacy.md"):
+            parse_config(text, "t.toml")
+
+
+def test_cli_errors_say_the_command_once_and_exit_statuses_agree(cli):
+    r = cli("enroll", "--name", "A B", "--card-uid", "04A1B2C3", "x.jpg")
+    assert r.returncode == 2 and r.stderr.startswith("facepay enroll: error: enrolment needs the shopper's consent")
+    assert "enroll: error: enroll:" not in r.stderr
+    r = cli("sales", "refund", "last")
+    assert r.returncode == 1 and r.stderr.startswith("facepay sales refund: error: there are no sales yet")
+    assert cli("sales", "void", "sale_nope").returncode == 1   # not found, the same "no" (README exit table)
+    r = cli("--help")
+    assert "enrol a shopper from a video of the head-turn challenge" in r.stdout and "from photos (" not in r.stdout

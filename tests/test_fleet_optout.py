@@ -1,5 +1,7 @@
 """Issue 14: an opt-out made at the back office reaches every terminal's agent; each deletes and answers."""
 
+import re
+
 import pytest
 
 from tests.conftest import FACES
@@ -34,10 +36,11 @@ def test_optout_code_reaches_every_agent(fleet):
 
     def done():
         s, b = fleet.http("GET", f"/api/revocations/{rid}")
-        return b["terminals"] if s == 200 and "pending" not in b["terminals"].values() else None
+        return fleet.receipts(rid) if s == 200 and b["status"] == "done" else None
 
     states = wait_for(done, 30, "every terminal's receipt")
     assert states == {"opt-a": "deleted", "opt-b": "deleted", "opt-c": "none-held"}
+    assert set(fleet.http("GET", f"/api/revocations/{rid}")[1]) == {"status", "message"}  # nothing about terminals
     assert shopper_count(cfgs["opt-a"], fleet.data_dir("opt-a")) == 0
     assert shopper_count(cfgs["opt-b"], fleet.data_dir("opt-b")) == 1  # the other card's enrolment stays
 
@@ -45,9 +48,11 @@ def test_optout_code_reaches_every_agent(fleet):
     status, body = fleet.http("POST", "/api/optout", {"code": "AAAA-BBBB-CCCC-DDDD"})
     assert status == 202
     rid2 = body["revocation_id"]
-    wait_for(lambda: "pending" not in fleet.http("GET", f"/api/revocations/{rid2}")[1]["terminals"].values(), 30,
+    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid2}")[1]["status"] == "done", 30,
              "receipts for an unknown code")
-    assert set(fleet.http("GET", f"/api/revocations/{rid2}")[1]["terminals"].values()) == {"none-held"}
+    assert set(fleet.receipts(rid2).values()) == {"none-held"}
+    # the shopper sees the same for a real code and a made-up one
+    assert fleet.http("GET", f"/api/revocations/{rid2}")[1] == fleet.http("GET", f"/api/revocations/{rid}")[1]
     assert fleet.http("GET", "/api/revocations/rev_nosuch")[0] == 404
     assert fleet.http("POST", "/api/optout", {"nocode": 1})[0] == 400
 
@@ -78,8 +83,7 @@ def test_an_agent_whose_revocation_subscription_goes_deaf_still_deletes(fleet):
         status, body = fleet.http("POST", "/api/optout", {"code": code})
         assert status == 202
         rid = body["revocation_id"]
-        wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 30,
-                 "the deaf agent's deletion receipt")
+        wait_for(lambda: fleet.receipts(rid)[tid] == "deleted", 30, "the deaf agent's deletion receipt")
         assert shopper_count(cfg, fleet.data_dir(tid)) == 0
     finally:
         thread.stop()
@@ -104,10 +108,8 @@ def test_optout_at_one_terminals_my_data_goes_fleet_wide(fleet):
     assert shopper_count(cfgs["md-a"], fleet.data_dir("md-a")) == 0
     wait_for(lambda: shopper_count(cfgs["md-b"], fleet.data_dir("md-b")) == 0, 30, "md-b deleting the same card")
     rid, source = fleet.sql("SELECT id, source FROM revocations WHERE source = 'terminal md-a'")[0]
-    states = fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]
-    assert states["md-a"] == "deleted"
-    wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"]["md-b"] == "deleted", 20,
-             "md-b's receipt")
+    assert fleet.receipts(rid)["md-a"] == "deleted"
+    wait_for(lambda: fleet.receipts(rid)["md-b"] == "deleted", 20, "md-b's receipt")
 
 
 def test_partitioned_terminal_deletes_before_it_serves_a_face_payment(fleet, pipeline, embeddings):
@@ -152,8 +154,7 @@ def test_partitioned_terminal_deletes_before_it_serves_a_face_payment(fleet, pip
             assert fleet.agents[tid].poll() is None
         assert term.store.get(shopper.id) is None
         assert run_sale(term, **face)["status"] == "no_match"
-        wait_for(lambda: fleet.http("GET", f"/api/revocations/{rid}")[1]["terminals"][tid] == "deleted", 20,
-                 "the receipt of the partitioned terminal")
+        wait_for(lambda: fleet.receipts(rid)[tid] == "deleted", 20, "the receipt of the partitioned terminal")
     finally:
         term.close()
 
@@ -218,8 +219,6 @@ def test_a_terminal_cannot_publish_on_another_terminals_subjects(fleet):
 
 def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
     import http.cookiejar
-    import urllib.error
-    import urllib.parse
     import urllib.request
 
     from terminal.config import load_config
@@ -228,17 +227,9 @@ def test_manager_sets_a_mode_and_the_terminal_follows_and_records_it(fleet):
     tid = "mode-1"
     cfg = fleet.provision(tid)
     fleet.start_agent(tid)
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-
-    def post(path, **form):
-        return opener.open(fleet.web + path, data=urllib.parse.urlencode(form).encode(), timeout=10)
-
-    assert opener.open(fleet.web + "/dashboard", timeout=10).url.endswith("/login")  # staff only
-    with pytest.raises(urllib.error.HTTPError) as bad:
-        post("/login", username="manager", password="wrong password")
-    assert bad.value.code == 401
-    staff = fleet.staff()
-    assert post("/login", username=staff["username"], password=staff["password"]).url.endswith("/dashboard")
+    anon = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    assert anon.open(fleet.web + "/dashboard", timeout=10).url.endswith("/login")  # staff only
+    opener, post = fleet.staff_login()
     post(f"/terminals/{tid}/mode", mode="card_only")
     wait_for(lambda: fleet.sql("SELECT mode FROM terminals WHERE id = %s", tid)[0][0] == "card_only", 30,
              "the terminal's heartbeat with the new mode")
@@ -269,9 +260,14 @@ def test_browser_shopper_opts_out_with_a_code_and_sees_the_receipts(fleet):
         page.get_by_role("button", name="Opt out").click()
         page.wait_for_url("**/optout/rev_*")
         assert page.get_by_role("heading").inner_text() == "Received"
-        row = page.locator('tr[data-terminal="web-a"] .state')
-        row.filter(has_text="deleted").wait_for(timeout=20000)
-        page.locator('tr[data-terminal="web-b"] .state').filter(has_text="none-held").wait_for(timeout=20000)
+        rid = page.url.rsplit("/", 1)[1]
+        wait_for(lambda: {t: fleet.receipts(rid).get(t) for t in tids} == {"web-a": "deleted", "web-b": "none-held"},
+                 20, "the receipts of web-a and web-b", detail=lambda: fleet.receipts(rid))
+        # the shopper is told only "being carried out" or, once every terminal of the fleet (those of earlier
+        # tests too) has answered, "done"
+        told = re.compile(r"^(Your request is being carried out\.|Done: your request has been carried out\.)$")
+        page.get_by_role("status").filter(has_text=told).wait_for(timeout=5000)
+        assert "web-a" not in page.content() and "web-b" not in page.content()  # no terminal inventory
         page.screenshot(path=str(fleet.workdir.parent / "optout-page.png"))
     assert shopper_count(cfgs["web-a"], fleet.data_dir("web-a")) == 0
 

@@ -11,7 +11,7 @@ import pytest
 from terminal import consent
 from terminal.config import parse_config
 from terminal.errors import ConfigError
-from terminal.fleet.link import code_hash, new_optout_code
+from terminal.fleet.link import code_hash, new_optout_code, normalise_code
 from terminal.sale import run_sale
 from terminal.service import Terminal
 
@@ -42,8 +42,13 @@ def test_fleet_section_parsed_and_half_filled_sections_refused():
 def test_optout_codes_are_random_and_typed_forgivingly():
     codes = {new_optout_code() for _ in range(200)}
     assert len(codes) == 200 and all(len(c) == 19 and c.count("-") == 3 for c in codes)
+    assert not set("".join(codes)) - set("0123456789ABCDEFGHJKMNPQRSTVWXYZ-")  # Crockford: no I, L, O, U
+    assert {"0", "1", "Z"} <= set("".join(codes))   # the whole alphabet is drawn from (32 symbols)
     c = next(iter(codes))
     assert code_hash(c) == code_hash(c.lower().replace("-", " ")) != code_hash(c[:-1] + "X" if c[-1] != "X" else "Y")
+    # typed back with the usual confusions: O for 0, I or l for 1
+    assert code_hash("K7Q0-3XPA-WD1R-9HNE") == code_hash("k7qo 3xpa wdlr 9hne") == code_hash("K7QO3XPAWDIR9HNE")
+    assert normalise_code(" k7qo-3xpa-wdIr-9hne ") == "K7Q03XPAWD1R9HNE"
 
 
 def _outbox(db):

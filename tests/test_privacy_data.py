@@ -107,7 +107,10 @@ def test_opt_out_leaves_no_shopper_bytes_in_any_file(term, embeddings):
 def test_a_retention_purge_scrubs_once_for_the_batch(term, embeddings):
     from datetime import datetime, timedelta, timezone
 
-    old = [enrol(term, embeddings, name=f"Old Shopper{i}", card=bytes([4, 0, 0, i])) for i in range(2)]
+    # two shoppers, two faces: the same face is not enrolled twice (the search before storing)
+    old = [enrol(term, embeddings, name="Old Shopper0", card=bytes([4, 0, 0, 0])),
+           term.enrol(name="Old Shopper1", card_uid=bytes([4, 0, 0, 1]), consent_text=consent.load("en"),
+                      embeddings=[embeddings[f"kit_harington_{n}.jpg"] for n in (1, 2, 3)], phone_last4="1234")]
     long_ago = (datetime.now(timezone.utc) - timedelta(days=2000)).isoformat(timespec="seconds")
     term.store.db.execute("UPDATE shoppers SET last_used_at = ?", (long_ago,))
     assert len(term.purge()) == 2

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The reason when the nearest two shoppers are within ``margin`` of each other: not "nobody", but "which one?"
+TOO_CLOSE = "too close to call between two shoppers"
+
 
 @dataclass(frozen=True)
 class MatchResult:
@@ -45,6 +48,14 @@ class Gallery:
         d2 = self._sq - 2.0 * (self.matrix @ probe) + float(probe @ probe)
         return np.sqrt(np.maximum(d2, 0.0))
 
+    def nearest(self, probe: np.ndarray) -> tuple[str, float] | None:
+        """The nearest template's shopper and distance, whatever the threshold (None for an empty gallery)."""
+        if not self.ids:
+            return None
+        d = self.distances(probe)
+        i = int(np.argmin(d))
+        return self.ids[i], float(d[i])
+
     def match(self, probe: np.ndarray, threshold: float, margin: float) -> MatchResult:
         n = len(self.ids)
         if n == 0:
@@ -60,7 +71,7 @@ class Gallery:
         if dist >= threshold:
             return MatchResult(None, dist, gap, "no enrolled face is close enough")
         if gap is not None and gap < margin:
-            return MatchResult(None, dist, gap, "too close to call between two shoppers")
+            return MatchResult(None, dist, gap, TOO_CLOSE)
         return MatchResult(self.ids[best], dist, gap, None)
 
 

@@ -9,7 +9,8 @@ It connects out (the terminal never listens), with this terminal's own credentia
   the end of the stream is what keeps face pay on (``[fleet] max_staleness_s``);
 - mode: watches the terminal's key-value bucket and switches mode when the terminal is idle
   (``Terminal.set_mode`` records it in the consent ledger);
-- heartbeat: version, mode, reader/camera state from the last ``facepay doctor``, outbox backlog, ledger head.
+- heartbeat: version, mode, reader/camera health (the kiosk's own, live; a headless agent's from the last
+  ``facepay doctor``), outbox backlog, ledger head.
 
 ``facepay agent`` runs it headless; the kiosk runs the same class in a thread.
 """
@@ -39,29 +40,34 @@ def subject(terminal_id: str, kind: str) -> str:
 
 def save_doctor_state(data_dir: Path, checks: list[dict]) -> None:
     """`facepay doctor` leaves its findings for the agent's heartbeat (written whole, then renamed)."""
+    from ..datadir import write_private
+
     if not data_dir.is_dir():
         return
-    tmp = data_dir / "doctor-last.json.tmp"
-    tmp.write_text(json.dumps({"at": time.time(), "checks": checks}))
-    tmp.replace(data_dir / "doctor-last.json")
+    write_private(data_dir / "doctor-last.json", json.dumps({"at": time.time(), "checks": checks}))
+
+
+NOT_CHECKED = "not checked: no kiosk runs here and `facepay doctor` has not run"
 
 
 def doctor_state(data_dir: Path) -> dict:
-    """Reader and camera as the last `facepay doctor` found them (the agent never opens either itself)."""
+    """Reader and camera as the last `facepay doctor` found them (a headless agent never opens either)."""
+    state = {"reader": NOT_CHECKED, "camera": NOT_CHECKED}
     try:
-        checks = json.loads((data_dir / "doctor-last.json").read_text())
+        found = json.loads((data_dir / "doctor-last.json").read_text())
     except (OSError, ValueError):
-        return {"reader": "unknown", "camera": "unknown"}
-    state = {"reader": "unknown", "camera": "unknown"}
-    for c in checks.get("checks", []):
+        return state
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(found.get("at", 0)))
+    state = {part: f"not checked by the last `facepay doctor` ({when})" for part in state}
+    for c in found.get("checks", []):
         for part in ("reader", "camera"):
             if part in c.get("name", ""):
-                state[part] = ("ok: " if c.get("ok") else "FAIL: ") + c.get("detail", "")
+                state[part] = ("ok: " if c.get("ok") else "FAIL: ") + c.get("detail", "") + f" (facepay doctor, {when})"
     return state
 
 
 class Agent:
-    def __init__(self, cfg, data_dir: Path, *, is_idle=None):
+    def __init__(self, cfg, data_dir: Path, *, is_idle=None, health=None):
         if not cfg.fleet.enabled:
             raise UsageError("this terminal is not in a fleet: its config has no [fleet] section",
                              cfg.source, "write one with `facepay-backoffice provision --terminal-id ID --out FILE`")
@@ -69,6 +75,7 @@ class Agent:
         self.tid = cfg.terminal_id
         self.data_dir = Path(data_dir)
         self.is_idle = is_idle or (lambda: True)
+        self.health = health  # the kiosk's live reader/camera health; None: the last `facepay doctor`'s
         self.term = None
         self.nc = None
         self.js = None
@@ -237,7 +244,7 @@ class Agent:
         return {"terminal_id": self.tid, "at": time.time(), "version": __version__, "mode": term.mode(),
                 "face_pay_paused": term.fleet_paused(), "outbox_backlog": term.fleet.backlog(),
                 "ledger_head": {"seq": head[0], "mac": head[1]} if head else {"seq": 0, "mac": ""},
-                **doctor_state(self.data_dir)}
+                **(self.health() if self.health is not None else doctor_state(self.data_dir))}
 
     async def _heartbeat_loop(self) -> None:
         while not self._stopping:
@@ -268,8 +275,8 @@ def run_headless(cfg, data_dir: Path) -> int:
 class AgentThread:
     """The kiosk's in-process agent: the same Agent on its own event loop and SQLite connections."""
 
-    def __init__(self, cfg, data_dir: Path, *, is_idle=None):
-        self.agent = Agent(cfg, data_dir, is_idle=is_idle)
+    def __init__(self, cfg, data_dir: Path, *, is_idle=None, health=None):
+        self.agent = Agent(cfg, data_dir, is_idle=is_idle, health=health)
         self._loop = None
         self._stop = None
         self._thread = threading.Thread(target=self._main, name="facepay-agent", daemon=True)

@@ -5,7 +5,6 @@ Everything here is SQLite in the terminal's own ``facepay.db``; the network side
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -16,16 +15,27 @@ from . import outbox
 
 PAUSED_MESSAGE = "Face pay paused: this terminal is offline"
 
+# Crockford's base32 (https://www.crockford.com/base32.html): digits and capitals without I, L, O and U,
+# so no code holds both a 0 and an O, or a 1 and an I or L.  Typed back, case does not matter and the
+# letters people confuse with a digit are read as that digit.
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
+
+
 def new_optout_code() -> str:
-    """16 base32 characters (80 random bits) in groups of four: ``K7QM-3XPA-WD2R-9HNE``."""
-    raw = base64.b32encode(secrets.token_bytes(10)).decode()
+    """16 Crockford base32 characters (80 random bits) in groups of four: ``K7QM-3XPA-WD2R-9HNE``."""
+    raw = "".join(secrets.choice(CROCKFORD) for _ in range(16))
     return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
+
+
+def normalise_code(code: str) -> str:
+    """A typed code as it was issued: capitals, spaces and dashes dropped, O read as 0 and I or L as 1."""
+    return "".join(ch for ch in code.upper() if ch.isalnum()).translate(_CONFUSABLE)
 
 
 def code_hash(code: str) -> str:
     """What the back office stores and looks a typed code up by (the code itself is never stored)."""
-    norm = "".join(ch for ch in code.upper() if ch.isalnum())
-    return hashlib.sha256(b"facepay-optout:" + norm.encode()).hexdigest()
+    return hashlib.sha256(b"facepay-optout:" + normalise_code(code).encode()).hexdigest()
 
 
 def fleet_card_hash(card_key_hex: str, uid: bytes) -> str:

@@ -175,6 +175,11 @@ class Journal:
         return [(r[0], r[1]) for r in self.db.execute(
             "SELECT step, detail FROM steps WHERE sale_id=? ORDER BY id", (sale_id,))]
 
+    def sales_of(self, shopper_id: str, token: str) -> list[str]:
+        """The ids of the sales linked to a shopper or paid with their card token."""
+        return [r[0] for r in self.db.execute("SELECT id FROM sales WHERE shopper_id = ? OR token = ?",
+                                              (shopper_id, token))]
+
     def tombstone(self, shopper_id: str, token: str, marker: str) -> int:
         """An opt-out: the sales stay (the shop's books), their link to the shopper and card becomes ``marker``.
 

@@ -67,11 +67,8 @@ def run_kiosk(ctx, demo: bool, size=None, script: str | None = None, screenshots
             raise HardwareError(display.detail, "display", "run it on the terminal's screen, under xvfb-run for "
                                 "tests, or set SDL_VIDEODRIVER (the systemd unit sets kmsdrm)")
     cfg = demo_config(ctx.cfg) if demo else ctx.cfg
-    if screenshots and not demo:
-        from ..errors import UsageError
-
-        raise UsageError("--screenshots needs --demo: screenshots may show the camera picture, so they are only "
-                         "taken of the replay camera's public demo photos", "run")
+    if screenshots and not demo:  # `facepay run` refuses it first, with the reason (cli.cmd_run)
+        raise ValueError("--screenshots needs --demo")
     term = Terminal(cfg, ctx.data_dir, channel="kiosk")
     ctx._term = term
     recovered = term.recover()

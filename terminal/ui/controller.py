@@ -29,11 +29,13 @@ from ..staff import PinGate
 _log = logging.getLogger(__name__)
 
 SLOW = {co.Charge, co.ResolveCharge, co.StoreEnrolment, co.RevokeShopper, co.VerifyPhone, co.VerifyUnlock,
-        co.LookupCard, co.OpenCamera, co.CloseCamera}
+        co.LookupCard, co.OpenCamera, co.CloseCamera, co.DropCaptures}
 STAFF_IDLE_LOCK_S = 300
 
 MESSAGES = {
     "no_match": "We could not find you. Pay by card, or try again.",
+    "no_match_too_close": "Your face is close to two enrolled shoppers, so we cannot tell which one you are. Please "
+                          "pay by card. If you enrolled twice, delete one enrolment at My data with its card.",
     "scan_timeout": "The camera is off again: no face was recognised in time.",
     "camera_fault": "The camera is not working. Please pay by card.",
     "stepup_unavailable": "We are not sure enough it is you. Please pay by card.",
@@ -51,6 +53,48 @@ MESSAGES = {
     "key_reused": "The payment service refused this payment before making it. Nothing was charged. Please ask staff.",
     "not_sent": "This payment was not sent. Nothing was charged.",
 }
+# A failed enrolment, in enrolment words: (what failed, what to do).  "liveness:REASON" codes come from the
+# head-turn check (terminal/face/liveness.py REASONS); {side} is the side the arrow asked for.
+ENROL_FAILURES = {
+    "liveness:not_frontal": ("We never saw your face straight on before the turn.",
+                             "Try again: first look straight at the screen, then turn your head when the arrow shows."),
+    "liveness:timeout": ("We did not see your head turn to your {side} in time.",
+                         "Try again: look at the screen, then slowly turn your head to your {side}, "
+                         "the way the arrow points."),
+    "liveness:wrong_direction": ("Your head turned to the other side first.",
+                                 "Try again and turn only to your {side}, the way the arrow points."),
+    "liveness:face_lost": ("Your face left the picture or was hidden during the turn.",
+                           "Try again: stay in the middle of the picture and turn slowly."),
+    "liveness:flat": ("The face moved like a flat picture (a photo or a screen).",
+                      "Enrolment needs you in person in front of the camera."),
+    "liveness:different_person": ("The face at the end of the turn was not the one at its start.",
+                                  "Try again with only one person in front of the camera."),
+    "liveness:no_face": ("We could not see one face clearly.",
+                         "Try again alone, about an arm's length from the screen, in good light."),
+    "camera_fault": ("The camera is not working.", "Please ask staff. You can still pay by card."),
+    "card_linked": ("This card is already linked to another face enrolment.",
+                    "Try again with another card, or first delete that enrolment at My data with this card."),
+    "replace_phone_mismatch": ("The phone digits did not match your earlier enrolment, so it was kept.",
+                               "Nothing was changed. Ask at the till if you no longer know them."),
+    "face_pay_suspended": ("Face pay is paused for your earlier enrolment after too many wrong phone digits.",
+                           "Nothing was changed. To switch it back on: My data, tap that card, enter your digits."),
+}
+NO_RETRY = ("camera_fault", "replace_phone_mismatch", "face_pay_suspended")
+
+
+def enrol_failure(message: str) -> tuple[str, str, bool]:
+    """What the failed-enrolment screen says: what failed, what to do, and whether "Try again" is offered."""
+    key, side = message, ""
+    if message.startswith("liveness:"):
+        _, reason, side = (message.split(":") + ["", ""])[:3]
+        key = "liveness:" + reason
+    what, todo = ENROL_FAILURES.get(key, (message[:1].upper() + message[1:] + ".", "Try again, or ask staff."))
+    if key not in NO_RETRY:
+        todo += " No face data was kept."
+    side = side or "left or right"
+    return what.format(side=side), todo.format(side=side), key not in NO_RETRY
+
+
 # The head-turn challenge: an arrow and one short sentence in the consent text's languages.  The arrow
 # points to the shopper's own side as they face the screen, whether or not the preview is mirrored.
 CHALLENGE_ARROWS = {"left": "\u2190", "right": "\u2192"}
@@ -66,6 +110,7 @@ def screen_for(state: co.State) -> str:
         co.State.ENROL_CONSENT: "enrol_consent",
         co.State.ENROL_DETAILS: "enrol_details", co.State.ENROL_CAPTURE: "enrol_capture",
         co.State.ENROL_CARD: "enrol_card", co.State.ENROL_SAVING: "enrol_card", co.State.ENROL_DONE: "enrol_done",
+        co.State.ENROL_DUPLICATE: "enrol_duplicate", co.State.ENROL_FAILED: "enrol_failed",
         co.State.MYDATA_TAP: "mydata_tap", co.State.MYDATA_LOOKUP: "mydata_tap", co.State.MYDATA_SHOW: "mydata_show",
         co.State.MYDATA_DELETING: "mydata_show", co.State.MYDATA_DELETED: "mydata_deleted",
         co.State.OUT_OF_SERVICE: "out_of_service",
@@ -103,6 +148,12 @@ class KioskController(EventDispatcher):
     enrolled_text = StringProperty("")
     optout_code = StringProperty("")    # fleet only: shown once on the enrolment-done screen (text + QR)
     optout_qr = StringProperty("")      # what the QR code holds: the opt-out page's address with the code
+    optout_url = StringProperty("")     # the opt-out page's address, printed beside the QR code
+    failure_text = StringProperty("")   # the failed-enrolment screen: what failed ...
+    failure_hint = StringProperty("")   # ... and what to do
+    can_retry = BooleanProperty(False)
+    duplicate_text = StringProperty("")  # "you are already enrolled": which enrolment, since when
+    can_replace = BooleanProperty(False)  # the earlier enrolment can be moved to the new card (its phone digits)
     fleet_notice = StringProperty("")   # "Face pay paused: this terminal is offline" while failing closed
     staff_unlocked = BooleanProperty(False)
     staff_message = StringProperty("")
@@ -117,6 +168,7 @@ class KioskController(EventDispatcher):
     challenge_arrow = StringProperty("")
     challenge_text = StringProperty("")
     cooldown = NumericProperty(0)         # seconds left of the face-pay cool-down after failed challenges
+    receipt_qr = StringProperty("")       # the customer receipt's text as a QR code on the result screen
 
     def __init__(self, term, hardware, demo: bool = False, **kw):
         super().__init__(**kw)
@@ -131,7 +183,7 @@ class KioskController(EventDispatcher):
             from ..fleet.agent import AgentThread
 
             self.machine.ctx.fleet_paused = term.fleet_paused()
-            self.agent = AgentThread(term.cfg, term.data_dir,
+            self.agent = AgentThread(term.cfg, term.data_dir, health=hardware.health,
                                      is_idle=lambda: self.state in ("idle", "out_of_service")).start()
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
         self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
@@ -139,6 +191,8 @@ class KioskController(EventDispatcher):
         self.merchant = term.cfg.payment.merchant
         self.captures_needed = term.cfg.match.enrol_captures
         self.rejections: list[str] = []
+        self.observers: list = []           # called with every snapshot (the till link, terminal/ui/till.py)
+        self._receipt_for: str | None = None
         self._countdown_ev = None
         self._staff_touched = 0.0
         self.load_consent("en")
@@ -148,6 +202,11 @@ class KioskController(EventDispatcher):
         for eff in self.machine.startup_effects():
             self.runner.perform(eff)
         self._refresh()
+        self.till = None
+        if term.cfg.till.transport != "none":   # the shop's till sends amounts over ZVT
+            from .till import KioskDesk
+
+            self.till = KioskDesk(self).start()
         Clock.schedule_interval(self._poll_reader, 0.05)
         Clock.schedule_interval(self._follow_mode, 2.0)
 
@@ -191,9 +250,12 @@ class KioskController(EventDispatcher):
             if isinstance(eff, co.OpenCamera) and eff.challenge and self.hw.shopper is not None:
                 self.hw.shopper.follow(self.hw.camera, eff.challenge)   # the demo's simulated shopper
             self.runner.work(eff, self._post, on_frame)
+            if isinstance(eff, co.OpenCamera):
+                self.hw.camera_seen(None)  # for the fleet heartbeat
         except Exception as exc:  # a fault in a part must not kill the kiosk
             _log.exception("effect %s failed", type(eff).__name__)
             if isinstance(eff, co.OpenCamera):
+                self.hw.camera_seen(str(exc))
                 self.hw.leds.set_fault(True)  # a missing camera keeps the fault LED blinking
                 self._post(co.CameraFault(str(exc)))
             elif isinstance(eff, co.Charge):
@@ -289,6 +351,8 @@ class KioskController(EventDispatcher):
     def _refresh(self) -> None:
         snap = self.machine.snapshot()
         self.snap = snap
+        if snap["state"] == "enrol_duplicate" != self.state:
+            self.keypad = ""   # the phone digits start empty
         self.state = snap["state"]
         self.mode = snap["mode"]
         self.face_pay = snap["face_pay"]
@@ -323,17 +387,65 @@ class KioskController(EventDispatcher):
         self.optout_code = self.term.optout_codes.get(en["shopper_id"], "") if en else ""
         url = self.term.cfg.fleet.optout_url
         self.optout_qr = (f"{url}?code={self.optout_code}" if url else self.optout_code) if self.optout_code else ""
+        self.optout_url = url if self.optout_code else ""
+        dup = snap["duplicate"]
         if en:
             self.enrolled_text = (f"Stored: one encrypted face template (no photo), linked to card {en['masked_card']}"
                                   f"{', with a phone-digits check' if en['has_phone'] else ''}.\n"
-                                  "To delete it: My data on this screen, or ask at the till.")
+                                  "To delete it: My data on this screen, or ask at the till."
+                                  + (f"\nYour earlier enrolment (card {dup['masked_card']}) was deleted: receipt "
+                                     f"{snap['receipt_id']}." if dup and snap["receipt_id"] else ""))
+        if self.state == "enrol_failed" and msg:
+            self.failure_text, self.failure_hint, self.can_retry = enrol_failure(msg)
+        if self.state == "enrol_duplicate" and dup:
+            new_card = self.machine.ctx.enrol_card.masked_card if self.machine.ctx.enrol_card else ""
+            self.can_replace = not snap["duplicate_same_card"] and dup["has_phone"]
+            if snap["duplicate_same_card"]:
+                self.duplicate_text = (f"Your face is already set up for face pay with this card ({dup['masked_card']}), "
+                                       f"since {dup['enrolled_at'][:10]}. Nothing new was stored: pay by face as before.")
+            else:
+                self.duplicate_text = (
+                    f"Your face is already set up for face pay with card {dup['masked_card']} ({dup['masked_name']}, "
+                    f"since {dup['enrolled_at'][:10]}). Nothing new was stored.\n"
+                    + (f"To pay with the card you just tapped ({new_card}) instead, enter the last 4 phone digits "
+                       "you gave then: the earlier enrolment is deleted, with a receipt."
+                       if self.can_replace else
+                       "To move face pay to the new card, delete the earlier enrolment at My data with its card, "
+                       "then enrol again."))
         if snap["receipt_id"] and self.runner.last_receipt is not None:
             r = self.runner.last_receipt
             self.receipt_text = (f"Deletion receipt {r.id}\n{r.at}\nDeleted: " + "; ".join(r.deleted))
+        self._receipt(snap)
+        for fn in list(self.observers):
+            fn(snap)
         screen = screen_for(self.machine.state)
         if self.staff_view and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
             screen = self.staff_view
         self.screen = screen
+
+    def _receipt(self, snap: dict) -> None:
+        """A sale that ended approved or declined: its receipt as a QR code, and on [receipt] printer."""
+        sale = snap["sale"]
+        if snap["state"] not in ("approved", "declined") or not sale:
+            if snap["state"] not in ("approved", "declined"):
+                self.receipt_qr = ""
+            return
+        if self._receipt_for == sale["sale_id"]:
+            return
+        self._receipt_for = sale["sale_id"]
+        from .. import receipts
+
+        try:
+            receipt = receipts.build(self.term, sale["sale_id"])
+        except Exception:  # a receipt never stops the kiosk
+            _log.exception("no receipt for sale %s", sale["sale_id"])
+            return
+        cfg = self.term.cfg
+        self.receipt_qr = receipts.qr_text(receipt, cfg) if cfg.receipt.qr else ""
+        if cfg.receipt.printer:
+            import threading
+
+            threading.Thread(target=receipts.print_on_printer, args=(receipt, cfg), daemon=True).start()
 
     # -- shopper actions (called by screens) ----------------------------------------------
 
@@ -387,6 +499,13 @@ class KioskController(EventDispatcher):
 
     def delete_mydata(self):
         return self.send(co.DeleteMyData())
+
+    def retry_enrolment(self):
+        return self.send(co.RetryEnrolment())
+
+    def replace_enrolment(self, digits: str):
+        """"Use the new card": the earlier enrolment's phone digits prove it is the shopper's own."""
+        return self.send(co.PhoneDigits(digits))
 
     # -- staff ---------------------------------------------------------------------------------
     def open_staff(self):
@@ -518,6 +637,8 @@ class KioskController(EventDispatcher):
         Clock.schedule_once(lambda dt: self.hw.sim.remove(), 0.8)
 
     def shutdown(self):
+        if self.till is not None:
+            self.till.stop()
         if self.agent is not None:
             self.agent.stop()
         self.runner.scans.drop()

@@ -13,7 +13,7 @@ from kivy.uix.widget import Widget
 
 SCREENS = [
     "attract", "pay", "scan", "consent", "processing", "result",
-    "enrol_consent", "enrol_details", "enrol_capture", "enrol_card", "enrol_done",
+    "enrol_consent", "enrol_details", "enrol_capture", "enrol_card", "enrol_done", "enrol_duplicate", "enrol_failed",
     "mydata_tap", "mydata_show", "mydata_deleted", "out_of_service",
     "staff_pin", "staff_menu", "staff_amount", "staff_report",
 ]

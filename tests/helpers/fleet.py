@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def wait_for(cond, timeout: float, what: str, step: float = 0.1, detail=None):
 
 
 class Fleet:
-    def __init__(self, workdir: Path, optout_rate: str = "1000/60"):
+    def __init__(self, workdir: Path, optout_rate: str = "1000/60", extra_args: tuple[str, ...] = ()):
         from backoffice.servers import ensure_nats_server, ensure_postgres
 
         ensure_nats_server()
@@ -53,7 +54,7 @@ class Fleet:
         self.log = (workdir.parent / f"{workdir.name}-dev.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backoffice.cli", "--workdir", str(workdir), "dev",
-             "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate],
+             "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate, *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=_env(), cwd=ROOT)
         line = self.proc.stdout.readline()
         if not line:
@@ -121,6 +122,32 @@ class Fleet:
 
         with psycopg.connect(self.db, autocommit=True) as conn:
             return conn.execute(query, args).fetchall()
+
+    def receipts(self, rid: str) -> dict[str, str]:
+        """Each terminal's answer to a revocation, as staff see it (the public API says only done or not)."""
+        return dict(self.sql("SELECT terminal_id, state FROM revocation_states WHERE revocation_id = %s", rid))
+
+    def staff_login(self, username: str | None = None, password: str | None = None):
+        """A logged-in staff browser session without a browser: (opener, form) where ``form(path, **fields)``
+        posts with the page's CSRF token, as the dashboard's forms do."""
+        import http.cookiejar
+        import re
+
+        who = self.staff()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+        def token(page: str) -> str:
+            html = opener.open(self.web + page, timeout=10).read().decode()
+            return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+        def form(path: str, page: str = "/dashboard", **fields):
+            data = urllib.parse.urlencode({"csrf_token": token(page), **fields}).encode()
+            return opener.open(urllib.request.Request(self.web + path, data=data, headers={"Origin": self.web}),
+                               timeout=10)
+
+        r = form("/login", page="/login", username=username or who["username"], password=password or who["password"])
+        assert r.url.endswith("/dashboard"), r.url
+        return opener, form
 
     def log_tail(self, chars: int = 1500) -> str:
         self.log.flush()
