@@ -206,10 +206,12 @@ TIP = (1, 4)               # the nose tip and the point just above it
 
 @dataclass(frozen=True)
 class Chords:
-    """The mesh points of each chord through the nose tip, and their positions along it, from the start frame."""
+    """The mesh points of each chord through the nose tip, their positions along it and their offsets across
+    it (both in eye distances), from the start frame."""
 
     points: tuple[np.ndarray, ...]
     along: tuple[np.ndarray, ...]
+    across: tuple[np.ndarray, ...] = ()
 
 
 def chords(start: np.ndarray) -> Chords | None:
@@ -218,27 +220,39 @@ def chords(start: np.ndarray) -> Chords | None:
     xy = np.asarray(start[:, :2], np.float64)
     eye = max(eye_distance(start), 1e-6)
     tip = xy[list(TIP)].mean(axis=0)
-    pts, along = [], []
+    pts, along, across = [], [], []
     others = np.setdiff1d(np.arange(len(xy)), NOSE)
     for deg in RELIEF_DIRECTIONS:
         d = np.array([math.cos(math.radians(deg)), math.sin(math.radians(deg))])
         rel = (xy[others] - tip) / eye
         s = rel @ d
-        off = np.abs(rel @ np.array([-d[1], d[0]]))
-        near = (off <= CHORD_BAND) & (np.abs(s) >= CHORD_SPAN[0]) & (np.abs(s) <= CHORD_SPAN[1])
+        off = rel @ np.array([-d[1], d[0]])
+        near = (np.abs(off) <= CHORD_BAND) & (np.abs(s) >= CHORD_SPAN[0]) & (np.abs(s) <= CHORD_SPAN[1])
         if (near & (s > 0)).sum() < CHORD_MIN or (near & (s < 0)).sum() < CHORD_MIN:
             return None
         pts.append(others[near])
         along.append(s[near])
-    return Chords(tuple(pts), tuple(along))
+        across.append(off[near])
+    return Chords(tuple(pts), tuple(along), tuple(across))
+
+
+def _design(s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The smooth surface along a chord: a parabola along it, and across it a slope and a crease (|offset|), so
+    that a sheet folded or bent along the chord itself does not stand out of it at the chord's own line."""
+    return np.c_[np.ones_like(s), s, s * s, q, np.abs(q)]
 
 
 def _tip_offsets(lm: np.ndarray, ch: Chords) -> np.ndarray:
-    """For each chord: the nose tip's horizontal offset from the smooth curve (a parabola along the chord)
-    through the chord's points in this frame, in pixels."""
+    """For each chord: the nose tip's horizontal offset from the smooth surface (see :func:`_design`) through
+    the chord's points in this frame, in pixels."""
     x = np.asarray(lm[:, 0], np.float64)
     tip = x[list(TIP)].mean()
-    return np.asarray([tip - np.polyval(np.polyfit(s, x[pts], 2), 0.0) for pts, s in zip(ch.points, ch.along)])
+    across = ch.across or tuple(np.zeros_like(s) for s in ch.along)
+    out = []
+    for pts, s, q in zip(ch.points, ch.along, across):
+        coef = np.linalg.lstsq(_design(s, q), x[pts], rcond=None)[0]
+        out.append(tip - coef[0])
+    return np.asarray(out)
 
 
 def relief(start: np.ndarray, frame: np.ndarray, yaw_change_deg: float, ch: Chords | None = None,
@@ -286,33 +300,63 @@ class _Frame:
     gray: np.ndarray | None = None
 
 
+TRACK_EYE_PX = 80.0   # the tracking picture is scaled so that the start's eye distance is this many pixels
+TRACK_BLUR = 1.0      # and smoothed by a Gaussian of this sigma (pixels at that scale): JPEG blocks and sensor
+                      # noise weigh less, so a re-saved or rescaled copy tracks like the original
+TRACK_MARGIN = 0.6    # the tracked region: the start's mesh box and this share of its size on every side
+
+
 class _Tracks:
     """The start frame's chord and nose points, followed through the frames by pyramidal Lucas-Kanade optical
-    flow (the image's own texture, not the landmark model's idea of where a nose goes)."""
+    flow (the image's own texture, not the landmark model's idea of where a nose goes).
+
+    Every frame is tracked in the same picture geometry: the region about the start's face, scaled so that
+    its eye distance is :data:`TRACK_EYE_PX` pixels, and smoothed.  The flow's window then covers the same
+    part of the face at any camera resolution or distance, and a copy of a video, rescaled or re-compressed,
+    gives the original's figures.
+    """
 
     def __init__(self, start: _Frame, ch: Chords):
+        import cv2
+
         self.start, self.chords = start, ch
         self.ids = np.unique(np.concatenate([*ch.points, np.asarray(TIP)]))
-        self.pos = np.ascontiguousarray(start.landmarks[self.ids, :2], dtype=np.float32).reshape(-1, 1, 2)
-        self.gray = start.gray
         self.eye = max(eye_distance(start.landmarks), 1e-6)
+        self.k = TRACK_EYE_PX / self.eye
+        x, y, w, h = mesh_box(start.landmarks)
+        self.origin = np.array([x - TRACK_MARGIN * w, y - TRACK_MARGIN * h], np.float64)
+        self.size = (int(math.ceil(w * (1 + 2 * TRACK_MARGIN) * self.k)),
+                     int(math.ceil(h * (1 + 2 * TRACK_MARGIN) * self.k)))
+        self.warp = np.array([[self.k, 0, -self.k * self.origin[0]], [0, self.k, -self.k * self.origin[1]]])
+        self._cv2 = cv2
+        self.pos = self._to_track(start.landmarks[self.ids, :2]).reshape(-1, 1, 2)
+        self.gray = self._picture(start.gray)
+
+    def _to_track(self, xy: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((np.asarray(xy, np.float64) - self.origin) * self.k, dtype=np.float32)
+
+    def _picture(self, gray: np.ndarray) -> np.ndarray:
+        cv2 = self._cv2
+        interp = cv2.INTER_AREA if self.k < 1 else cv2.INTER_LINEAR
+        out = cv2.warpAffine(gray, self.warp, self.size, flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.GaussianBlur(out, (0, 0), TRACK_BLUR)
 
     def follow(self, frame: _Frame) -> float:
         """Move the points to ``frame``; the continuity error, in eye distances: the larger of the median
         distance between the tracked points and the mesh's and the 90th percentile of their distance back
         from a backward track (a cut or a blend between pictures leaves one or the other large)."""
-        import cv2
-
-        nxt, _, _ = cv2.calcOpticalFlowPyrLK(self.gray, frame.gray, self.pos, None, **LK)
-        back, _, _ = cv2.calcOpticalFlowPyrLK(frame.gray, self.gray, nxt, None, **LK)
+        cv2 = self._cv2
+        gray = self._picture(frame.gray)
+        nxt, _, _ = cv2.calcOpticalFlowPyrLK(self.gray, gray, self.pos, None, **LK)
+        back, _, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt, None, **LK)
         fb = np.linalg.norm((back - self.pos).reshape(-1, 2), axis=1)
-        off = np.linalg.norm(nxt.reshape(-1, 2) - frame.landmarks[self.ids, :2], axis=1)
-        self.pos, self.gray = nxt, frame.gray
-        return float(max(np.median(off), np.percentile(fb, 90)) / self.eye)
+        off = np.linalg.norm(nxt.reshape(-1, 2) - self._to_track(frame.landmarks[self.ids, :2]), axis=1)
+        self.pos, self.gray = nxt, gray
+        return float(max(np.median(off), np.percentile(fb, 90)) / TRACK_EYE_PX)
 
     def landmarks(self) -> np.ndarray:
         out = self.start.landmarks.copy()
-        out[self.ids, :2] = self.pos.reshape(-1, 2)
+        out[self.ids, :2] = self.pos.reshape(-1, 2) / self.k + self.origin
         return out
 
 
