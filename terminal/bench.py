@@ -107,7 +107,7 @@ def bench_liveness(files: list[Path], pipeline, cfg, threshold: float, repeat: i
         return {"skipped": "no photo of a frontal face to render a head turn from"}
     seq = synth.genuine(model, "left", 25.0, 1.0, fps=30.0, back=False)
     gallery = synthetic_gallery(1000)
-    params = LivenessParams(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s)
+    params = LivenessParams.from_config(cfg)
     stages: dict[str, list[float]] = {"detect": [], "gates": [], "landmarks": [], "liveness": []}
     per_frame, decision, decided = [], [], 0
     for _ in range(repeat):
@@ -121,7 +121,7 @@ def bench_liveness(files: list[Path], pipeline, cfg, threshold: float, repeat: i
             lm = pipeline.landmarks(frame.image, a)
             t1 = time.perf_counter()
             result = check.add(frame.timestamp, lm, mesh_box(lm) if lm is not None else None,
-                               (frame.image.shape[1], frame.image.shape[0]))
+                               (frame.image.shape[1], frame.image.shape[0]), frame.image)
             t2 = time.perf_counter()
             frames[check.frames - 1] = (frame.image, a.gate.face)
             for k in ("detect", "gates", "landmarks"):

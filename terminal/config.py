@@ -229,9 +229,16 @@ class LivenessConfig:
     # false only for tests; recorded in the consent ledger whenever a face step runs without it.
     required: Flag = True
     min_yaw_deg: Annotated[Number, Field(ge=8, le=40)] = 15.0       # the turn asked for, degrees of head yaw
-    # the nose off the plane of the rest of the face, in eye distances (docs/privacy.md)
+    # the nose off the plane of the rest of the face, in eye distances: still range-checked and reported,
+    # no longer decides (a bent print passes it; relief_min decides, docs/privacy.md)
     planarity_min: Annotated[Number, Field(ge=0.005, le=0.5)] = 0.055
     timeout_s: Annotated[Number, Field(ge=1, le=30)] = 4.0          # from the first face seen to the turn
+    # the nose tip out of the surface around it, from the texture's motion over the turn, in eye distances
+    relief_min: Annotated[Number, Field(ge=0.005, le=0.5)] = 0.035
+    # image continuity: tracked points off the mesh or off their own backward track, in eye distances
+    flow_max: Annotated[Number, Field(ge=0.01, le=1)] = 0.08
+    max_yaw_rate_dps: Annotated[Number, Field(ge=60, le=2000)] = 300.0   # head yaw speed between two frames
+    min_turn_frames: Annotated[Whole, Field(ge=1, le=10)] = 2       # frames between 10% and 90% of the turn
 
 
 @section

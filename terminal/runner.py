@@ -414,7 +414,7 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
 
     from .face.liveness import LivenessCheck, LivenessParams, mesh_box
 
-    check = LivenessCheck(challenge, LivenessParams(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s))
+    check = LivenessCheck(challenge, LivenessParams.from_config(cfg))
     kept: dict[int, tuple] = {}   # frame index -> (image, detection) of the check's current start and peak
     recent: list[tuple] = []
     descriptors: dict[int, np.ndarray] = {}
@@ -439,7 +439,7 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
         recent = (recent + [(check.frames, rgb, analysis.gate.face)])[-4:]
         if window is not None and window() != check.params.timeout_s:
             check.params = replace(check.params, timeout_s=window())
-        result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]))
+        result = check.add(frame.timestamp, landmarks, box, (rgb.shape[1], rgb.shape[0]), rgb)
         for want in (check.start_index, check.peak_index):
             if want is not None and want not in kept:
                 kept.update({i: (img, det) for i, img, det in recent if i == want})

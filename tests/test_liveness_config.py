@@ -10,6 +10,7 @@ from terminal.errors import ConfigError
 def test_defaults():
     lv = Config().liveness
     assert (lv.required, lv.min_yaw_deg, lv.planarity_min, lv.timeout_s) == (True, 15.0, 0.055, 4.0)
+    assert (lv.relief_min, lv.flow_max, lv.max_yaw_rate_dps, lv.min_turn_frames) == (0.035, 0.08, 300.0, 2)
 
 
 def test_a_full_section_parses():
@@ -27,6 +28,14 @@ def test_a_full_section_parses():
     ("timeout_s = 0.5", "'liveness.timeout_s' must be greater than or equal to 1"),
     ("timeout_s = 31", "'liveness.timeout_s' must be less than or equal to 30"),
     ("required = 1", "'liveness.required' must be true or false"),
+    ("relief_min = 0", "'liveness.relief_min' must be greater than or equal to 0.005"),
+    ("relief_min = 0.6", "'liveness.relief_min' must be less than or equal to 0.5"),
+    ("flow_max = 0.001", "'liveness.flow_max' must be greater than or equal to 0.01"),
+    ("flow_max = 2", "'liveness.flow_max' must be less than or equal to 1"),
+    ("max_yaw_rate_dps = 10", "'liveness.max_yaw_rate_dps' must be greater than or equal to 60"),
+    ("max_yaw_rate_dps = 5000", "'liveness.max_yaw_rate_dps' must be less than or equal to 2000"),
+    ("min_turn_frames = 0", "'liveness.min_turn_frames' must be greater than or equal to 1"),
+    ("min_turn_frames = 11", "'liveness.min_turn_frames' must be less than or equal to 10"),
     ("min_yaw_deg = \"15\"", "'liveness.min_yaw_deg' must be a number"),
     ("blink = true", "unknown key 'liveness.blink'"),
 ])

@@ -82,8 +82,9 @@ REASONS = {
     "not_frontal": "the face never looked straight at the camera first",
     "timeout": "no turn to the asked side within the time limit",
     "wrong_direction": "the head turned to the other side",
-    "flat": "the face moved like a flat picture (a print or a screen)",
+    "flat": "the face moved like a picture (a print, flat or bent, or a screen)",
     "face_lost": "the face left the picture or jumped during the challenge",
+    "cut": "the picture changed in a way no head moves (a cut or a blend between pictures)",
     "different_person": "the face at the end of the turn is not the one at its start",
 }
 
@@ -91,8 +92,18 @@ REASONS = {
 @dataclass(frozen=True)
 class LivenessParams:
     min_yaw_deg: float = 15.0
-    planarity_min: float = 0.055
+    planarity_min: float = 0.055     # reported, no longer decides (see the module's docstring)
     timeout_s: float = 4.0
+    relief_min: float = 0.035        # the nose tip out of the surface around it, eye distances
+    flow_max: float = 0.08           # tracked points off the mesh or their own backward track, eye distances
+    max_yaw_rate_dps: float = 300.0  # head yaw speed between two frames, degrees per second
+    min_turn_frames: int = 2         # frames seen between 10% and 90% of the turn
+
+    @classmethod
+    def from_config(cls, cfg) -> "LivenessParams":
+        """From a ``[liveness]`` section (terminal.config.LivenessConfig)."""
+        return cls(cfg.min_yaw_deg, cfg.planarity_min, cfg.timeout_s, cfg.relief_min, cfg.flow_max,
+                   cfg.max_yaw_rate_dps, cfg.min_turn_frames)
 
 
 @dataclass(frozen=True)
@@ -106,11 +117,12 @@ class LivenessResult:
     # indices (in the order frames were added) of the start and end frames the decision used
     start_frame: int | None = None
     end_frame: int | None = None
+    relief: float = 0.0   # the nose tip's relief over the turn (see relief()), eye distances
 
     def as_dict(self) -> dict:
         return {"live": self.live, "challenge": self.challenge, "reason": self.reason,
                 "yaw_change_deg": round(self.yaw_change_deg, 2), "planarity": round(self.planarity, 4),
-                "frames": self.frames}
+                "relief": round(self.relief, 4), "frames": self.frames}
 
     @property
     def words(self) -> str:
@@ -180,6 +192,98 @@ def planarity(start: np.ndarray, end: np.ndarray, sign: float = 1.0) -> float:
     return sign * residual / eye
 
 
+RELIEF_DIRECTIONS = (0.0, 45.0, 90.0, 135.0)   # chords through the nose tip, degrees from the image's x axis
+CHORD_BAND = 0.15          # a chord's points lie within this of its line, in eye distances...
+CHORD_SPAN = (0.5, 1.5)    # ...and this far from the nose tip along it, on both sides
+CHORD_MIN = 3              # points needed on each side of the nose for a chord
+TIP = (1, 4)               # the nose tip and the point just above it
+
+
+@dataclass(frozen=True)
+class Chords:
+    """The mesh points of each chord through the nose tip, their positions along it and their offsets across
+    it (both in eye distances), from the start frame."""
+
+    points: tuple[np.ndarray, ...]
+    along: tuple[np.ndarray, ...]
+    across: tuple[np.ndarray, ...] = ()
+
+
+def chords(start: np.ndarray) -> Chords | None:
+    """Mesh points on four lines through the nose tip (horizontal, vertical, both diagonals), on both sides
+    of it, as the start frame shows them; None when a side of a chord has too few points."""
+    xy = np.asarray(start[:, :2], np.float64)
+    eye = max(eye_distance(start), 1e-6)
+    tip = xy[list(TIP)].mean(axis=0)
+    pts, along, across = [], [], []
+    others = np.setdiff1d(np.arange(len(xy)), NOSE)
+    for deg in RELIEF_DIRECTIONS:
+        d = np.array([math.cos(math.radians(deg)), math.sin(math.radians(deg))])
+        rel = (xy[others] - tip) / eye
+        s = rel @ d
+        off = rel @ np.array([-d[1], d[0]])
+        near = (np.abs(off) <= CHORD_BAND) & (np.abs(s) >= CHORD_SPAN[0]) & (np.abs(s) <= CHORD_SPAN[1])
+        if (near & (s > 0)).sum() < CHORD_MIN or (near & (s < 0)).sum() < CHORD_MIN:
+            return None
+        pts.append(others[near])
+        along.append(s[near])
+        across.append(off[near])
+    return Chords(tuple(pts), tuple(along), tuple(across))
+
+
+def _design(s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The smooth surface along a chord: a parabola along it, and across it a slope and a crease (|offset|), so
+    that a sheet folded or bent along the chord itself does not stand out of it at the chord's own line."""
+    return np.c_[np.ones_like(s), s, s * s, q, np.abs(q)]
+
+
+def _tip_offsets(lm: np.ndarray, ch: Chords) -> np.ndarray:
+    """For each chord: the nose tip's horizontal offset from the smooth surface (see :func:`_design`) through
+    the chord's points in this frame, in pixels."""
+    x = np.asarray(lm[:, 0], np.float64)
+    tip = x[list(TIP)].mean()
+    across = ch.across or tuple(np.zeros_like(s) for s in ch.along)
+    out = []
+    for pts, s, q in zip(ch.points, ch.along, across):
+        coef = np.linalg.lstsq(_design(s, q), x[pts], rcond=None)[0]
+        out.append(tip - coef[0])
+    return np.asarray(out)
+
+
+def relief(start: np.ndarray, frame: np.ndarray, yaw_change_deg: float, ch: Chords | None = None,
+           sign: float = 1.0) -> float:
+    """How far the nose tip stands out of the surface around it, in eye distances, from the parallax of one turn.
+
+    For each of four chords through the nose tip (mesh points on a line through it, on both sides, as
+    :func:`chords` picks them in the start frame), a parabola along the chord is fitted to the
+    horizontal positions of its points, in the start frame and in ``frame``; the nose tip's offset from
+    it changes as the head turns by its depth in front of that smooth curve times the sine of the turn.
+    A sheet of paper, flat, bent on a cylinder about any axis near one of the chords, or folded, is
+    straight along its rulings: along the chord nearest them the nose lies on the sheet's own line and
+    does not move off it.  A head's nose tip stands 2-3 cm in front of the midline above and below it
+    and of the cheeks beside it, a peak in every direction.  Returned: the smallest over the four chords
+    of (offset change toward the turn, signed by ``sign``) / (eye distance x sin(yaw change)).
+    """
+    ch = ch or chords(start)
+    if ch is None or abs(yaw_change_deg) < 1.0:
+        return 0.0
+    eye = max(eye_distance(start), 1e-6)
+    moved = sign * (_tip_offsets(frame, ch) - _tip_offsets(start, ch))
+    return float(np.min(moved) / (eye * math.sin(math.radians(abs(yaw_change_deg)))))
+
+
+LK = {"winSize": (21, 21), "maxLevel": 3,
+      "criteria": (3, 20, 0.03)}   # cv2.TERM_CRITERIA_EPS | COUNT, 20 iterations, 0.03 px
+
+
+def _gray(image: np.ndarray | None) -> np.ndarray | None:
+    if image is None or image.ndim == 2:
+        return image
+    import cv2
+
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
 # --------------------------------------------------------------------------- the check
 @dataclass
 class _Frame:
@@ -188,6 +292,67 @@ class _Frame:
     landmarks: np.ndarray
     yaw: float            # this frame's own estimate
     smooth: float         # median of this and the previous SMOOTH-1 frames' yaw
+    gray: np.ndarray | None = None
+
+
+TRACK_EYE_PX = 80.0   # the tracking picture is scaled so that the start's eye distance is this many pixels
+TRACK_BLUR = 1.0      # and smoothed by a Gaussian of this sigma (pixels at that scale): JPEG blocks and sensor
+                      # noise weigh less, so a re-saved or rescaled copy tracks like the original
+TRACK_MARGIN = 0.6    # the tracked region: the start's mesh box and this share of its size on every side
+
+
+class _Tracks:
+    """The start frame's chord and nose points, followed through the frames by pyramidal Lucas-Kanade optical
+    flow (the image's own texture, not the landmark model's idea of where a nose goes).
+
+    Every frame is tracked in the same picture geometry: the region about the start's face, scaled so that
+    its eye distance is :data:`TRACK_EYE_PX` pixels, and smoothed.  The flow's window then covers the same
+    part of the face at any camera resolution or distance, and a copy of a video, rescaled or re-compressed,
+    gives the original's figures.
+    """
+
+    def __init__(self, start: _Frame, ch: Chords):
+        import cv2
+
+        self.start, self.chords = start, ch
+        self.ids = np.unique(np.concatenate([*ch.points, np.asarray(TIP)]))
+        self.eye = max(eye_distance(start.landmarks), 1e-6)
+        self.k = TRACK_EYE_PX / self.eye
+        x, y, w, h = mesh_box(start.landmarks)
+        self.origin = np.array([x - TRACK_MARGIN * w, y - TRACK_MARGIN * h], np.float64)
+        self.size = (int(math.ceil(w * (1 + 2 * TRACK_MARGIN) * self.k)),
+                     int(math.ceil(h * (1 + 2 * TRACK_MARGIN) * self.k)))
+        self.warp = np.array([[self.k, 0, -self.k * self.origin[0]], [0, self.k, -self.k * self.origin[1]]])
+        self._cv2 = cv2
+        self.pos = self._to_track(start.landmarks[self.ids, :2]).reshape(-1, 1, 2)
+        self.gray = self._picture(start.gray)
+
+    def _to_track(self, xy: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((np.asarray(xy, np.float64) - self.origin) * self.k, dtype=np.float32)
+
+    def _picture(self, gray: np.ndarray) -> np.ndarray:
+        cv2 = self._cv2
+        interp = cv2.INTER_AREA if self.k < 1 else cv2.INTER_LINEAR
+        out = cv2.warpAffine(gray, self.warp, self.size, flags=interp, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.GaussianBlur(out, (0, 0), TRACK_BLUR)
+
+    def follow(self, frame: _Frame) -> float:
+        """Move the points to ``frame``; the continuity error, in eye distances: the larger of the median
+        distance between the tracked points and the mesh's and the 90th percentile of their distance back
+        from a backward track (a cut or a blend between pictures leaves one or the other large)."""
+        cv2 = self._cv2
+        gray = self._picture(frame.gray)
+        nxt, _, _ = cv2.calcOpticalFlowPyrLK(self.gray, gray, self.pos, None, **LK)
+        back, _, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt, None, **LK)
+        fb = np.linalg.norm((back - self.pos).reshape(-1, 2), axis=1)
+        off = np.linalg.norm(nxt.reshape(-1, 2) - self._to_track(frame.landmarks[self.ids, :2]), axis=1)
+        self.pos, self.gray = nxt, gray
+        return float(max(np.median(off), np.percentile(fb, 90)) / TRACK_EYE_PX)
+
+    def landmarks(self) -> np.ndarray:
+        out = self.start.landmarks.copy()
+        out[self.ids, :2] = self.pos.reshape(-1, 2) / self.k + self.origin
+        return out
 
 
 @dataclass
@@ -196,6 +361,8 @@ class LivenessCheck:
 
     challenge: str
     params: LivenessParams = field(default_factory=LivenessParams)
+    # without pixels (landmark-only tests) the depth and continuity come from the mesh points themselves
+    need_image: bool = True
 
     def __post_init__(self):
         if self.challenge not in CHALLENGES:
@@ -210,6 +377,8 @@ class LivenessCheck:
         self.saw_frontal = False
         self.best_change = 0.0
         self.best_planarity = 0.0
+        self.image_cuts = 0
+        self.continuity = 0.0  # the worst continuity error since the current start, eye distances
         self.progress = 0.0   # the turn so far from the current start, degrees toward the asked side
 
     def _restart(self) -> None:
@@ -223,6 +392,9 @@ class LivenessCheck:
         self._passed_at: float | None = None
         self._last_t: float | None = None
         self._last_box = None
+        self._last_smooth: float | None = None
+        self._tracks: _Tracks | None = None
+        self._path: list[tuple[float, float]] = []   # (change, relief) of each frame since the start
 
     @property
     def start_index(self) -> int | None:
@@ -236,11 +408,14 @@ class LivenessCheck:
 
     # -- feeding -----------------------------------------------------------------------
     def add(self, t: float, landmarks: np.ndarray | None, box: tuple | None,
-            size: tuple[int, int]) -> LivenessResult | None:
+            size: tuple[int, int], image: np.ndarray | None = None) -> LivenessResult | None:
         """One frame at time ``t`` (seconds): its landmarks and face box (x, y, w, h), or None when no single
-        face was found; ``size`` = (width, height) of the frame.  Returns the decision once there is one."""
+        face was found; ``size`` = (width, height) of the frame; ``image`` the frame itself (RGB or gray),
+        required unless the check was made with ``need_image=False``.  Returns the decision once there is one."""
         if self.result is not None:
             return self.result
+        if image is None and self.need_image:
+            raise ValueError("the liveness check needs the frame's pixels (image=...)")
         index = self.frames
         self.frames += 1
         if self.t_first is None and landmarks is not None:
@@ -261,17 +436,21 @@ class LivenessCheck:
         if yaw is None:
             return None
         self._window.append(yaw)
-        frame = _Frame(index, t, np.asarray(landmarks, dtype=np.float32), yaw, float(np.median(self._window)))
+        frame = _Frame(index, t, np.asarray(landmarks, dtype=np.float32), yaw, float(np.median(self._window)),
+                       _gray(image))
         self._recent.append(frame)
         if len(self._window) < SMOOTH:
             return None
         centre = self._recent[len(self._recent) // 2]   # the frame the median window is centred on
         smooth = frame.smooth
+        if not self._continuous(frame, t):
+            return None
         if abs(smooth) <= FRONTAL_MAX_DEG:
             self.saw_frontal = True
             # the start: the frontal frame furthest to the side opposite the challenge
             if self._start is None or self.sign * smooth < self.sign * self._start.smooth:
-                self._start = _Frame(centre.index, centre.t, centre.landmarks, centre.yaw, smooth)
+                self._start = _Frame(centre.index, centre.t, centre.landmarks, centre.yaw, smooth, centre.gray)
+                self._begin_tracks()
             if self._initial is None:
                 self._initial = smooth   # the first frontal pose: a turn away from it to the other side fails
         if self._start is None:
@@ -280,6 +459,7 @@ class LivenessCheck:
             return self._decide(False, "wrong_direction", self.sign * (smooth - self._initial), 0.0, None)
         change = self.sign * (smooth - self._start.smooth)
         self.progress = change
+        self._path.append((change, self._relief_now(frame, smooth)))
         if self.sign * smooth < END_SIDE * self.params.min_yaw_deg:
             change = min(change, self.params.min_yaw_deg - 1e-6)  # not yet on the asked side of frontal
         self.best_change = max(self.best_change, change)
@@ -312,14 +492,64 @@ class LivenessCheck:
         # the median over the peak frame and its two neighbours: one frame's landmarks are noisy
         p = float(np.median([planarity(self._start.landmarks, lm, self.sign) for lm in self._peak_window]))
         self.best_planarity = max(self.best_planarity, p)
-        if p >= self.params.planarity_min:
-            return self._decide(True, "live", self._peak_change, p, self._peak)
-        return self._decide(False, "flat", self._peak_change, p, self._peak)
+        peak = self._peak_change
+        # depth: the median over every frame from half the asked turn to the peak
+        reliefs = [r for c, r in self._path if c >= self.params.min_yaw_deg / 2]
+        rel = float(np.median(reliefs)) if len(reliefs) >= 3 else 0.0
+        # the turn went through intermediate poses (a cut between two pictures has none)
+        between = sum(1 for c, _ in self._path if 0.1 * peak < c < 0.9 * peak)
+        if between < self.params.min_turn_frames:
+            return self._decide(False, "cut", peak, p, self._peak, rel)
+        if rel >= self.params.relief_min:
+            return self._decide(True, "live", peak, p, self._peak, rel)
+        return self._decide(False, "flat", peak, p, self._peak, rel)
 
-    def _decide(self, live: bool, reason: str, change: float, plan: float, end: _Frame | None) -> LivenessResult:
+    def _decide(self, live: bool, reason: str, change: float, plan: float, end: _Frame | None,
+                rel: float = 0.0) -> LivenessResult:
         self.result = LivenessResult(live, self.challenge, reason, float(change), float(plan), self.frames,
-                                     self._start.index if self._start else None, end.index if end else None)
+                                     self._start.index if self._start else None, end.index if end else None,
+                                     float(rel))
         return self.result
+
+    # -- depth and continuity ------------------------------------------------------------
+    def _begin_tracks(self) -> None:
+        ch = chords(self._start.landmarks)
+        self._path = []
+        self.continuity = 0.0
+        self._tracks = None
+        if ch is None or self._start.gray is None:
+            return
+        self._tracks = _Tracks(self._start, ch)
+        for f in self._recent:       # the frames after the start already seen (the median's lag)
+            if f.index > self._start.index:
+                self.continuity = max(self.continuity, self._tracks.follow(f))
+
+    def _relief_now(self, frame: _Frame, smooth: float) -> float:
+        change = smooth - self._start.smooth
+        if self._tracks is not None:
+            return relief(self._start.landmarks, self._tracks.landmarks(), change, self._tracks.chords, self.sign)
+        if self.need_image:
+            return 0.0     # no chords on this face: no evidence of depth
+        return relief(self._start.landmarks, frame.landmarks, change, sign=self.sign)
+
+    def _continuous(self, frame: _Frame, t: float) -> bool:
+        """Image continuity and yaw speed since the last frame; a break starts the check over (False)."""
+        smooth, last = frame.smooth, self._last_smooth
+        self._last_smooth = smooth
+        broken = False
+        if last is not None and len(self._recent) > 1:
+            dt = max(t - self._recent[-2].t, 1e-3)
+            broken = abs(smooth - last) / dt > self.params.max_yaw_rate_dps
+        if self._tracks is not None and frame.index > self._start.index:
+            err = self._tracks.follow(frame)
+            self.continuity = max(self.continuity, err)
+            broken = broken or err > self.params.flow_max
+        if broken:
+            self.image_cuts += 1
+            self.cuts += 1
+            self._restart()
+            self._last_smooth = smooth
+        return not broken
 
     def _decide_at_end(self) -> LivenessResult:
         if self._peak is not None:
@@ -328,6 +558,8 @@ class LivenessCheck:
             reason = "no_face"
         elif not self.saw_frontal:
             reason = "not_frontal"
+        elif self.image_cuts and self._start is None:
+            reason = "cut"
         elif self.cuts and self._start is None:
             reason = "face_lost"
         else:

@@ -33,7 +33,8 @@ A scenario file::
     [[steps]]
     do = "camera"           # a simulated shopper: waits for the on-screen challenge, then shows a head turn
     source = "turn"         # ("turn", rendered from the photo's own mesh) or a print of the photo turned
-    photo = "shopper"       # the same way ("print"); photo: shopper | newcomer | a path from the scenario file
+    photo = "shopper"       # the same way ("print"), or a print bent outward on a cylinder and turned
+                            # ("bent_print"); photo: shopper | newcomer | a path from the scenario file
     [[steps]]
     do = "mark"             # remember the camera-open count for camera_opens_since_mark
     [[steps]]
@@ -139,7 +140,7 @@ def _as_read(text: str) -> str:
 
 def shows_own_presentations(steps: list[dict]) -> bool:
     """The script puts its own rendered head turns or prints in front of the camera."""
-    return any(st.get("do") == "camera" and st.get("source") in ("turn", "print") for st in steps)
+    return any(st.get("do") == "camera" and st.get("source") in ("turn", "print", "bent_print") for st in steps)
 
 
 def load_scenario(path: Path) -> dict:
@@ -400,7 +401,7 @@ class ScenarioPlayer:
             if step["source"] == "unplugged":  # the camera's cable is out: opening it fails
                 cam.video = Path("/dev/null/camera-unplugged.mp4")
                 return True
-            if step["source"] in ("turn", "print"):
+            if step["source"] in ("turn", "print", "bent_print"):
                 return self._show_presentation(step)
             if step["source"] == "empty":
                 if not self._material_ready.is_set():
@@ -526,7 +527,7 @@ class ScenarioPlayer:
         pipeline = None
         for step in self.steps:
             key = (step.get("source"), step.get("photo", "shopper"))
-            if step.get("do") != "camera" or key[0] not in ("turn", "print") or key in self._presentations:
+            if step.get("do") != "camera" or key[0] not in ("turn", "print", "bent_print") or key in self._presentations:
                 continue
             pipeline = pipeline or FacePipeline(DetectorConfig())
             folder = {"shopper": DEMO_SHOPPER, "newcomer": DEMO_NEWCOMER}.get(key[1])
@@ -538,6 +539,8 @@ class ScenarioPlayer:
             fps = self.app.hw.camera.fps
             self._presentations[key] = {
                 side: (synth.genuine(model, side, 25.0, 1.0, fps=fps, seed=1) if key[0] == "turn" else
+                       synth.bent_print(model, side, synth.Bend("cylinder", radius=1.0), 30.0, 1.0, fps=fps, seed=1)
+                       if key[0] == "bent_print" else
                        synth.print_turned(model.frontal(), side, 35.0, 1.0, fps=fps, seed=1)).frames
                 for side in ("left", "right")}
 
