@@ -116,7 +116,7 @@ def _textures_kb() -> float | None:
 
     total = 0
     for o in gc.get_objects():
-        if isinstance(o, mod.Texture):
+        if issubclass(type(o), mod.Texture):   # not isinstance: it would load a lazily imported module
             try:
                 bpp = 4 if o.colorfmt in ("rgba", "bgra") else 3 if o.colorfmt in ("rgb", "bgr") else 1
                 total += o.width * o.height * bpp
@@ -264,7 +264,6 @@ def phases(run: dict) -> dict[str, dict]:
 # -- each piece alone ------------------------------------------------------------------------------------
 
 PIECES = {
-    "numpy": "import numpy",
     "PIL": "import PIL.Image",
     "mediapipe (import)": "import mediapipe.tasks.python.vision",
     "face detector (mediapipe, short range)": "from terminal.face.detector import FaceDetector; x = FaceDetector()",
