@@ -268,10 +268,12 @@ PIECES = {
     "mediapipe (import)": "import mediapipe.tasks.python.vision",
     "face detector (mediapipe, short range)": "from terminal.face.detector import FaceDetector; x = FaceDetector()",
     "OpenCV (import)": "import cv2",
-    "landmark model (face_landmark.tflite via OpenCV)": "from terminal.face.landmarks import FaceLandmarker; x = FaceLandmarker()",
+    "landmark model (face_landmark.tflite via OpenCV)": ("from terminal.face.landmarks import FaceLandmarker\n"
+                                                         "x = FaceLandmarker()"),
     "dlib (import)": "import dlib",
     "dlib 5-point predictor": ("import dlib; from terminal.face.models import verified_path\n"
-                               "with verified_path('shape_predictor_5_face_landmarks.dat') as p: x = dlib.shape_predictor(str(p))"),
+                               "with verified_path('shape_predictor_5_face_landmarks.dat') as p: "
+                               "x = dlib.shape_predictor(str(p))"),
     "dlib ResNet descriptor": ("import dlib; from terminal.face.models import verified_path\n"
                                "with verified_path('dlib_face_recognition_resnet_model_v1.dat') as p: "
                                "x = dlib.face_recognition_model_v1(str(p))"),
