@@ -8,7 +8,7 @@ Two parts, in the same run:
 1. **The kiosk.**  ``facepay run --demo --script benchmarks/memory_face_payment.toml`` (the face payment of
    tests/scenarios/face_confirmed.toml with the kiosk idle on the attract screen for a few seconds before
    and after) runs in a child process with a sampler thread.  Every 0.25 s it reads
-   /proc/self/smaps_rollup (RSS, PSS, anonymous) and the screen shown; every second it also reads
+   /proc/self/smaps_rollup (RSS, PSS, anonymous) and the screen shown; every two seconds it also reads
    /proc/self/smaps grouped by mapping (each library's file, ``[heap]``, anonymous mappings), the
    Kivy textures alive (width x height x bytes per pixel) and the numpy arrays that Python containers
    hold (owning their data; the scenario player's rendered head turns counted apart).  Phases:
@@ -126,7 +126,7 @@ def _textures_kb() -> float | None:
 
 
 def _numpy_kb(exclude_ids: set[int]) -> float | None:
-    """numpy arrays owning their data that Python containers hold (each array once)."""
+    """numpy arrays owning their data (or a non-array buffer's) that Python containers hold (each array once)."""
     np = sys.modules.get("numpy")
     if np is None:
         return None
@@ -136,7 +136,8 @@ def _numpy_kb(exclude_ids: set[int]) -> float | None:
     total = 0
     for o in gc.get_objects():
         for r in gc.get_referents(o):
-            if type(r) is np.ndarray and r.base is None and id(r) not in seen and id(r) not in exclude_ids:
+            if (type(r) is np.ndarray and (r.base is None or type(r.base) is not np.ndarray)   # owns its data
+                    and id(r) not in seen and id(r) not in exclude_ids):
                 seen.add(id(r))
                 total += r.nbytes
     return total / 1024
@@ -179,7 +180,7 @@ class Sampler(threading.Thread):
             app, screen = self._screen()
             s = {"t": round(t, 2), "screen": screen, **rollup()}
             self.samples.append(s)
-            if t - last_full >= 1.0:
+            if t - last_full >= 2.0:
                 last_full = t
                 material, ids = _scenario_material(app)
                 self.full.append({**s, "groups": smaps_groups(), "textures_kb": _textures_kb(),
@@ -239,13 +240,15 @@ def phases(run: dict) -> dict[str, dict]:
     """The figures per phase (kB): idle and after are medians of their screen's samples, scanning the maximum."""
     samples, full = run["samples"], run["full"]
     first_off = next((s["t"] for s in samples if s["screen"] not in ("attract", "starting")), None)
-    result_t = min((s["t"] for s in samples if s["screen"] == "result"), default=None)
-    if first_off is None or result_t is None:
+    # the last screen of the sale before the attract screen came back (result is short: a loaded machine
+    # may sample past it)
+    result_t = max((s["t"] for s in samples if s["screen"] not in ("attract", "starting")), default=None)
+    if first_off is None or result_t is None or not any(s["screen"] == "scan" for s in samples):
         return {}
     sel = {
         "idle": lambda s: s["screen"] == "attract" and first_off - 4.0 <= s["t"] < first_off,
         "scanning": lambda s: s["screen"] == "scan",
-        "after": lambda s: s["screen"] == "attract" and s["t"] > result_t + 3.0,
+        "after": lambda s: s["screen"] == "attract" and s["t"] > result_t + 2.0,
     }
     out = {}
     for name, pick in sel.items():
