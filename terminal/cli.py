@@ -111,6 +111,9 @@ def cmd_run(ctx: Context) -> int:
         raise UsageError("no staff PIN is set", f"[staff] pin_hash in {ctx.cfg.source}",
                          "run `facepay staff-pin` and put the line it prints in the config, or use --demo")
     os.environ.setdefault("KIVY_NO_ARGS", "1")
+    from .memory import limit_malloc_arenas
+
+    limit_malloc_arenas()   # before the kiosk's threads start
     from .ui.app import run_kiosk
 
     return run_kiosk(ctx, demo=a.demo, size=size, script=a.script, screenshots=a.screenshots,

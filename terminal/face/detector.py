@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import os
+import sys
 import threading
 import weakref
 from dataclasses import dataclass
@@ -59,6 +63,46 @@ def _warm_up(detections, task) -> None:
         if any(ALIGNMENT_WARNING in h for h in heard):
             _alignment_warned = True
             return
+
+
+# Parts of mediapipe's package that its __init__ files import but detection never uses: the drawing
+# helpers pull in matplotlib.pyplot (about 45 MB resident, benchmarks/README.md "Memory"), the audio
+# tasks sounddevice.  They are loaded lazily: the module exists and loads on first attribute access.
+LAZY_MEDIAPIPE_MODULES = frozenset({
+    "mediapipe.tasks.python.vision.drawing_utils",
+    "mediapipe.tasks.python.vision.drawing_styles",
+    "mediapipe.tasks.python.audio",
+})
+
+
+class _LazyFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules in ``names`` as the path finder does, with a ``LazyLoader`` around their loader."""
+
+    def __init__(self, names: frozenset[str]):
+        self.names = names
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and spec.loader is not None:
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+def _import_mediapipe():
+    """``mediapipe`` and its Tasks ``vision`` module, without loading what detection does not use."""
+    if "mediapipe" not in sys.modules:
+        finder = _LazyFinder(LAZY_MEDIAPIPE_MODULES)
+        sys.meta_path.insert(0, finder)
+        try:
+            import mediapipe  # noqa: F401
+        finally:
+            sys.meta_path.remove(finder)
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    return mp, BaseOptions, vision
 
 
 def _shifted(d: Detection, dx: int, dy: int) -> Detection:
@@ -171,8 +215,7 @@ class FaceDetector:
     def __init__(self, model: str = "short", min_confidence: float = 0.6):
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
+        mp, BaseOptions, vision = _import_mediapipe()
 
         if model not in MODEL_FILES:
             raise ValueError(f"detector model must be one of {', '.join(MODEL_FILES)}, not {model!r}")
