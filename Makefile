@@ -7,13 +7,15 @@ STAMP  := $(VENV)/.installed
 LOCK      := requirements.lock
 TEST_LOCK := requirements-test.lock
 # System packages the tests and the demo need (Debian 12 Bookworm with Python 3.11, or Debian 13
-# Trixie with Python 3.13, where glib is the 64-bit-time package):
+# Trixie with Python 3.13, where glib and mtdev are the 64-bit-time packages: apt would take the old names
+# through Provides, but dpkg-query and debootstrap do not):
 CODENAME := $(shell . /etc/os-release 2>/dev/null && echo $$VERSION_CODENAME)
 GLIB     := $(if $(filter trixie,$(CODENAME)),libglib2.0-0t64,libglib2.0-0)
-APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 libmtdev1 xz-utils libnfc-bin xsel \
+MTDEV    := $(if $(filter trixie,$(CODENAME)),libmtdev1t64,libmtdev1)
+APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libgl1 libegl1 libgles2 $(GLIB) libxrender1 $(MTDEV) xz-utils libnfc-bin xsel \
                 postgresql chromium espeak-ng sox zbar-tools
 
-.PHONY: demo test test-fast lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check debian-clean \
+.PHONY: demo test test-fast lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check arm64-check debian-clean \
         fleet-demo bench-fleet
 
 # The venv: dependencies exactly as locked (hashes checked), then the project itself, editable.
@@ -66,6 +68,13 @@ trixie-check:
 # The same on Debian 12 bookworm (Python 3.11).
 bookworm-check:
 	.ci/debian-check bookworm
+
+# Debian 13 trixie arm64 (the Pi's architecture) in a debootstrap root under qemu user-mode emulation:
+# the lock from aarch64 wheels alone, the release wheel, then the CLI and one kiosk scenario, emulated.
+# Needs root; long (not part of `make test`).  QEMU_FROM=trixie|bookworm|bookworm-backports picks the qemu
+# package, QEMU_CPU the CPU model; .ci/arm64-check and docs/deploy.md ("The arm64 check") say more.
+arm64-check:
+	.ci/arm64-check
 
 debian-clean:
 	rm -rf /var/cache/facepay-debian

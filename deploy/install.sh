@@ -40,8 +40,8 @@ done
 # Which Debian this is decides the Python the venv uses: picamera2 from apt is built for it.
 CODENAME=$( . "$OS_RELEASE" 2>/dev/null && echo "${VERSION_CODENAME:-}") || CODENAME=""
 case "$CODENAME" in
-    bookworm) PYTHON=python3.11 ;;
-    trixie) PYTHON=python3.13 ;;
+    bookworm) PYTHON=python3.11; MTDEV=libmtdev1 ;;
+    trixie) PYTHON=python3.13; MTDEV=libmtdev1t64 ;;   # trixie's 64-bit-time name
     *) echo "install.sh: ${CODENAME:-this system} is not supported ($OS_RELEASE): use Raspberry Pi OS" \
             "Bookworm or Trixie (64-bit)" >&2; exit 2 ;;
 esac
@@ -67,7 +67,7 @@ echo "== 1/7 apt packages ($CODENAME, $PYTHON)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq python3 python3-venv python3-dev \
-    libsdl2-2.0-0 libsdl2-ttf-2.0-0 libsdl2-image-2.0-0 libsdl2-mixer-2.0-0 libmtdev1 \
+    libsdl2-2.0-0 libsdl2-ttf-2.0-0 libsdl2-image-2.0-0 libsdl2-mixer-2.0-0 "$MTDEV" \
     libgl1 libgles2 libegl1 libgbm1 libdrm2 fonts-noto-cjk \
     libopenblas-dev cmake build-essential espeak-ng sox
 # From the Raspberry Pi archive: the camera stack, and lgpio (gpiozero's pin driver on a Pi 5).
