@@ -129,7 +129,8 @@ class Bus:
             _log.warning("nats: connected again to %s:%s", url.hostname, url.port)  # not netloc: it holds the password
 
         self.nc = await nats.connect(self.nats_url, name="facepay-backoffice", max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.5, connect_timeout=5, error_cb=error_cb, tls=self.tls,
+                                     reconnect_time_wait=0.5, connect_timeout=10,  # see agent.CONNECT_TIMEOUT_S
+                                     error_cb=error_cb, tls=self.tls,
                                      disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
         self.js = self.nc.jetstream(timeout=5)
         await ensure_streams(self.js)
@@ -149,11 +150,8 @@ class Bus:
             t.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        if self.nc is not None:
-            try:
-                await asyncio.wait_for(self.nc.close(), 3)
-            except Exception:
-                pass
+        if self.nc is not None:  # not wait_for: nats-py's close() can swallow the cancellation (agent.py)
+            await asyncio.wait({asyncio.ensure_future(self.nc.close())}, timeout=3)
 
     async def _ingest(self, stream: str) -> None:
         conn = await db.connect(self.db_url)

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import json
 import logging
+import random
 import signal
 import threading
 import time
@@ -40,6 +41,19 @@ _log = logging.getLogger("facepay.agent")
 
 REVOCATION_STREAM = "REVOCATIONS"
 REVOKED_STREAM = "REVOKED"
+# A (re)connect is a TLS handshake plus a bcrypt check of the password at the server, one client after
+# another.  When nats-server comes back, every terminal of the fleet reconnects at once and a loaded back
+# office needs seconds for each CONNECT: a client that gives up sooner has made the server do its bcrypt for
+# nothing and at once asks for another, and the fleet never gets back in (20 agents at 2 s, a CI run).  So
+# the handshake may take this long, and attempts are spread out with jittered, growing waits.
+CONNECT_TIMEOUT_S = 10
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 8.0
+STOP_GRACE_S = 3.0  # after the stop: this long for the loops, then as long again for the connection's close
+
+
+def reconnect_wait(attempt: int) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0 first): jittered, doubling up to RECONNECT_MAX_S."""
+    return random.uniform(RECONNECT_MIN_S, min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** attempt))
 
 
 def subject(terminal_id: str, kind: str) -> str:
@@ -92,6 +106,7 @@ class Agent:
         self._stopping = False
         self._key = load_public_key(cfg.fleet.revocation_key)
         self._need_reconcile = True  # at start and after every reconnect
+        self._attempts = 0  # reconnect attempts since the connection was last up
 
     # -- connection ---------------------------------------------------------------
     async def _connect(self, stop: asyncio.Event):
@@ -103,22 +118,38 @@ class Agent:
             _log.warning("nats: %s", exc)
 
         async def reconnected_cb():
+            self._attempts = 0
             self._need_reconcile = True  # a message lost while away, or a consumer reset, cannot bring a face back
 
+        def next_server(servers, info):  # nats-py asks before each reconnect attempt: (any server, wait)
+            wait = reconnect_wait(self._attempts)
+            self._attempts += 1
+            return None, wait
+
         tls = tls_context(f.ca_pem) if f.ca_pem else None
+        attempt = 0
         while not stop.is_set():
+            connecting = asyncio.ensure_future(nats.connect(
+                servers=[f.nats_url], user=f.user, password=f.password, name=f"facepay-{self.tid}",
+                inbox_prefix=f"_INBOX_{self.tid}", connect_timeout=CONNECT_TIMEOUT_S,
+                max_reconnect_attempts=-1, allow_reconnect=True, error_cb=error_cb,
+                reconnected_cb=reconnected_cb, reconnect_to_server_handler=next_server, tls=tls))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not connecting.done():  # stopped while a handshake waits: it does not hold the stop up
+                connecting.cancel()
+                await asyncio.wait({connecting}, timeout=STOP_GRACE_S)
+                return None
             try:
-                return await nats.connect(
-                    servers=[f.nats_url], user=f.user, password=f.password, name=f"facepay-{self.tid}",
-                    inbox_prefix=f"_INBOX_{self.tid}", connect_timeout=2, reconnect_time_wait=0.5,
-                    max_reconnect_attempts=-1, allow_reconnect=True, error_cb=error_cb,
-                    reconnected_cb=reconnected_cb, tls=tls)
+                return connecting.result()
             except Exception as exc:  # server down or unreachable: keep trying, face pay fails closed meanwhile
                 _log.info("cannot reach %s yet (%s)", f.nats_url, exc)
                 try:
-                    await asyncio.wait_for(stop.wait(), 1.0)
+                    await asyncio.wait_for(stop.wait(), reconnect_wait(attempt))
                 except TimeoutError:
                     pass
+                attempt += 1
         return None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,11 +170,12 @@ class Agent:
             self._stopping = True  # the loops end even where the client turns a cancellation into a timeout
             for t in tasks:
                 t.cancel()
-            await asyncio.wait(tasks, timeout=5)
-            try:
-                await asyncio.wait_for(self.nc.close(), 3)
-            except Exception:
-                pass
+            await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+            # Not wait_for: nats-py's close() swallows a cancellation while it waits for its reconnect task
+            # and then waits on the socket, so a timeout there does not end it (an agent stopped while the
+            # server was away hung past 15 s).  The close gets its time; whatever is left is dropped.
+            closing = asyncio.ensure_future(self.nc.close())
+            await asyncio.wait({closing}, timeout=STOP_GRACE_S)
         finally:
             self.term.close()
 
@@ -339,8 +371,27 @@ def run_headless(cfg, data_dir: Path) -> int:
             loop.add_signal_handler(sig, stop.set)
         await agent.run(stop)
 
-    asyncio.run(main())
+    run_bounded(main())
     return 0
+
+
+def run_bounded(main) -> None:
+    """``asyncio.run(main)``, except that the tasks ``main`` leaves behind (the NATS client's, stuck on a
+    socket to a server that is away) get STOP_GRACE_S to end after their cancellation, not for ever."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for t in left:
+                t.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=STOP_GRACE_S))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.set_exception_handler(lambda loop, context: None)  # "Task was destroyed but it is pending"
+            loop.close()
 
 
 class AgentThread:
@@ -359,7 +410,7 @@ class AgentThread:
             await self.agent.run(self._stop)
 
         try:
-            asyncio.run(main())
+            run_bounded(main())
         except Exception:
             _log.exception("the fleet agent stopped")
 
