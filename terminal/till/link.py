@@ -416,8 +416,15 @@ class TillLink:
 
     def start_serial(self, device: str, baudrate: int = 9600) -> TillLink:
         self.address = (device,)
-        self.thread = threading.Thread(target=self._serve_serial, args=(device, baudrate), name="till-serial",
-                                       daemon=True)
+        # Open the line here, before the caller says the link is up: opening a port flushes what is
+        # waiting in it, so a till that writes as soon as it is told would lose its first frame.
+        try:
+            first: SerialChannel | None = SerialChannel(device, baudrate)
+        except LinkLost as exc:
+            _log.warning("till serial line: %s; trying again in 5 s", exc)
+            first = None
+        self.thread = threading.Thread(target=self._serve_serial, args=(device, baudrate, first),
+                                       name="till-serial", daemon=True)
         self.thread.start()
         return self
 
@@ -474,7 +481,9 @@ class TillLink:
                     continue
             threading.Thread(target=serve, args=(ch,), name="till-session", daemon=True).start()
 
-    def _serve_serial(self, device: str, baudrate: int) -> None:
+    def _serve_serial(self, device: str, baudrate: int, first: SerialChannel | None = None) -> None:
+        if first is not None:
+            self._session(first)
         while not self.stopping.is_set():
             try:
                 ch = SerialChannel(device, baudrate)
