@@ -16,7 +16,7 @@ APT_PACKAGES := python3-venv xvfb xauth fonts-noto-cjk mtools fdisk systemd libg
                 postgresql chromium espeak-ng sox zbar-tools
 
 .PHONY: demo test test-fast lint system-deps dlib-blas bench clean lock lock-check release trixie-check bookworm-check arm64-check debian-clean \
-        fleet-demo bench-fleet
+        fleet-demo bench-fleet dist
 
 # The venv: dependencies exactly as locked (hashes checked), then the project itself, editable.
 $(STAMP): setup.py pyproject.toml $(TEST_LOCK)
@@ -45,6 +45,15 @@ lock-check: $(STAMP)
 	  $(BIN)/uv pip install --dry-run --quiet --require-hashes --python-platform $$plat \
 	    --python-version $$py --target build/lock-check -r $(TEST_LOCK) || exit 1; \
 	done; done
+
+# The source distribution (MANIFEST.in: the checkout's assets/, models, deploy/, systemd/, docs/) and the wheel
+# (assets/ as the package terminal.assets) in DIST_DIR.
+DIST_DIR ?= dist
+dist: $(STAMP)
+	mkdir -p $(DIST_DIR)
+	$(BIN)/python setup.py -q sdist -d $(DIST_DIR)
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(DIST_DIR) .
+	@echo "dist: $$(cd $(DIST_DIR) && ls facepay*.tar.gz facepay_terminal-*.whl | tr '\n' ' ')"
 
 # The release folder `facepay flash` puts on the card and deploy/install.sh installs from: the wheel,
 # the lock file, the installer, the units, the docs they point to, and SHA256SUMS.

@@ -24,10 +24,13 @@ setup(
         "Programming Language :: Python :: 3.13",
         "Operating System :: POSIX :: Linux",
     ],
-    packages=find_packages(include=["terminal", "terminal.*", "firmware_bridge", "firmware_bridge.*",
-                                    "backoffice", "backoffice.*"]),
-    # Everything read at run time (kv layouts, consent texts, fonts, demo photos, models) is package data.
-    package_data={"terminal": ["assets/**/*", "models/**/*"], "backoffice": ["templates/*.html"]},
+    packages=[*find_packages(include=["terminal", "terminal.*", "firmware_bridge", "firmware_bridge.*",
+                                      "backoffice", "backoffice.*"]), "terminal.assets"],
+    # The checkout's top-level assets/ (kv layouts, consent texts, fonts, demo photos, locale catalogues) is the
+    # data package terminal.assets: installed inside terminal/, found with importlib.resources either way.
+    package_dir={"terminal.assets": "assets"},
+    # Everything read at run time (the assets, the face models) is package data.
+    package_data={"terminal.assets": ["**/*"], "terminal": ["models/**/*"], "backoffice": ["templates/*.html"]},
     include_package_data=True,
     install_requires=[
         # MediaPipe Tasks API (vision.FaceDetector); the model files are vendored in terminal/models/.

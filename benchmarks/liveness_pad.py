@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/liveness_pad.py [--fps 15] [--json]
 
-Material is generated from still photos (terminal/face/synth.py): genuine head turns rendered from
+Material is generated from still photos (terminal/testing/synth.py): genuine head turns rendered from
 each photo's own face mesh (five speeds, two re-saved JPEG copies, rescaled), and attacks: a print held
 still, a print turned 15-35 degrees either way, the same on a phone screen, genuine sequences replayed
 for the opposite challenge, prints bent on convex and concave cylinders, folded (ridge and valley),
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 FACES = ROOT / "tests" / "fixtures" / "faces"
-DEMO = ROOT / "terminal" / "assets" / "demo"
+DEMO = ROOT / "assets" / "demo"
 
 # Only photos of a roughly frontal face are used (|yaw| <= 12 degrees by the check's own estimate): a
 # shopper starts facing the screen, and turning a photographed head toward frontal renders poorly.
@@ -81,8 +81,8 @@ def present(pipeline, seq, challenge, cfg, threshold):
 
 
 def run(photos, pipeline, cfg, threshold, fps, log):
-    from terminal.face import synth
     from terminal.face.images import load_rgb
+    from terminal.testing import synth
 
     tally = defaultdict(lambda: [0, 0])     # kind -> [accepted, presented]
     reasons = defaultdict(lambda: defaultdict(int))

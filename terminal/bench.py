@@ -85,7 +85,7 @@ def bench_frames(files: list[Path], pipeline, threshold: float, margin: float, r
 
 
 def bench_liveness(files: list[Path], pipeline, cfg, threshold: float, repeat: int = 3) -> dict:
-    """The liveness stage on a head turn rendered from the first frontal photo (terminal/face/synth.py).
+    """The liveness stage on a head turn rendered from the first frontal photo (terminal/testing/synth.py).
 
     Per scan frame, detection to decision: detect -> gates -> landmarks -> the check (``liveness``: yaw,
     continuity, and the planarity fit on the frame that decides).  Then what two frames add: the one
@@ -93,9 +93,9 @@ def bench_liveness(files: list[Path], pipeline, cfg, threshold: float, repeat: i
     frame's descriptor and the 1:N match against 1,000 templates (as ``runner.run_challenge`` does).
     """
     from .camera.replay import ReplayCamera
-    from .face import synth
     from .face.images import load_rgb
     from .face.liveness import LivenessCheck, LivenessParams, mesh_box
+    from .testing import synth
 
     model = None
     for f in files:

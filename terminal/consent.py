@@ -1,7 +1,7 @@
 """The consent texts a shopper reads before enrolment, with their versions and hashes.
 
-Each text lives in ``terminal/assets/consent/<lang>.md`` (package data, found with importlib.resources); its first line is
-``version: ...``.  The SHA-256 of the whole file is recorded in the consent
+Each text lives in ``assets/consent/<lang>.md`` (package data ``terminal.assets``, found with
+importlib.resources); its first line is ``version: ...``.  The SHA-256 of the whole file is recorded in the consent
 ledger with every grant, so anyone can prove which words the shopper saw.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-ASSETS = Path(str(resources.files("terminal") / "assets"))
+ASSETS = Path(str(resources.files("terminal.assets")))   # the checkout's assets/, installed as terminal/assets/
 LANGUAGES = {"en": "English", "de": "Deutsch", "fr": "Français", "es": "Español", "zh": "简体中文"}
 
 

@@ -38,7 +38,7 @@ class Hardware:
     reader: object | None          # firmware_bridge.service.ReaderService
     sim: object | None             # firmware_bridge.sim.PN532Simulator (demo)
     events: queue.Queue
-    shopper: object | None = None  # terminal.face.synth.DemoShopper: the demo's simulated shopper
+    shopper: object | None = None  # terminal.testing.shopper.DemoShopper: the demo's simulated shopper
     camera_fault: str | None = None    # the camera's last failure in this run; None after it opened again
     camera_opened_at: float | None = None
 

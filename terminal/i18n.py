@@ -1,6 +1,6 @@
 """The kiosk's languages: gettext catalogues read with Babel, and amounts formatted per locale.
 
-Every word a shopper reads or hears comes from ``terminal/assets/locale/<lang>/LC_MESSAGES/facepay.po``
+Every word a shopper reads or hears comes from ``assets/locale/<lang>/LC_MESSAGES/facepay.po``
 (English is the source language: its msgids are the English text).  The catalogues are read with
 Babel and compiled in memory, so no build step can leave a stale ``.mo`` behind.
 

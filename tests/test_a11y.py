@@ -16,7 +16,7 @@ from terminal.config import AccessibilityConfig, parse_config
 from terminal.speech import CUES, EspeakSpeaker, HeadphoneJack, SilentSpeaker, make_speaker, tone_wav
 from terminal.ui import theme
 
-KV = sorted((ROOT / "terminal" / "assets" / "kv").glob("*.kv"))
+KV = sorted((ROOT / "assets" / "kv").glob("*.kv"))
 A11Y_SCENARIOS = sorted((ROOT / "tests" / "scenarios" / "a11y").glob("*.toml"))
 
 

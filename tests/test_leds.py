@@ -67,9 +67,9 @@ def test_fault_latch_survives_patterns(board):
 def test_leds_follow_a_face_sale(term, embeddings, board, pipeline):
     """Privacy LED lit exactly while frames are processed (every frame of the head-turn challenge);
     consent blinks while awaiting Confirm."""
-    from terminal.face import synth
     from terminal.face.images import load_rgb
     from terminal.hardware import DEMO_SHOPPER
+    from terminal.testing import synth
 
     term.enrol(name="Barack Obama", card_uid=bytes.fromhex("04A1B2C3"), consent_text=consent.load("en"),
                embeddings=[embeddings[p.name] for p in OBAMA_ENROL], phone_last4="1234")

@@ -1,6 +1,6 @@
 """The liveness check end to end on generated material: real detection, landmarks and descriptors.
 
-Sequences are rendered at test time from the demo shopper's photo (terminal/face/synth.py): a head
+Sequences are rendered at test time from the demo shopper's photo (terminal/testing/synth.py): a head
 turn rendered from the photo's own face mesh, and attacks made from the same photo.  Each goes
 through ``run_challenge``, the code the kiosk and the CLI run.  The figures over many photos are in
 docs/privacy.md (benchmarks/liveness_pad.py).
@@ -15,10 +15,10 @@ from conftest import FACES
 
 from terminal.camera.replay import ReplayCamera
 from terminal.config import Config
-from terminal.face import synth
 from terminal.face.images import load_rgb
 from terminal.hardware import DEMO_SHOPPER
 from terminal.runner import run_challenge
+from terminal.testing import synth
 
 FPS = 15.0
 

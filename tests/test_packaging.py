@@ -24,15 +24,18 @@ import terminal
 
 LOCK = ROOT / "requirements.lock"
 TEST_LOCK = ROOT / "requirements-test.lock"
-DATA_DIRS = ("terminal/assets", "terminal/models")
+# where each data folder of the checkout goes in the wheel: the top-level assets/ is the package terminal.assets
+DATA_DIRS = {"assets": "terminal/assets", "terminal/models": "terminal/models"}
 
 
-def package_data_in_tree() -> set[str]:
+def package_data_in_tree(installed: bool = True) -> set[str]:
+    """Every file of the data folders, named as in the wheel (installed) or as in the checkout and the sdist."""
     out = set()
-    for d in DATA_DIRS:
+    for d, dest in DATA_DIRS.items():
         for p in (ROOT / d).rglob("*"):
             if p.is_file() and "__pycache__" not in p.parts:
-                out.add(p.relative_to(ROOT).as_posix())
+                rel = p.relative_to(ROOT / d).as_posix()
+                out.add(f"{dest if installed else d}/{rel}")
     return out
 
 
@@ -118,12 +121,17 @@ def test_wheel_and_sdist_carry_every_asset_and_model(wheel, tmp_path):
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
     assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n]
 
+    assert not [n for n in names if n.startswith("assets/")]   # inside the terminal package, not beside it
+
     sdist_dir = tmp_path / "sdist"
-    run([sys.executable, "setup.py", "-q", "sdist", "-d", sdist_dir], cwd=ROOT, timeout=300)
+    run(["make", "-s", "dist", f"DIST_DIR={sdist_dir}"], cwd=ROOT, timeout=600)
     (sdist,) = sdist_dir.glob("facepay*.tar.gz")
+    assert expected <= set(zipfile.ZipFile(next(sdist_dir.glob("facepay_terminal-*.whl"))).namelist())
     with tarfile.open(sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
-        assert expected <= members, sorted(expected - members)
+        in_checkout = package_data_in_tree(installed=False)   # the sdist is the checkout's layout: assets/ on top
+        assert {p for p in in_checkout if p.startswith("assets/kv/")} and in_checkout <= members, \
+            sorted(in_checkout - members)
         assert {"LICENSE", "SECURITY.md", "requirements.lock", "deploy/install.sh"} <= members
         tar.extractall(tmp_path / "unpacked", filter="data")
     # and a wheel built from the sdist (as pip does from PyPI) carries them too
@@ -132,12 +140,67 @@ def test_wheel_and_sdist_carry_every_asset_and_model(wheel, tmp_path):
     assert expected <= set(zipfile.ZipFile(from_sdist).namelist())
 
 
-def test_editable_install_finds_assets_with_importlib_resources():
+def test_editable_install_finds_the_top_level_assets_with_importlib_resources():
     from terminal import consent
 
-    assets = resources.files("terminal") / "assets"
-    assert (assets / "kv" / "shell.kv").is_file() and Path(str(assets)) == consent.ASSETS
+    assets = resources.files("terminal.assets")
+    assert (assets / "kv" / "shell.kv").is_file() and Path(str(assets)) == consent.ASSETS == ROOT / "assets"
     assert consent.load("en").version
+    assert not (ROOT / "terminal" / "assets").exists()   # one copy: the design card's top-level assets/
+
+
+# What the kiosk looks up at start (kv layouts, consent texts, locale catalogues, demo photos), asked of an
+# installed terminal package from a folder that is not the checkout; prints where each was found.
+ASSET_LOOKUP = """
+import json, sys
+from importlib import resources
+import terminal
+from terminal import consent
+root = resources.files("terminal.assets")
+found = {"terminal": terminal.__file__, "assets": str(consent.ASSETS),
+         "kv": sorted(p.name for p in (root / "kv").iterdir() if p.name.endswith(".kv")),
+         "consent": {lang: consent.load(lang).version for lang in consent.LANGUAGES},
+         "locale": sorted(p.name for p in (root / "locale").iterdir() if (p / "LC_MESSAGES" / "facepay.po").is_file()),
+         "demo_photo": (root / "demo" / "shopper" / "1.jpg").is_file()}
+if "--kiosk" in sys.argv:   # the kiosk's own lookups (these modules need the dependencies installed)
+    from terminal.hardware import DEMO_SHOPPER
+    from terminal.i18n import LOCALE_DIR
+    from terminal.ui.app import KV_DIR
+    found["kiosk"] = {"kv": str(KV_DIR), "locale": str(LOCALE_DIR), "demo_shopper": str(DEMO_SHOPPER / "1.jpg"),
+                      "ok": (KV_DIR / "shell.kv").is_file() and (LOCALE_DIR / "de").is_dir()
+                            and (DEMO_SHOPPER / "1.jpg").is_file()}
+print(json.dumps(found))
+"""
+
+
+def check_installed_assets(python: Path, venv: Path, cwd: Path, env: dict, kiosk: bool = False) -> dict:
+    r = subprocess.run([str(python), "-c", ASSET_LOOKUP, *(["--kiosk"] if kiosk else [])], capture_output=True,
+                       text=True, cwd=cwd, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    found = json.loads(r.stdout.strip().splitlines()[-1])
+    assert Path(found["terminal"]).is_relative_to(venv) and Path(found["assets"]).is_relative_to(venv), found
+    assert Path(found["assets"]).parts[-2:] == ("terminal", "assets"), found
+    kv = sorted(p.name for p in (ROOT / "assets" / "kv").glob("*.kv"))
+    assert kv and found["kv"] == kv, found
+    assert all(found["consent"].values()) and set(found["consent"]) == {"en", "de", "fr", "es", "zh"}
+    assert found["locale"] == sorted(p.name for p in (ROOT / "assets" / "locale").iterdir() if p.is_dir()), found
+    assert found["demo_photo"], found
+    if kiosk:
+        assert found["kiosk"]["ok"] and all(Path(found["kiosk"][k]).is_relative_to(venv)
+                                            for k in ("kv", "locale", "demo_shopper")), found
+    return found
+
+
+def test_wheel_installed_outside_the_checkout_finds_its_assets(wheel, tmp_path):
+    """The wheel alone (no dependencies) in a fresh venv, run from another folder: the assets resolve inside it."""
+    venv = tmp_path / "venv"
+    uv = find_uv()
+    run([uv, "venv", "-q", "--python", sys.executable, venv], timeout=120)
+    run([uv, "pip", "install", "-q", "--python", venv / "bin" / "python", "--no-index", "--no-deps", wheel], timeout=300)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    check_installed_assets(venv / "bin" / "python", venv, work, env)
 
 
 def test_version_is_one_number():
@@ -235,6 +298,7 @@ def test_installed_wheel_runs_doctor_and_a_kiosk_scenario_outside_the_checkout(w
     assert Path(where).is_relative_to(venv) and no_pytest == "True", r.stdout + r.stderr
     r = subprocess.run([facepay, "--version"], capture_output=True, text=True, cwd=work, env=env)
     assert r.stdout.strip() == f"facepay {terminal.__version__}"
+    check_installed_assets(venv / "bin" / "python", venv, work, env, kiosk=True)
 
     data = work / "data"
     scenario = work / "face_confirmed.toml"

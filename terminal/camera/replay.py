@@ -4,12 +4,14 @@ It paces frames at ``fps`` like a real camera (``paced=False`` returns them as
 fast as asked, for the CLI and benchmarks, stamped with the source's own time:
 frame n at n / fps) and loops or ends.  A video can be cut to frames
 ``first``..``last`` (0-based, inclusive).  Images are
-decoded at open time and held in memory; nothing is written.
+decoded at open time and held in memory (shown frames may be a sequence that decodes each
+frame as it is read); nothing is written.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ class ReplayCamera(Camera):
         self.fps = fps
         self.loop = loop
         self.paced = paced
-        self._frames: list[np.ndarray] = list(frames or [])
+        self._frames: Sequence[np.ndarray] = list(frames or [])
         self._cap = None
         self._i = 0
         self._next_t = 0.0
@@ -75,9 +77,12 @@ class ReplayCamera(Camera):
         elif not self._frames:
             self._frames = [load_rgb(f) for f in self.files]
 
-    def show(self, frames: list[np.ndarray], files: list[Path] | None = None) -> None:
-        """Show these frames from the next read on, from the first (the scene in front of the camera changed)."""
-        self._frames = list(frames)
+    def show(self, frames: Sequence[np.ndarray], files: list[Path] | None = None) -> None:
+        """Show these frames from the next read on, from the first (the scene in front of the camera changed).
+
+        ``frames`` is kept as given (a list, or a sequence that decodes a frame when it is read, such as
+        ``terminal.testing.clips.JpegClip``), not copied; the previous frames are let go."""
+        self._frames = frames
         self.files = list(files or [])
         self._i = 0
 

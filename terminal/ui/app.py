@@ -28,7 +28,8 @@ def find_font() -> Path:
             return p
     raise HardwareError(
         "no font with Chinese characters found", "fonts",
-        "apt-get install fonts-noto-cjk (the README's apt line), or put NotoSansCJK-Regular.ttc in terminal/assets/fonts/",
+        "apt-get install fonts-noto-cjk (the README's apt line), or put NotoSansCJK-Regular.ttc in "
+        "the checkout's assets/fonts/ (an installed package's terminal/assets/fonts/)",
     )
 
 
@@ -83,12 +84,12 @@ def run_kiosk(ctx, demo: bool, size=None, script: str | None = None, screenshots
     _prepare_kivy(size, fullscreen)
     try:
         if demo and cfg.liveness.required:
-            from .scenario import load_scenario, shows_own_presentations
+            from ..testing.scenario import load_scenario, shows_own_presentations
 
             # a script that shows its own rendered turns or prints needs no demo shopper (it would step aside)
             if script is None or not shows_own_presentations(load_scenario(Path(script)).get("steps", [])):
-                from ..face.synth import DemoShopper
                 from ..hardware import DEMO_SHOPPER
+                from ..testing.shopper import DemoShopper
 
                 hw.shopper = DemoShopper(DEMO_SHOPPER / "1.jpg", cfg.camera.fps)   # turns the way the screen asks
         app = _make_app_class()(term, hw, demo=demo, font=str(font), script=script, screenshots=screenshots)

@@ -1,4 +1,4 @@
-"""Scripted scenarios played through the real widgets, with a screenshot of every screen.
+"""The kiosk scenario player's Kivy side: plays a scenario through the real widgets, a screenshot of every screen.
 
 ``facepay run --demo --script tests/scenarios/face_confirmed.toml --screenshots DIR``
 presses the real buttons with touch events dispatched through Kivy's event
@@ -6,82 +6,14 @@ loop, taps cards through the PN532 simulator, shows faces through the replay
 camera, saves ``DIR/NN-<screen>.png`` for each screen it passes through, then
 checks the scenario's expectations against the journal, the processor's
 ledger and the consent ledger, writes ``DIR/result.json`` and exits 0 only if
-every expectation held.
-
-A scenario file::
-
-    name = "face payment confirmed"
-    [[steps]]
-    do = "press"            # press a widget by its kv id on the current screen (or the strip/tray)
-    target = "staff"
-    [[steps]]
-    do = "keys"             # press keypad keys by their label
-    keys = "2580"
-    [[steps]]
-    do = "wait"             # wait until this screen shows
-    screen = "pay"
-    [[steps]]
-    do = "tap_card"         # "shopper", "other", "random" (a phone) or a hex UID, through the simulator
-    card = "shopper"
-    [[steps]]
-    do = "type"             # put text in a TextInput
-    target = "name"
-    text = "Kit Harington"
-    [[steps]]
-    do = "camera"           # point the replay camera at a demo folder: camera | newcomer | empty | unplugged
-    source = "newcomer"     # ("empty" also waits until the scenario's rendered presentations are ready)
-    [[steps]]
-    do = "camera"           # a simulated shopper: waits for the on-screen challenge, then shows a head turn
-    source = "turn"         # ("turn", rendered from the photo's own mesh) or a print of the photo turned
-    photo = "shopper"       # the same way ("print"), or a print bent outward on a cylinder and turned
-                            # ("bent_print"); photo: shopper | newcomer | a path from the scenario file
-    [[steps]]
-    do = "mark"             # remember the camera-open count for camera_opens_since_mark
-    [[steps]]
-    do = "reader"           # the simulated reader's cable: "unplug" or "replug"
-    action = "unplug"
-    [[steps]]
-    do = "see"              # wait until a widget (by kv id) shows this text, as a person would read it
-    target = "reader_state" # (exact = true: shows exactly this text; text = "" and exact: an empty field)
-    text = "Card payment unavailable"
-    [[steps]]
-    do = "cli"              # a technician's `facepay ...` on the same data folder, in another process
-    args = ["mode", "card_only"]
-    [[steps]]
-    do = "preview"          # shown = false: no camera picture is kept or drawn on any screen, now
-    shown = false
-    [[steps]]
-    do = "key"              # keys of a USB numeric keypad, through Kivy's keyboard dispatch:
-    keys = ["down", "enter", "4", "plus"]   # up down left right tab enter 0-9 dot plus minus star slash backspace
-    [[steps]]
-    do = "key_to"           # press "down" (as a blind shopper listening to each button's name) until the
-    target = "confirm"      # focus is on this widget, then Enter (enter = false: only move there)
-    [[steps]]
-    do = "targets"          # every button on screen is at least 9 mm on the 7" display (154.2 mm wide)
-    [[steps]]
-    do = "button"           # GPIO push buttons (needs [accessibility] button_*_gpio): each pressed and let go
-    buttons = ["next", "enter"]   # prev next enter back more_time
-    [[steps]]
-    do = "key_to"           # with via = "buttons": the GPIO next button moves the focus, its enter presses
-    target = "confirm"
-    via = "buttons"
-    [[steps]]
-    do = "jack"             # the headphone jack's switch (needs [accessibility] headphone_gpio): in | out
-    action = "in"
-    [expect]
-    screens = ["attract", "pay", "scan", "consent", "result"]   # visited in this order
-    never_screens = ["consent"]                                 # never shown
-    sales = {approved = 1}
-    charges = 1
-    channels = {charge_confirmed = "kiosk"}   # every event of that kind came through that channel
+every expectation held.  The scenario file's format, its rendered material and
+its expectations are :mod:`terminal.testing.scenario` (no Kivy there).
 """
-
 from __future__ import annotations
 
 import json
 import logging
 import time
-import tomllib
 from pathlib import Path
 
 from kivy.base import EventLoop
@@ -91,22 +23,24 @@ from kivy.input.motionevent import MotionEvent
 from kivy.uix.button import Button
 from kivy.uix.textinput import TextInput
 
-from ..errors import InputError
 from ..hardware import DEMO_CAMERA, DEMO_CARD, DEMO_NEWCOMER, DEMO_OTHER_CARD
+from ..testing.scenario import (
+    DISPLAY_WIDTH_MM,
+    MIN_TARGET_MM,
+    PRESENTATIONS,
+    Presentations,
+    as_read,
+    check_expectations,
+    load_scenario,
+    shows_own_presentations,
+)
 
 _log = logging.getLogger(__name__)
 
-STEP_KINDS = {"press", "keys", "wait", "tap_card", "type", "camera", "mark", "sleep", "screenshot", "reader", "see",
-              "cli", "preview", "key", "key_to", "targets", "jack", "button"}
-EXPECT_KEYS = {"screens", "never_screens", "sales", "charges", "face_charges", "card_charges", "ledger", "shoppers",
-               "camera_opens", "camera_opens_since_mark", "receipts", "final_screen", "mode", "channels", "spoken",
-               "no_touches"}
 # keypad key names -> (Kivy keycode, the text it types)
 KEYCODES = {"up": (273, None), "down": (274, None), "right": (275, None), "left": (276, None), "tab": (9, None),
             "enter": (271, None), "backspace": (8, None), "dot": (266, "."), "slash": (267, "/"), "star": (268, "*"),
             "minus": (269, "-"), "plus": (270, "+"), **{str(i): (256 + i, str(i)) for i in range(10)}}
-DISPLAY_WIDTH_MM = 154.2     # the Raspberry Pi Touch Display's active area is 154.2 x 85.9 mm for 800 x 480
-MIN_TARGET_MM = 9.0
 
 
 class ScriptTouch(MotionEvent):
@@ -131,33 +65,6 @@ class ScriptTouch(MotionEvent):
 
     def touch_up(self) -> None:
         EventLoop.post_dispatch_input("end", self)
-
-
-def _as_read(text: str) -> str:
-    """Text as a person reads it: CLDR's no-break spaces ("4,20\u00a0€") are spaces."""
-    return text.replace("\u00a0", " ").replace("\u202f", " ")
-
-
-def shows_own_presentations(steps: list[dict]) -> bool:
-    """The script puts its own rendered head turns or prints in front of the camera."""
-    return any(st.get("do") == "camera" and st.get("source") in ("turn", "print", "bent_print") for st in steps)
-
-
-def load_scenario(path: Path) -> dict:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the scenario: {exc}", str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"the scenario is not valid TOML: {exc}", str(path)) from None
-    steps = data.get("steps", [])
-    for i, s in enumerate(steps, 1):
-        if s.get("do") not in STEP_KINDS:
-            raise InputError(f"step {i}: 'do' must be one of {', '.join(sorted(STEP_KINDS))}", str(path))
-    unknown = set(data.get("expect", {})) - EXPECT_KEYS
-    if unknown:
-        raise InputError(f"unknown expectation(s): {', '.join(sorted(unknown))}", str(path))
-    return data
 
 
 def _blank(png: Path) -> bool:
@@ -228,7 +135,7 @@ class ScenarioPlayer:
         self.fps_during_scan: list[float] = []
         self.ctl.bind(screen=self._note_screen)
         self._note_screen()
-        self._presentations: dict = {}
+        self._presentations = Presentations(self.steps, path.parent, app.hw.camera.fps)
         if shows_own_presentations(self.steps):
             app.hw.shopper = None   # the demo's shopper steps aside (run_kiosk does not make one for such a script)
         import threading
@@ -237,7 +144,7 @@ class ScenarioPlayer:
 
         def render():
             try:
-                self._render_presentations()
+                self._presentations.render()
             finally:
                 self._material_ready.set()
 
@@ -359,9 +266,13 @@ class ScenarioPlayer:
             return False
         return True
 
+    def _settled(self) -> bool:
+        """The current screen has been up 0.5 s: laid out, as a person would wait before touching it."""
+        return time.monotonic() - self.screen_since >= 0.5
+
     def _do(self, step: dict) -> bool:
         kind = step["do"]
-        if kind in ("press", "keys", "type") and time.monotonic() - self.screen_since < 0.5:
+        if kind in ("press", "keys", "type", "key", "key_to", "button", "targets") and not self._settled():
             return False  # let a new screen lay itself out before touching it, as a person would
         if kind == "press":
             w = self._find(step["target"])
@@ -401,7 +312,7 @@ class ScenarioPlayer:
             if step["source"] == "unplugged":  # the camera's cable is out: opening it fails
                 cam.video = Path("/dev/null/camera-unplugged.mp4")
                 return True
-            if step["source"] in ("turn", "print", "bent_print"):
+            if step["source"] in PRESENTATIONS:
                 return self._show_presentation(step)
             if step["source"] == "empty":
                 if not self._material_ready.is_set():
@@ -424,7 +335,7 @@ class ScenarioPlayer:
             w = self._find(step["target"])
             if w is None or not (self._visible(w) or (step.get("exact") and not step["text"])):
                 return False   # an empty label has no height: "shows nothing" needs only the widget
-            shown = _as_read(getattr(w, "text", ""))
+            shown = as_read(getattr(w, "text", ""))
             return shown == step["text"] if step.get("exact") else step["text"] in shown
         if kind == "cli":
             import subprocess
@@ -444,14 +355,10 @@ class ScenarioPlayer:
                                  f"screen {self.ctl.screen})")
             return True
         if kind == "key":
-            if time.monotonic() - self.screen_since < 0.5:
-                return False
             for name in step["keys"]:
                 self._key(name)
             return True
         if kind == "key_to":
-            if time.monotonic() - self.screen_since < 0.5:
-                return False
             want = self._find(step["target"])
             if want is None or not self._visible(want) or want.disabled:
                 return False
@@ -480,14 +387,10 @@ class ScenarioPlayer:
                 self._key("enter")
             return True
         if kind == "button":
-            if time.monotonic() - self.screen_since < 0.5:
-                return False
             for name in step["buttons"]:
                 self._button(name)
             return True
         if kind == "targets":
-            if time.monotonic() - self.screen_since < 0.5:
-                return False
             small = self._small_targets()
             if small:
                 raise ValueError(f"touch targets under {MIN_TARGET_MM} mm on {self.ctl.screen}: {small}")
@@ -512,113 +415,22 @@ class ScenarioPlayer:
             return True
         return False
 
-    def _render_presentations(self) -> None:
-        """Render every head turn or turned print the scenario will show, for both sides, on a thread.
-
-        The material is made in memory with its own face models (terminal/face/synth.py), before the
-        scan needs it, so the simulated shopper turns as soon as the arrow shows.
-        """
-        from ..config import DetectorConfig
-        from ..face import synth
-        from ..face.images import load_rgb
-        from ..face.pipeline import FacePipeline
-        from ..hardware import DEMO_SHOPPER
-
-        pipeline = None
-        for step in self.steps:
-            key = (step.get("source"), step.get("photo", "shopper"))
-            if step.get("do") != "camera" or key[0] not in ("turn", "print", "bent_print") or key in self._presentations:
-                continue
-            pipeline = pipeline or FacePipeline(DetectorConfig())
-            folder = {"shopper": DEMO_SHOPPER, "newcomer": DEMO_NEWCOMER}.get(key[1])
-            photo = sorted(folder.glob("*.jpg"))[0] if folder else self.path.parent / key[1]
-            model = synth.prepare(load_rgb(photo), pipeline)
-            if model is None:
-                self._presentations[key] = ValueError(f"no usable face in the photo {photo}")
-                continue
-            fps = self.app.hw.camera.fps
-            self._presentations[key] = {
-                side: (synth.genuine(model, side, 25.0, 1.0, fps=fps, seed=1) if key[0] == "turn" else
-                       synth.bent_print(model, side, synth.Bend("cylinder", radius=1.0), 30.0, 1.0, fps=fps, seed=1)
-                       if key[0] == "bent_print" else
-                       synth.print_turned(model.frontal(), side, 35.0, 1.0, fps=fps, seed=1)).frames
-                for side in ("left", "right")}
-
     def _show_presentation(self, step: dict) -> bool:
         """Play the rendered presentation for the side the screen asks, once the arrow shows."""
-        ready = self._presentations.get((step["source"], step.get("photo", "shopper")))
-        if isinstance(ready, Exception):
-            raise ready
+        ready = self._presentations.get(step)
         side = self.ctl.challenge
         if ready is None or not side:
             return False  # still rendering, or the shopper waits for the arrow
         self.app.hw.camera.show(ready[side])
+        self._presentations.release(self.i)   # the camera holds what it shows; nothing later shows this one
         return True
 
     # -- expectations -------------------------------------------------------------------------
     def _check(self) -> None:
-        e, t = self.expect, self.app.term
-        fail = self.failures.append
-        if "screens" in e:
-            it = iter(self.visited)
-            missing = [s for s in e["screens"] if not any(v == s for v in it)]
-            if missing:
-                fail(f"screens {e['screens']} not visited in order; visited {self.visited}")
-        shown = [s for s in e.get("never_screens", []) if s in self.visited]
-        if shown:
-            fail(f"screens {shown} must not be shown; visited {self.visited}")
-        sales = t.journal.sales()
-        if "sales" in e:
-            for status, n in e["sales"].items():
-                got = sum(1 for s in sales if s.status == status)
-                if got != n:
-                    fail(f"expected {n} {status} sale(s) in the journal, found {got}")
-        charges = [c for c in t.processor.charges() if c["kind"] == "charge"]
-        if "charges" in e and len(charges) != e["charges"]:
-            fail(f"expected {e['charges']} charge(s) at the processor, found {len(charges)}")
-        by_key = {s.key: s for s in sales}
-        for key, method in (("face_charges", "face"), ("card_charges", "card")):
-            if key in e:
-                got = sum(1 for c in charges if by_key.get(c["key"]) and by_key[c["key"]].method == method)
-                if got != e[key]:
-                    fail(f"expected {e[key]} {method} charge(s), found {got}")
-        if any(s.status == "pending" for s in sales):
-            fail("a sale is still pending")
-        kinds = [ev.kind for ev in t.ledger.events()]
-        for kind, n in e.get("ledger", {}).items():
-            if kinds.count(kind) != n:
-                fail(f"expected {n} {kind} ledger event(s), found {kinds.count(kind)}")
-        for kind, channel in e.get("channels", {}).items():  # where each recorded consent came from
-            got = {ev.details.get("channel") for ev in t.ledger.events(kind=kind)}
-            if got != {channel}:
-                fail(f"expected every {kind} ledger event to come through {channel}, found {sorted(map(str, got))}")
-        if not t.ledger.verify().ok:
-            fail("the consent ledger does not verify")
-        if "shoppers" in e and t.store.count() != e["shoppers"]:
-            fail(f"expected {e['shoppers']} enrolled shopper(s), found {t.store.count()}")
-        if "receipts" in e:
-            n = t.store.db.execute("SELECT COUNT(*) FROM deletion_receipts").fetchone()[0]
-            if n != e["receipts"]:
-                fail(f"expected {e['receipts']} deletion receipt(s), found {n}")
-        opened = self.app.hw.camera.opened_count  # the device itself, whoever opened it
-        if "camera_opens" in e and opened != e["camera_opens"]:
-            fail(f"expected the camera to open {e['camera_opens']} time(s), it opened {opened}")
-        if "camera_opens_since_mark" in e:
-            since = opened - self.mark
-            if since != e["camera_opens_since_mark"]:
-                fail(f"expected {e['camera_opens_since_mark']} camera opening(s) after the mark, saw {since}")
-        if "final_screen" in e and self.ctl.screen != e["final_screen"]:
-            fail(f"expected to end on {e['final_screen']}, ended on {self.ctl.screen}")
-        if "mode" in e and t.mode() != e["mode"]:
-            fail(f"expected mode {e['mode']}, found {t.mode()}")
-        if self.ctl.camera_on or self.app.hw.camera.is_open:
-            fail("the camera is still open at the end")
-        said = _as_read("\n".join(self.ctl.speaker.log_lines()))
-        for line in e.get("spoken", []):   # what a blind shopper heard (the speaker's own log)
-            if line not in said:
-                fail(f"never spoken: {line!r}")
-        if e.get("no_touches") and self.touches:
-            fail(f"expected no touch at all, the script touched the screen {self.touches} time(s)")
+        self.failures += check_expectations(
+            self.expect, term=self.app.term, camera=self.app.hw.camera, visited=self.visited, mark=self.mark,
+            screen=self.ctl.screen, camera_on=self.ctl.camera_on, spoken=self.ctl.speaker.log_lines(),
+            touches=self.touches)
 
     def _finish(self):
         if getattr(self, "_finished", False):

@@ -1,4 +1,4 @@
-"""Screen classes: each renders controller state from its own ``terminal/assets/kv/<name>.kv`` and sends events.
+"""Screen classes: each renders controller state from its own ``assets/kv/<name>.kv`` and sends events.
 
 No screen touches hardware, the database or the processor: they call the
 controller's methods (``ctl.confirm()``, ``ctl.cancel()`` ...).

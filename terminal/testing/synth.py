@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .liveness import NOSE_TIP, eye_distance
+from ..face.liveness import NOSE_TIP, eye_distance
 
 FPS = 30.0
 # MediaPipe face-oval indices, in order around the face
@@ -134,7 +134,7 @@ class HeadModel:
         self.tris = _triangles(self.points[:, :2], w, h)
         # the camera distance for perspective, in pixels: a face about 50 cm away (eye distance ~63 mm)
         self.distance = self.iod * 8.0
-        from .liveness import head_yaw_deg
+        from ..face.liveness import head_yaw_deg
 
         self.own_yaw = head_yaw_deg(lm, w, h) or 0.0   # the photo's own pose: renders start from frontal
 
@@ -541,40 +541,3 @@ def trials(model: HeadModel, *, fps: float = 15.0, seed: int = 0) -> list[Trial]
 
                 out.append(Trial(kind, side, make, f"{kind}: frontal, then turned {side} {deg:g}deg"))
     return out
-
-
-class DemoShopper:
-    """The demo's simulated shopper: reads the challenge off the screen and turns that way before the replay camera.
-
-    ``facepay run --demo`` has no one in front of its camera, only the demo photos; this stands in for
-    the shopper, with head turns rendered (on a thread, at start) from the demo shopper's photo.  It
-    never runs outside the demo, and scenarios drive the camera themselves.
-    """
-
-    def __init__(self, photo, fps: float):
-        import threading
-
-        self.photo, self.fps = photo, fps
-        self.frames: dict[str, list[np.ndarray]] = {}
-        self.ready = threading.Event()
-        threading.Thread(target=self._render, name="demo-shopper", daemon=True).start()
-
-    def _render(self) -> None:
-        from ..config import DetectorConfig
-        from .images import load_rgb
-        from .pipeline import FacePipeline
-
-        try:
-            model = prepare(load_rgb(self.photo), FacePipeline(DetectorConfig()))
-            if model is not None:
-                hold = [model.render(0.0)] * int(self.fps)   # a second looking at the screen first
-                self.frames = {side: hold + genuine(model, side, 25.0, 1.2, fps=self.fps, seed=7).frames
-                               for side in ("left", "right")}
-        finally:
-            self.ready.set()
-
-    def follow(self, camera, challenge: str) -> None:
-        """Show the turn the screen asks for (as soon as it is rendered) on the replay camera."""
-        self.ready.wait(30)
-        if challenge in self.frames:
-            camera.show(self.frames[challenge])
