@@ -27,6 +27,18 @@ class JpegClip(Sequence):
                 raise ValueError("a rendered frame could not be compressed")
             self._jpegs.append(buf.tobytes())
 
+    @classmethod
+    def from_jpegs(cls, jpegs: list[bytes]) -> JpegClip:
+        """A clip over frames already compressed (by another process's JpegClip)."""
+        clip = cls(())
+        clip._jpegs = [bytes(j) for j in jpegs]
+        return clip
+
+    @property
+    def jpegs(self) -> list[bytes]:
+        """The compressed frames, in order."""
+        return list(self._jpegs)
+
     def __len__(self) -> int:
         return len(self._jpegs)
 

@@ -126,9 +126,10 @@ def presentation_key(step: dict) -> tuple[str, str]:
 class Presentations:
     """Every head turn or turned print a scenario shows, for both sides, rendered before the scan needs it.
 
-    The material is made in memory with its own face models (:mod:`terminal.testing.synth`) so the
-    simulated shopper turns as soon as the arrow shows, and kept JPEG-compressed
-    (:class:`~terminal.testing.clips.JpegClip`: decoded frame by frame as the replay camera reads it).
+    The material is made with its own face models (:mod:`terminal.testing.synth`, in a child process:
+    :mod:`terminal.testing.render`) so the simulated shopper turns as soon as the arrow shows, and kept
+    JPEG-compressed (:class:`~terminal.testing.clips.JpegClip`: decoded frame by frame as the replay camera
+    reads it).
     :meth:`release` lets a presentation go once no later step shows it.
     """
 
@@ -137,32 +138,26 @@ class Presentations:
         self._ready: dict[tuple[str, str], dict[str, JpegClip] | Exception] = {}
 
     def render(self) -> None:
-        from ..config import DetectorConfig
-        from ..face.images import load_rgb
-        from ..face.pipeline import FacePipeline
-        from . import synth
+        """Render them all (in a child process, :mod:`terminal.testing.render`); a photo without a usable
+        face, or a failed render, is kept as the error its steps raise."""
+        from .render import render
 
-        pipeline = None
+        keys, jobs = [], []
         for step in self.steps:
             key = presentation_key(step)
-            if step.get("do") != "camera" or key[0] not in PRESENTATIONS or key in self._ready:
+            if step.get("do") != "camera" or key[0] not in PRESENTATIONS or key in keys:
                 continue
-            pipeline = pipeline or FacePipeline(DetectorConfig())
             folder = {"shopper": DEMO_SHOPPER, "newcomer": DEMO_NEWCOMER}.get(key[1])
             photo = sorted(folder.glob("*.jpg"))[0] if folder else self.scenario_dir / key[1]
-            model = synth.prepare(load_rgb(photo), pipeline)
-            if model is None:
-                self._ready[key] = ValueError(f"no usable face in the photo {photo}")
-                continue
-            self._ready[key] = {side: JpegClip(self._make(synth, model, key[0], side).frames) for side in ("left", "right")}
-
-    def _make(self, synth, model, source: str, side: str):
-        fps = self.fps
-        if source == "turn":
-            return synth.genuine(model, side, 25.0, 1.0, fps=fps, seed=1)
-        if source == "bent_print":
-            return synth.bent_print(model, side, synth.Bend("cylinder", radius=1.0), 30.0, 1.0, fps=fps, seed=1)
-        return synth.print_turned(model.frontal(), side, 35.0, 1.0, fps=fps, seed=1)
+            keys.append(key)
+            jobs.append({"recipe": key[0], "photo": photo})
+        if not jobs:
+            return
+        try:
+            results: list = render(jobs, self.fps)
+        except Exception as exc:   # the child failed as a whole: every presentation step says why
+            results = [exc] * len(jobs)
+        self._ready.update(zip(keys, results))
 
     def get(self, step: dict) -> dict[str, JpegClip] | None:
         """Both sides of this step's presentation, or None while it is still rendering; a render failure raises."""
@@ -170,6 +165,10 @@ class Presentations:
         if isinstance(ready, Exception):
             raise ready
         return ready
+
+    def held(self) -> list[JpegClip]:
+        """The rendered clips held now (for benchmarks/memory.py)."""
+        return [clip for sides in list(self._ready.values()) if isinstance(sides, dict) for clip in sides.values()]
 
     def release(self, shown_at: int) -> None:
         """Let the presentation of step ``shown_at`` go if no later step shows it (the camera holds what it shows)."""

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from .clips import JpegClip
-from .synth import genuine, prepare
+
+_log = logging.getLogger(__name__)
 
 
 class DemoShopper:
     """The demo's simulated shopper: reads the challenge off the screen and turns that way before the replay camera.
 
     ``facepay run --demo`` has no one in front of its camera, only the demo photos; this stands in for
-    the shopper, with head turns rendered (on a thread, at start) from the demo shopper's photo and
-    held JPEG-compressed (:class:`~terminal.testing.clips.JpegClip`).  It never runs outside the demo,
-    and scenarios drive the camera themselves.
+    the shopper, with head turns rendered (on a thread, at start, in a child process:
+    :mod:`terminal.testing.render`, recipe ``demo_shopper``) from the demo shopper's photo and held
+    JPEG-compressed (:class:`~terminal.testing.clips.JpegClip`).  It never runs outside the demo, and
+    scenarios drive the camera themselves.
     """
 
     def __init__(self, photo, fps: float):
@@ -24,16 +27,15 @@ class DemoShopper:
         threading.Thread(target=self._render, name="demo-shopper", daemon=True).start()
 
     def _render(self) -> None:
-        from ..config import DetectorConfig
-        from ..face.images import load_rgb
-        from ..face.pipeline import FacePipeline
+        from .render import render
 
         try:
-            model = prepare(load_rgb(self.photo), FacePipeline(DetectorConfig()))
-            if model is not None:
-                hold = [model.render(0.0)] * int(self.fps)   # a second looking at the screen first
-                self.frames = {side: JpegClip(hold + genuine(model, side, 25.0, 1.2, fps=self.fps, seed=7).frames)
-                               for side in ("left", "right")}
+            (result,) = render([{"recipe": "demo_shopper", "photo": self.photo}], self.fps)
+            if isinstance(result, Exception):
+                raise result
+            self.frames = result
+        except Exception as exc:   # the demo goes on; the shopper just does not turn (the scan times out)
+            _log.error("the demo shopper could not be rendered: %s", exc)
         finally:
             self.ready.set()
 
