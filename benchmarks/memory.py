@@ -183,11 +183,12 @@ class Sampler(threading.Thread):
         self.samples: list[dict] = []
         self.full: list[dict] = []
         self.traced: dict[str, dict] = {}
+        self.errors: list[str] = []      # detailed samples that could not be taken (the short ones still are)
         self.stop = threading.Event()
 
     def _screen(self):
-        mod = sys.modules.get("kivy.app")
-        app = mod.App.get_running_app() if mod is not None else None
+        app_class = getattr(sys.modules.get("kivy.app"), "App", None)   # None while kivy.app is still importing
+        app = app_class.get_running_app() if app_class is not None else None
         ctl = getattr(app, "ctl", None)
         return app, (getattr(ctl, "screen", None) or "starting")
 
@@ -201,11 +202,14 @@ class Sampler(threading.Thread):
             self.samples.append(s)
             if t - last_full >= 2.0:
                 last_full = t
-                material, ids = _scenario_material(app)
-                self.full.append({**s, "groups": smaps_groups(), "textures_kb": _textures_kb(),
-                                  "numpy_kb": _numpy_kb(ids), "scenario_material_kb": material})
-                if self.trace:
-                    self._trace(screen)
+                try:
+                    material, ids = _scenario_material(app)
+                    self.full.append({**s, "groups": smaps_groups(), "textures_kb": _textures_kb(),
+                                      "numpy_kb": _numpy_kb(ids), "scenario_material_kb": material})
+                    if self.trace:
+                        self._trace(screen)
+                except Exception as exc:   # the kiosk changed under the look (imports, teardown): the next one
+                    self.errors.append(f"t={t:.1f}: {type(exc).__name__}: {exc}")
             self.stop.wait(0.25)
 
     def _trace(self, screen: str) -> None:
@@ -251,7 +255,8 @@ def child(args) -> int:
     sampler.stop.set()
     sampler.join()
     Path(args.out).write_text(json.dumps({"rc": rc, "hwm_kb": hwm_kb(), "samples": sampler.samples,
-                                          "full": sampler.full, "traced": sampler.traced}))
+                                          "full": sampler.full, "traced": sampler.traced,
+                                          "sampler_errors": sampler.errors}))
     return rc
 
 
@@ -453,6 +458,8 @@ def main(argv=None) -> int:
             runs.append(run_kiosk(args.script, False, Path(tmp) / f"run{i}"))
             print(f"kiosk run {i + 1}: {'passed' if runs[-1]['passed'] else 'FAILED'}, "
                   f"peak RSS {mb(runs[-1]['hwm_kb'])} MB", flush=True)
+            for err in runs[-1].get("sampler_errors", []):
+                print(f"  a detailed sample was skipped at {err}", flush=True)
         if args.tracemalloc:
             traced.append(run_kiosk(args.script, True, Path(tmp) / "traced"))
         if not args.no_pieces:

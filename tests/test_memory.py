@@ -4,7 +4,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from conftest import FACES, ROOT
 
 
@@ -43,3 +45,83 @@ def test_malloc_arenas_are_limited_unless_the_environment_says():
 def test_the_kiosk_unit_sets_two_malloc_arenas():
     text = (ROOT / "systemd" / "facepay-kiosk.service").read_text()
     assert "Environment=MALLOC_ARENA_MAX=2" in text
+
+
+# -- the simulated shopper's material (terminal/testing/): rendered in a child, held compressed ---------------
+
+def test_a_jpeg_clip_gives_back_the_frames_it_holds_at_a_tenth_of_their_size():
+    import numpy as np
+
+    from terminal.camera.replay import ReplayCamera
+    from terminal.face.images import load_rgb
+    from terminal.hardware import DEMO_SHOPPER
+    from terminal.testing.clips import JpegClip
+
+    photo = load_rgb(DEMO_SHOPPER / "1.jpg")
+    frames = [np.ascontiguousarray(np.roll(photo, 8 * i, axis=1)) for i in range(6)]
+    clip = JpegClip(frames)
+    assert len(clip) == 6 and clip.nbytes < sum(f.nbytes for f in frames) / 5
+    for orig, back in zip(frames, clip):
+        assert back.shape == orig.shape and back.dtype == np.uint8
+        mse = np.mean((back.astype(float) - orig.astype(float)) ** 2)
+        assert 10 * np.log10(255.0 ** 2 / mse) > 35          # PSNR in dB: the same picture
+    assert np.array_equal(JpegClip.from_jpegs(clip.jpegs)[3], clip[3]) and len(clip[1:4]) == 3
+
+    cam = ReplayCamera(fps=30.0, paced=False, loop=False)
+    cam.open()
+    try:
+        cam.show(clip)
+        assert cam._frames is clip                            # held as given: decoded a frame at a time
+        got = [cam.read() for _ in range(7)]
+        assert [g is None for g in got] == [False] * 6 + [True]
+        assert np.array_equal(got[2].image, clip[2])
+    finally:
+        cam.close()
+
+
+def test_the_child_renders_the_same_turn_as_this_process_and_says_what_it_cannot_render():
+    import numpy as np
+
+    from terminal.config import DetectorConfig
+    from terminal.face.images import load_rgb
+    from terminal.face.pipeline import FacePipeline
+    from terminal.hardware import DEMO_CAMERA, DEMO_SHOPPER
+    from terminal.testing import synth
+    from terminal.testing.render import render
+
+    empty = sorted(DEMO_CAMERA.glob("0-empty-*.jpg"))[0]      # the empty shop: no face in it
+    turn, no_face = render([{"recipe": "turn", "photo": DEMO_SHOPPER / "1.jpg"},
+                            {"recipe": "print", "photo": empty}], fps=15.0)
+    assert isinstance(no_face, ValueError) and "no usable face" in str(no_face)
+    model = synth.prepare(load_rgb(DEMO_SHOPPER / "1.jpg"), FacePipeline(DetectorConfig()))
+    here = synth.genuine(model, "right", 25.0, 1.0, fps=15.0, seed=1).frames
+    assert set(turn) == {"left", "right"} and len(turn["right"]) == len(here) > 10
+    for k in (0, len(here) // 2, len(here) - 1):
+        diff = np.abs(turn["right"][k].astype(int) - here[k].astype(int))
+        assert diff.mean() < 3.0, k                           # JPEG's error only
+    with pytest.raises(ValueError, match="unknown recipe"):
+        render([{"recipe": "hologram", "photo": empty}], fps=15.0)
+    with pytest.raises(RuntimeError, match="rendering the simulated shopper failed"):
+        render([{"recipe": "turn", "photo": Path("/nonexistent/face.jpg")}], fps=15.0)
+
+
+def test_a_scenario_renders_its_presentations_outside_the_kiosk_process_and_lets_them_go():
+    out = _python("""
+import json, sys
+from pathlib import Path
+from terminal.testing.scenario import Presentations
+steps = [{"do": "wait", "screen": "pay"}, {"do": "camera", "source": "turn", "photo": "shopper"},
+         {"do": "camera", "source": "print", "photo": "shopper"}, {"do": "camera", "source": "turn", "photo": "shopper"}]
+p = Presentations(steps, Path("."), 10.0)
+p.render()
+held = [len(p.held())]
+sides = p.get(steps[1])
+p.release(1); held.append(len(p.held()))      # step 3 shows the turn again: kept
+p.release(2); held.append(len(p.held()))      # nothing later shows the print: let go
+p.release(3); held.append(len(p.held()))
+print(json.dumps({"held": held, "sides": sorted(sides), "frames": len(sides["left"]),
+                  "models_here": [m for m in ("terminal.testing.synth", "terminal.face.pipeline", "mediapipe")
+                                  if m in sys.modules]}))
+""")
+    assert out["held"] == [4, 4, 2, 0] and out["sides"] == ["left", "right"] and out["frames"] > 5
+    assert out["models_here"] == []    # no face models, no rendering in the kiosk's own process
