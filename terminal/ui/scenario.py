@@ -9,6 +9,7 @@ ledger and the consent ledger, writes ``DIR/result.json`` and exits 0 only if
 every expectation held.  The scenario file's format, its rendered material and
 its expectations are :mod:`terminal.testing.scenario` (no Kivy there).
 """
+
 from __future__ import annotations
 
 import json
