@@ -31,6 +31,7 @@ setup(
     package_dir={"terminal.assets": "assets"},
     # Everything read at run time (the assets, the face models) is package data.
     package_data={"terminal.assets": ["**/*"], "terminal": ["models/**/*"], "backoffice": ["templates/*.html"]},
+    exclude_package_data={"terminal.assets": ["__pycache__/*", "**/__pycache__/*", "*.pyc"]},
     include_package_data=True,
     install_requires=[
         # MediaPipe Tasks API (vision.FaceDetector); the model files are vendored in terminal/models/.
