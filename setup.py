@@ -32,7 +32,7 @@ setup(
     # Everything read at run time (the assets, the face models) is package data.
     package_data={"terminal.assets": ["**/*"], "terminal": ["models/**/*"], "backoffice": ["templates/*.html"]},
     exclude_package_data={"terminal.assets": ["__pycache__/*", "**/__pycache__/*", "*.pyc"]},
-    include_package_data=True,
+    include_package_data=False,   # package_data names every data file (the asset folders are not packages)
     install_requires=[
         # MediaPipe Tasks API (vision.FaceDetector); the model files are vendored in terminal/models/.
         "mediapipe==1.2.3",
