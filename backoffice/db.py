@@ -10,6 +10,8 @@ import secrets
 
 import psycopg
 
+from terminal.fleet.contract import HEX64, RECEIPT_STATES, new_revocation_id
+
 MIGRATIONS = [
     # 1: the first schema
     """
@@ -153,7 +155,7 @@ async def store_event(conn: psycopg.AsyncConnection, event_id: str, tid: str, ki
 
 
 def _hex64(value) -> str:
-    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+    if not (isinstance(value, str) and HEX64.fullmatch(value)):
         raise ValueError(f"not a 64-digit hash: {value!r}")
     return value
 
@@ -178,7 +180,7 @@ async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: di
     elif kind == "optout":
         return await terminal_optout(conn, tid, _hex64(ev["card_hash"]), terminal_rate)
     elif kind == "receipt":
-        if ev["state"] not in ("deleted", "none-held"):
+        if ev["state"] not in RECEIPT_STATES:
             raise ValueError(f"unknown receipt state {ev['state']!r}")
         await conn.execute("UPDATE revocation_states SET state = %s, updated_at = now() "
                            "WHERE revocation_id = %s AND terminal_id = %s AND state = 'pending'",
@@ -264,7 +266,7 @@ async def heartbeat(conn: psycopg.AsyncConnection, tid: str, hb: dict) -> str | 
 
 # -- revocations ----------------------------------------------------------------------------------
 async def create_revocation(conn: psycopg.AsyncConnection, card_hash: str, source: str) -> str:
-    rid = "rev_" + secrets.token_hex(8)
+    rid = new_revocation_id()
     await conn.execute("INSERT INTO revocations (id, card_hash, source) VALUES (%s,%s,%s)", (rid, card_hash, source))
     await conn.execute("INSERT INTO revocation_states (revocation_id, terminal_id, state) "
                        "SELECT %s, id, 'pending' FROM terminals", (rid,))

@@ -347,7 +347,7 @@ def test_kiosk_heartbeat_carries_the_live_reader_and_camera_health(fleet, tmp_pa
     """The kiosk's agent reports what its running hardware knows: the PN532 simulator's firmware while it
     answers, the reason when it is gone, a camera failure the kiosk met."""
     from terminal.config import load_config
-    from terminal.fleet.agent import AgentThread
+    from terminal.fleet_agent import AgentThread
     from terminal.hardware import build_hardware, demo_config
 
     tid = "kiosk-hb"

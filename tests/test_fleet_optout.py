@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from terminal.fleet.link import code_hash
+from terminal.fleet.contract import code_hash
 from tests.conftest import FACES
 from tests.helpers.fleet import Fleet, deafen_pull_subscriptions, enrol_direct, shopper_count, wait_for
 
@@ -66,7 +66,7 @@ def test_an_agent_whose_revocation_subscription_goes_deaf_still_deletes(fleet):
     import asyncio
 
     from terminal.config import load_config
-    from terminal.fleet.agent import AgentThread
+    from terminal.fleet_agent import AgentThread
 
     tid = "deaf-1"
     cfg = fleet.provision(tid)
@@ -518,7 +518,7 @@ def test_a_terminal_cannot_jam_the_revocation_stream(fleet, trio):
     import nats
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from backoffice.bus import signed_revocation
+    from terminal.fleet.contract import signed_revocation
     from tests.helpers.fleet import _as_admin, admin_nats, consumer_names, stream_messages, terminal_nats
 
     before = stream_messages(fleet, "REVOCATIONS")

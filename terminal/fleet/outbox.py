@@ -44,3 +44,11 @@ def mark_sent(conn, seq: int) -> None:
 
 def backlog(conn) -> int:
     return conn.execute("SELECT COUNT(*) FROM fleet_outbox WHERE sent_at IS NULL").fetchone()[0]
+
+
+def queue_ledger_event(conn, event) -> None:
+    """The consent ledger's hook in a fleet (``ConsentLedger.on_append``): queues ``event`` in the
+    transaction that appends it."""
+    conn.execute(*row(f"ledger:{event.seq}:{event.mac[:16]}", "ledger", {
+        "seq": event.seq, "at": event.at, "kind": event.kind, "subject": event.subject, "details": event.details,
+        "mac": event.mac}))

@@ -216,7 +216,7 @@ def fleet_state(fleet: Fleet) -> dict:
 
 def fleet_tls(fleet: Fleet):
     """The client TLS context that trusts the fleet's CA (``dev`` makes one)."""
-    from terminal.fleet import tls_context
+    from terminal.fleet.contract import tls_context
 
     return tls_context((fleet.workdir / "ca.pem").read_text())
 
