@@ -419,8 +419,10 @@ def cmd_dev(args) -> int:
         # a second SIGTERM/Ctrl-C must not cut the clean-up short (the throwaway cluster's files go too)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        servers.stop_pid(procs["nats"].pid)
-        pg.stop()
+        try:
+            servers.stop_pid(procs["nats"].pid)
+        finally:
+            pg.stop()
     return EXIT_OK
 
 

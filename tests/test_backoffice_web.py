@@ -25,10 +25,9 @@ OPTOUT_RATE = 5
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    f = Fleet(tmp_path_factory.mktemp("web") / "backoffice", optout_rate=f"{OPTOUT_RATE}/60",
-              extra_args=("--trusted-proxy", "127.0.0.1"))
-    yield f
-    f.close()
+    with Fleet(tmp_path_factory.mktemp("web") / "backoffice", optout_rate=f"{OPTOUT_RATE}/60",
+               extra_args=("--trusted-proxy", "127.0.0.1")) as f:
+        yield f
 
 
 def add_staff(fleet, user: str, password: str) -> None:

@@ -13,9 +13,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    f = Fleet(tmp_path_factory.mktemp("fleet") / "bo")
-    yield f
-    f.close()
+    with Fleet(tmp_path_factory.mktemp("fleet") / "bo") as f:
+        yield f
 
 
 def test_optout_code_reaches_every_agent(fleet):
@@ -439,7 +438,7 @@ def test_serve_rate_limits_the_public_optout(fleet):
     import urllib.error
     import urllib.request
 
-    from tests.helpers.fleet import free_port
+    from tests.helpers.fleet import free_port, stop_process
 
     state = json.loads((fleet.workdir / "fleet.json").read_text())
     nats = f"tls://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
@@ -467,8 +466,8 @@ def test_serve_rate_limits_the_public_optout(fleet):
         assert a[1]["status"] == b[1]["status"] == "received"
         assert c[0] == 429
     finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
+        code = stop_process(proc, timeout=30)
+    assert code == 0
 
 
 # -- issue 19: what one terminal's config can and cannot do to the fleet ---------------------------------
