@@ -14,6 +14,7 @@ Every stream lives in the NATS account ``BACKOFFICE``; terminals reach them only
 that account exports (see natsconf.py).  Every revocation is signed with the back office's Ed25519 key.
 
 Per terminal: a durable pull consumer ``rev_<id>`` on REVOCATIONS and a key-value bucket ``fleet_<id>``.
+Every one of these names is written once, in ``terminal/fleet/contract.py``, which the agents import too.
 Every publish carries ``Nats-Msg-Id`` (duplicate window 10 minutes) and the back office stores each event
 once by that id besides, so retries past the window change nothing either.
 """
@@ -217,9 +218,9 @@ class Bus:
             msg_id = c.msg_id(tid, msg_id)
         if await db.store_event(conn, msg_id, tid, kind, ev):
             effect = await db.apply_event(conn, tid, kind, ev, terminal_rate=self.terminal_rate)
-            if kind in ("ledger",) and effect:  # a rolled-back ledger: pause face pay there
+            if kind == c.LEDGER and effect:  # a rolled-back ledger: pause face pay there
                 await self._hold(tid, effect)
-            return kind == "optout" and effect is not None
+            return kind == c.OPTOUT and effect is not None
         return False
 
     async def _publish_revocations(self) -> None:

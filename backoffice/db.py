@@ -10,6 +10,7 @@ import secrets
 
 import psycopg
 
+from terminal.fleet import contract as c
 from terminal.fleet.contract import HEX64, RECEIPT_STATES, new_revocation_id
 
 MIGRATIONS = [
@@ -165,7 +166,7 @@ async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: di
     """The effect of one new event from terminal ``tid`` (always the subject's, never the payload's).
 
     Returns a revocation id for an opt-out, a flag for a ledger entry that rewrites one already seen."""
-    if kind == "sale":
+    if kind == c.SALE:
         if ev["status"] not in SALE_STATUSES:
             raise ValueError(f"unknown sale status {ev['status']!r}")
         await conn.execute(
@@ -174,18 +175,18 @@ async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: di
             f"WHERE {_SALE_MOVES}",
             (str(ev["sale_id"]), tid, ev["created_at"], int(ev["amount_minor"]), ev["currency"], ev["method"],
              bool(ev["training"]), ev["status"]))
-    elif kind == "enrol":
+    elif kind == c.ENROL:
         await conn.execute("INSERT INTO optout_codes (code_hash, card_hash, terminal_id) VALUES (%s,%s,%s) "
                            "ON CONFLICT DO NOTHING", (_hex64(ev["code_hash"]), _hex64(ev["card_hash"]), tid))
-    elif kind == "optout":
+    elif kind == c.OPTOUT:
         return await terminal_optout(conn, tid, _hex64(ev["card_hash"]), terminal_rate)
-    elif kind == "receipt":
+    elif kind == c.RECEIPT:
         if ev["state"] not in RECEIPT_STATES:
             raise ValueError(f"unknown receipt state {ev['state']!r}")
         await conn.execute("UPDATE revocation_states SET state = %s, updated_at = now() "
                            "WHERE revocation_id = %s AND terminal_id = %s AND state = 'pending'",
                            (ev["state"], str(ev["revocation_id"]), tid))
-    elif kind == "ledger":
+    elif kind == c.LEDGER:
         return await ledger_seen(conn, tid, int(ev["seq"]), str(ev["mac"]), "ledger event")
     return None
 

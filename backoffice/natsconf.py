@@ -71,7 +71,7 @@ EXPORTS = [
     (c.terminal_subject("*", ">"), False),
     (f"{c.JS_API}.CONSUMER.MSG.NEXT.{c.REVOCATIONS_STREAM}.*", True),
     (f"{c.JS_API}.CONSUMER.INFO.{c.REVOCATIONS_STREAM}.*", False),
-    (f"$JS.ACK.{c.REVOCATIONS_STREAM}.*.>", False),
+    (f"{c.JS_ACK}.{c.REVOCATIONS_STREAM}.*.>", False),
     (c.msg_get_subject("*"), False),
 ]
 

@@ -33,7 +33,9 @@ def msg_id(tid: str, event_id: str) -> str:
 
 
 # -- what a terminal publishes: facepay.t.<id>.<kind> ---------------------------------------------------
-EVENT_KINDS = ("sale", "ledger", "enrol", "optout", "receipt")  # outbox rows
+# The kinds of outbox rows: a settled sale, and what the consent stream keeps.
+SALE, LEDGER, ENROL, OPTOUT, RECEIPT = "sale", "ledger", "enrol", "optout", "receipt"
+CONSENT_KINDS = (LEDGER, ENROL, OPTOUT, RECEIPT)
 HEARTBEAT = "hb"
 RECEIPT_STATES = ("deleted", "none-held")  # a terminal's answer to a revocation
 
@@ -66,8 +68,8 @@ HEARTBEATS_STREAM = "HEARTBEATS"
 REVOKED_STREAM = "REVOKED"
 STREAM_SUBJECTS = {
     REVOCATIONS_STREAM: [REVOCATIONS_SUBJECT],
-    SALES_STREAM: [terminal_subject("*", "sale")],
-    CONSENT_STREAM: [terminal_subject("*", k) for k in ("ledger", "enrol", "optout", "receipt")],
+    SALES_STREAM: [terminal_subject("*", SALE)],
+    CONSENT_STREAM: [terminal_subject("*", k) for k in CONSENT_KINDS],
     HEARTBEATS_STREAM: [terminal_subject("*", HEARTBEAT)],
     REVOKED_STREAM: [revoked_subject("*")],
 }
@@ -99,6 +101,7 @@ def kv_subject(tid: str, key: str) -> str:
 # A terminal's account has no JetStream of its own: it sees the back office's API under this prefix (the
 # service imports nats.conf gives it, see backoffice/natsconf.py).
 JS_API = "$JS.API"
+JS_ACK = "$JS.ACK"
 JS_PREFIX = "JS.BO.API"
 MSG_NOT_FOUND = 10037  # JetStream's err_code for STREAM.MSG.GET of a subject with no message
 
@@ -123,7 +126,7 @@ def terminal_services(tid: str) -> list[tuple[str, bool]]:
         (terminal_subject(tid, ">"), False),
         (f"{JS_API}.CONSUMER.MSG.NEXT.{consumer}", True),
         (f"{JS_API}.CONSUMER.INFO.{consumer}", False),
-        (f"$JS.ACK.{consumer}.>", False),
+        (f"{JS_ACK}.{consumer}.>", False),
         (msg_get_subject(kv_stream(tid)), False),
         (msg_get_subject(REVOKED_STREAM), False),
     ]

@@ -11,7 +11,7 @@ import time
 
 from ..datadir import transaction
 from . import outbox
-from .contract import RECEIPT_STATES, code_hash, new_optout_code
+from .contract import ENROL, OPTOUT, RECEIPT, RECEIPT_STATES, code_hash, new_optout_code
 
 PAUSED_MESSAGE = "Face pay paused: this terminal is offline"
 _SET = "INSERT INTO fleet_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
@@ -48,7 +48,7 @@ class FleetLink:
         with transaction(self.db):
             self.db.execute("INSERT INTO fleet_links (shopper_id, card_hash, code_hash) VALUES (?,?,?)",
                             (shopper.id, fleet_hash, ch))
-            self.db.execute(*outbox.row(f"enrol:{shopper.id}", "enrol", {"shopper_id": shopper.id,
+            self.db.execute(*outbox.row(f"{ENROL}:{shopper.id}", ENROL, {"shopper_id": shopper.id,
                                                                         "card_hash": fleet_hash, "code_hash": ch}))
         return code
 
@@ -61,7 +61,7 @@ class FleetLink:
         h = self.card_hash_of(shopper_id)
         if h is not None:  # remembered so the fleet's revocation of this card gets our "deleted" receipt
             with transaction(self.db):
-                self.db.execute(*outbox.row(f"optout:{receipt_id}", "optout",
+                self.db.execute(*outbox.row(f"{OPTOUT}:{receipt_id}", OPTOUT,
                                             {"card_hash": h, "receipt_id": receipt_id, "shopper_id": shopper_id}))
                 self.db.execute(_SET, (f"optout:{h}", receipt_id))
 
@@ -86,7 +86,7 @@ class FleetLink:
         state = deleted if sids or own is not None else none_held
         with transaction(self.db):
             self.db.executemany("DELETE FROM fleet_links WHERE shopper_id = ?", [(s,) for s in sids])
-            self.db.execute(*outbox.row(f"receipt:{revocation_id}", "receipt",
+            self.db.execute(*outbox.row(f"{RECEIPT}:{revocation_id}", RECEIPT,
                                         {"revocation_id": revocation_id, "state": state, "receipt_ids": receipts}))
         return state
 
