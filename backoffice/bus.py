@@ -14,6 +14,7 @@ Every stream lives in the NATS account ``BACKOFFICE``; terminals reach them only
 that account exports (see natsconf.py).  Every revocation is signed with the back office's Ed25519 key.
 
 Per terminal: a durable pull consumer ``rev_<id>`` on REVOCATIONS and a key-value bucket ``fleet_<id>``.
+Every one of these names is written once, in ``terminal/fleet/contract.py``, which the agents import too.
 Every publish carries ``Nats-Msg-Id`` (duplicate window 10 minutes) and the back office stores each event
 once by that id besides, so retries past the window change nothing either.
 """
@@ -30,7 +31,8 @@ import psycopg
 from nats.js import api
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
-from terminal.fleet import unsubscribe_quietly
+from terminal.fleet import contract as c
+from terminal.fleet.contract import unsubscribe_quietly
 
 from . import db
 
@@ -38,15 +40,16 @@ _log = logging.getLogger("facepay.backoffice")
 
 DUP_WINDOW_S = 600.0
 STALL_S = 5.0  # fetches that bring nothing this long while the consumer has events waiting: subscribe again
-STREAMS = {
-    "REVOCATIONS": dict(subjects=["facepay.revocations"], deny_delete=True, deny_purge=True),
-    "SALES": dict(subjects=["facepay.t.*.sale"]),
-    "CONSENT": dict(subjects=["facepay.t.*.ledger", "facepay.t.*.enrol", "facepay.t.*.optout", "facepay.t.*.receipt"],
-                    deny_delete=True, deny_purge=True),
-    "HEARTBEATS": dict(subjects=["facepay.t.*.hb"], max_age=3600.0, max_msgs_per_subject=100),
-    "REVOKED": dict(subjects=["facepay.revoked.*"], max_msgs_per_subject=1, deny_delete=True, deny_purge=True),
+_KEPT = dict(deny_delete=True, deny_purge=True)  # no delete, no purge
+STREAM_LIMITS = {
+    c.REVOCATIONS_STREAM: _KEPT,
+    c.SALES_STREAM: {},
+    c.CONSENT_STREAM: _KEPT,
+    c.HEARTBEATS_STREAM: dict(max_age=3600.0, max_msgs_per_subject=100),
+    c.REVOKED_STREAM: dict(max_msgs_per_subject=1, **_KEPT),
 }
-INGESTED = ("SALES", "CONSENT", "HEARTBEATS")
+STREAMS = {name: dict(subjects=subjects, **STREAM_LIMITS[name]) for name, subjects in c.STREAM_SUBJECTS.items()}
+INGESTED = (c.SALES_STREAM, c.CONSENT_STREAM, c.HEARTBEATS_STREAM)
 
 
 async def ensure_streams(js) -> None:
@@ -74,12 +77,12 @@ async def provision_terminal(nats_url: str, tid: str, tls=None, timeout: float =
             js = nc.jetstream()
             await ensure_streams(js)
             try:
-                await js.consumer_info("REVOCATIONS", f"rev_{tid}")
+                await js.consumer_info(c.REVOCATIONS_STREAM, c.revocation_consumer(tid))
             except NotFoundError:
-                await js.add_consumer("REVOCATIONS", api.ConsumerConfig(
-                    durable_name=f"rev_{tid}", ack_policy=api.AckPolicy.EXPLICIT,
+                await js.add_consumer(c.REVOCATIONS_STREAM, api.ConsumerConfig(
+                    durable_name=c.revocation_consumer(tid), ack_policy=api.AckPolicy.EXPLICIT,
                     deliver_policy=api.DeliverPolicy.NEW, ack_wait=10.0, max_ack_pending=1000))
-            await js.create_key_value(bucket=f"fleet_{tid}", history=5)
+            await js.create_key_value(bucket=c.kv_bucket(tid), history=5)
             return
         except (ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
             if time.monotonic() > deadline:
@@ -87,18 +90,6 @@ async def provision_terminal(nats_url: str, tid: str, tls=None, timeout: float =
             await asyncio.sleep(0.2)
         finally:
             await nc.close()
-
-
-def _parse(subject: str) -> tuple[str, str]:
-    parts = subject.split(".")  # facepay.t.<id>.<kind>: the id is the account's, the one source of terminal_id
-    return parts[2], parts[3]
-
-
-def signed_revocation(key, rid: str, card_hash: str) -> bytes:
-    from terminal.fleet import revocation_signed_bytes
-
-    sig = key.sign(revocation_signed_bytes(rid, card_hash)).hex()
-    return json.dumps({"revocation_id": rid, "card_hash": card_hash, "sig": sig}).encode()
 
 
 class Bus:
@@ -129,17 +120,17 @@ class Bus:
             _log.warning("nats: connected again to %s:%s", url.hostname, url.port)  # not netloc: it holds the password
 
         self.nc = await nats.connect(self.nats_url, name="facepay-backoffice", max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.5, connect_timeout=10,  # see agent.CONNECT_TIMEOUT_S
+                                     reconnect_time_wait=0.5, connect_timeout=10,  # see fleet_agent.CONNECT_TIMEOUT_S
                                      error_cb=error_cb, tls=self.tls,
                                      disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb)
         self.js = self.nc.jetstream(timeout=5)
         await ensure_streams(self.js)
         for stream in INGESTED:
             try:
-                await self.js.consumer_info(stream, "backoffice")
+                await self.js.consumer_info(stream, c.BACKOFFICE_CONSUMER)
             except NotFoundError:
                 await self.js.add_consumer(stream, api.ConsumerConfig(
-                    durable_name="backoffice", ack_policy=api.AckPolicy.EXPLICIT, ack_wait=30.0,
+                    durable_name=c.BACKOFFICE_CONSUMER, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=30.0,
                     max_ack_pending=20000))
             self._tasks.append(asyncio.create_task(self._ingest(stream)))
         self._tasks.append(asyncio.create_task(self._publish_revocations()))
@@ -150,7 +141,7 @@ class Bus:
             t.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
-        if self.nc is not None:  # not wait_for: nats-py's close() can swallow the cancellation (agent.py)
+        if self.nc is not None:  # not wait_for: nats-py's close() can swallow the cancellation (fleet_agent.py)
             await asyncio.wait({asyncio.ensure_future(self.nc.close())}, timeout=3)
 
     async def _ingest(self, stream: str) -> None:
@@ -160,7 +151,7 @@ class Bus:
         while not self._stopping:
             try:
                 if sub is None:
-                    sub = await self.js.pull_subscribe_bind(durable="backoffice", stream=stream)
+                    sub = await self.js.pull_subscribe_bind(durable=c.BACKOFFICE_CONSUMER, stream=stream)
                 try:
                     msgs = await sub.fetch(batch=500, timeout=1.0)
                 except TimeoutError:
@@ -203,7 +194,7 @@ class Bus:
         server restart).  A fresh subscription (a new inbox) is the cure for a deaf one; events lost in
         flight come back when their ack wait runs out.
         """
-        info = await self.js.consumer_info(stream, "backoffice")
+        info = await self.js.consumer_info(stream, c.BACKOFFICE_CONSUMER)
         if not info.num_pending:
             return False
         _log.warning("ingest %s: %d events wait in the stream but none arrived for %.0f s; subscribing again",
@@ -211,25 +202,25 @@ class Bus:
         return True
 
     async def _handle(self, conn, m) -> bool:
-        tid, kind = _parse(m.subject)
+        tid, kind = c.parse_terminal_subject(m.subject)
         try:
             ev = json.loads(m.data)
         except ValueError:
             _log.warning("unreadable event on %s dropped", m.subject)
             return False
-        if kind == "hb":
+        if kind == c.HEARTBEAT:
             flag = await db.heartbeat(conn, tid, ev)
             if flag:
                 await self._hold(tid, flag)
             return False
-        msg_id = (m.headers or {}).get("Nats-Msg-Id") or f"{tid}:{m.metadata.sequence.stream}"
-        if not msg_id.startswith(tid + ":"):
-            msg_id = f"{tid}:{msg_id}"
+        msg_id = (m.headers or {}).get("Nats-Msg-Id") or c.msg_id(tid, str(m.metadata.sequence.stream))
+        if not msg_id.startswith(c.msg_id(tid, "")):
+            msg_id = c.msg_id(tid, msg_id)
         if await db.store_event(conn, msg_id, tid, kind, ev):
             effect = await db.apply_event(conn, tid, kind, ev, terminal_rate=self.terminal_rate)
-            if kind in ("ledger",) and effect:  # a rolled-back ledger: pause face pay there
+            if kind == c.LEDGER and effect:  # a rolled-back ledger: pause face pay there
                 await self._hold(tid, effect)
-            return kind == "optout" and effect is not None
+            return kind == c.OPTOUT and effect is not None
         return False
 
     async def _publish_revocations(self) -> None:
@@ -237,10 +228,10 @@ class Bus:
         while not self._stopping:
             try:
                 for rid, card_hash in await db.unpublished(conn):
-                    body = signed_revocation(self.signing_key, rid, card_hash)
-                    await self.js.publish(f"facepay.revoked.{card_hash}", body, headers={"Nats-Msg-Id": rid},
+                    body = c.signed_revocation(self.signing_key, rid, card_hash)
+                    await self.js.publish(c.revoked_subject(card_hash), body, headers={"Nats-Msg-Id": rid},
                                           timeout=3)  # the compacted view first: a start never misses it
-                    await self.js.publish("facepay.revocations", body, headers={"Nats-Msg-Id": rid}, timeout=3)
+                    await self.js.publish(c.REVOCATIONS_SUBJECT, body, headers={"Nats-Msg-Id": rid}, timeout=3)
                     await conn.execute("UPDATE revocations SET published_at = now() WHERE id = %s", (rid,))
             except asyncio.CancelledError:
                 await conn.close()
@@ -256,17 +247,17 @@ class Bus:
             self.kick.clear()
 
     async def set_mode(self, tid: str, mode: str) -> None:
-        kv = await self.js.key_value(f"fleet_{tid}")
-        await kv.put("mode", mode.encode())
+        kv = await self.js.key_value(c.kv_bucket(tid))
+        await kv.put(c.MODE_KEY, mode.encode())
 
     async def _hold(self, tid: str, reason: str) -> None:
         """Pause face pay at ``tid`` (its agent reads the ``hold`` key) until staff clear the flag."""
         try:
-            kv = await self.js.key_value(f"fleet_{tid}")
-            await kv.put("hold", reason.encode())
+            kv = await self.js.key_value(c.kv_bucket(tid))
+            await kv.put(c.HOLD_KEY, reason.encode())
         except Exception as exc:  # stored in PostgreSQL anyway; the next heartbeat tries again
             _log.warning("hold for %s not set yet: %r", tid, exc)
 
     async def clear_hold(self, tid: str) -> None:
-        kv = await self.js.key_value(f"fleet_{tid}")
-        await kv.put("hold", b"")
+        kv = await self.js.key_value(c.kv_bucket(tid))
+        await kv.put(c.HOLD_KEY, b"")

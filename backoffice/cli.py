@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tomli_w
 
-from terminal.fleet import TERMINAL_ID_RE
+from terminal.fleet import contract as c
 
 from . import db, natsconf, servers
 
@@ -158,7 +158,7 @@ def cmd_migrate(args) -> int:
 
 
 def toml_config(tid: str, state: dict, password: str, max_staleness_s: float) -> str:
-    fleet = {"nats_url": public_nats_url(state), "user": f"t-{tid}", "password": password,
+    fleet = {"nats_url": public_nats_url(state), "user": c.terminal_user(tid), "password": password,
              "card_key": state["card_key"], "revocation_key": state["revocation_key"],
              "max_staleness_s": max_staleness_s}
     if state.get("tls"):
@@ -183,9 +183,7 @@ def network_dropin(nats_url: str) -> str:
 
 
 def nats_tls(state: dict):
-    from terminal.fleet import tls_context
-
-    return tls_context(ca_pem(state)) if state.get("tls") else None
+    return c.tls_context(ca_pem(state)) if state.get("tls") else None
 
 
 def _reload_nats(state: dict) -> None:
@@ -197,14 +195,12 @@ def _reload_nats(state: dict) -> None:
             pass
 
 
-async def _wait_terminal_ready(state: dict, user: str, password: str, timeout: float = 20.0) -> None:
+async def _wait_terminal_ready(state: dict, tid: str, password: str, timeout: float = 20.0) -> None:
     """Until the new terminal can log in and reach the back office through its imports.
 
     nats-server (2.10-2.15 seen) wires the service imports of an account added by a reload only at the next
     reload: so while the probe (a read of the revoked view) finds no responder, reload once more."""
     import nats
-
-    from terminal.fleet import JS_PREFIX
 
     async def quiet(exc):  # refused until the server has reloaded its config: expected, retried below
         _log.debug("new terminal's login not accepted yet: %r", exc)
@@ -215,12 +211,12 @@ async def _wait_terminal_ready(state: dict, user: str, password: str, timeout: f
     while True:
         try:
             # without error_cb, nats-py logs every refused attempt with a traceback (make fleet-demo showed three)
-            nc = await nats.connect(public_nats_url(state), user=user, password=password, allow_reconnect=False,
-                                    connect_timeout=2, max_reconnect_attempts=0, tls=nats_tls(state),
-                                    inbox_prefix=f"_INBOX_{user[2:]}", error_cb=quiet)
+            nc = await nats.connect(public_nats_url(state), user=c.terminal_user(tid), password=password,
+                                    allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0, tls=nats_tls(state),
+                                    inbox_prefix=c.inbox_prefix(tid), error_cb=quiet)
             try:
-                await nc.request(f"{JS_PREFIX}.STREAM.MSG.GET.REVOKED",
-                                 json.dumps({"last_by_subj": "facepay.revoked.probe"}).encode(), timeout=2)
+                await nc.request(c.msg_get_subject(c.REVOKED_STREAM, c.JS_PREFIX),
+                                 json.dumps({"last_by_subj": c.revoked_subject("probe")}).encode(), timeout=2)
                 return
             except nats.errors.NoRespondersError:
                 if loop.time() - reloaded > 2.0:
@@ -240,7 +236,7 @@ def cmd_provision(args) -> int:
     from .bus import provision_terminal
 
     tid = args.terminal_id
-    if not TERMINAL_ID_RE.match(tid):
+    if not c.TERMINAL_ID_RE.match(tid):
         raise CliError(f"--terminal-id {tid!r} may use only letters, digits, - and _ (64 at most)")
     out = Path(args.out)
     if out.is_dir():
@@ -257,7 +253,7 @@ def cmd_provision(args) -> int:
         _reload_nats(state)
     asyncio.run(provision_terminal(admin_url(state), tid, tls=nats_tls(state)))
     with locked(workdir):  # one provisioning at a time reloads and probes
-        asyncio.run(_wait_terminal_ready(state, f"t-{tid}", password))
+        asyncio.run(_wait_terminal_ready(state, tid, password))
     if state["db_url"]:
         db.add_terminal(state["db_url"], tid)
     natsconf.write_private(out, toml_config(tid, state, password, args.max_staleness_s))
@@ -346,8 +342,6 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def cmd_serve(args) -> int:
-    from terminal.fleet import tls_context
-
     host, port = parse_listen(args.listen)
     rate = parse_rate(args.optout_rate)
     terminal_rate = parse_rate(args.terminal_optout_rate, "--terminal-optout-rate")
@@ -356,7 +350,7 @@ def cmd_serve(args) -> int:
     tls = None
     if args.nats_ca:
         try:
-            tls = tls_context(Path(args.nats_ca).read_text())
+            tls = c.tls_context(Path(args.nats_ca).read_text())
         except (OSError, ValueError) as exc:
             raise CliError(f"--nats-ca {args.nats_ca}: not a readable PEM certificate ({exc})", code=EXIT_ERROR) from None
     db.migrate(args.db)
@@ -425,8 +419,10 @@ def cmd_dev(args) -> int:
         # a second SIGTERM/Ctrl-C must not cut the clean-up short (the throwaway cluster's files go too)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        servers.stop_pid(procs["nats"].pid)
-        pg.stop()
+        try:
+            servers.stop_pid(procs["nats"].pid)
+        finally:
+            pg.stop()
     return EXIT_OK
 
 

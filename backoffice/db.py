@@ -10,6 +10,9 @@ import secrets
 
 import psycopg
 
+from terminal.fleet import contract as c
+from terminal.fleet.contract import HEX64, RECEIPT_STATES, new_revocation_id
+
 MIGRATIONS = [
     # 1: the first schema
     """
@@ -153,7 +156,7 @@ async def store_event(conn: psycopg.AsyncConnection, event_id: str, tid: str, ki
 
 
 def _hex64(value) -> str:
-    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+    if not (isinstance(value, str) and HEX64.fullmatch(value)):
         raise ValueError(f"not a 64-digit hash: {value!r}")
     return value
 
@@ -163,7 +166,7 @@ async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: di
     """The effect of one new event from terminal ``tid`` (always the subject's, never the payload's).
 
     Returns a revocation id for an opt-out, a flag for a ledger entry that rewrites one already seen."""
-    if kind == "sale":
+    if kind == c.SALE:
         if ev["status"] not in SALE_STATUSES:
             raise ValueError(f"unknown sale status {ev['status']!r}")
         await conn.execute(
@@ -172,18 +175,18 @@ async def apply_event(conn: psycopg.AsyncConnection, tid: str, kind: str, ev: di
             f"WHERE {_SALE_MOVES}",
             (str(ev["sale_id"]), tid, ev["created_at"], int(ev["amount_minor"]), ev["currency"], ev["method"],
              bool(ev["training"]), ev["status"]))
-    elif kind == "enrol":
+    elif kind == c.ENROL:
         await conn.execute("INSERT INTO optout_codes (code_hash, card_hash, terminal_id) VALUES (%s,%s,%s) "
                            "ON CONFLICT DO NOTHING", (_hex64(ev["code_hash"]), _hex64(ev["card_hash"]), tid))
-    elif kind == "optout":
+    elif kind == c.OPTOUT:
         return await terminal_optout(conn, tid, _hex64(ev["card_hash"]), terminal_rate)
-    elif kind == "receipt":
-        if ev["state"] not in ("deleted", "none-held"):
+    elif kind == c.RECEIPT:
+        if ev["state"] not in RECEIPT_STATES:
             raise ValueError(f"unknown receipt state {ev['state']!r}")
         await conn.execute("UPDATE revocation_states SET state = %s, updated_at = now() "
                            "WHERE revocation_id = %s AND terminal_id = %s AND state = 'pending'",
                            (ev["state"], str(ev["revocation_id"]), tid))
-    elif kind == "ledger":
+    elif kind == c.LEDGER:
         return await ledger_seen(conn, tid, int(ev["seq"]), str(ev["mac"]), "ledger event")
     return None
 
@@ -264,7 +267,7 @@ async def heartbeat(conn: psycopg.AsyncConnection, tid: str, hb: dict) -> str | 
 
 # -- revocations ----------------------------------------------------------------------------------
 async def create_revocation(conn: psycopg.AsyncConnection, card_hash: str, source: str) -> str:
-    rid = "rev_" + secrets.token_hex(8)
+    rid = new_revocation_id()
     await conn.execute("INSERT INTO revocations (id, card_hash, source) VALUES (%s,%s,%s)", (rid, card_hash, source))
     await conn.execute("INSERT INTO revocation_states (revocation_id, terminal_id, state) "
                        "SELECT %s, id, 'pending' FROM terminals", (rid,))

@@ -36,7 +36,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from terminal.fleet import JS_PREFIX
+from terminal.fleet import contract as c
+from terminal.fleet.contract import local_subject, terminal_services
 
 BACKOFFICE_ACCOUNT = "BACKOFFICE"
 BCRYPT_COST = 11  # nats-server's own `nats server passwd` default
@@ -56,27 +57,10 @@ def account(tid: str) -> str:
     return f"T_{tid}"
 
 
-def terminal_services(tid: str) -> list[tuple[str, bool]]:
-    """(subject, streams many responses) that the back office exports to terminal ``tid`` alone."""
-    return [
-        (f"facepay.t.{tid}.>", False),
-        (f"$JS.API.CONSUMER.MSG.NEXT.REVOCATIONS.rev_{tid}", True),
-        (f"$JS.API.CONSUMER.INFO.REVOCATIONS.rev_{tid}", False),
-        (f"$JS.ACK.REVOCATIONS.rev_{tid}.>", False),
-        (f"$JS.API.STREAM.MSG.GET.KV_fleet_{tid}", False),
-        ("$JS.API.STREAM.MSG.GET.REVOKED", False),
-    ]
-
-
-def local_subject(subject: str) -> str:
-    """The name an imported service has inside a terminal's account."""
-    return JS_PREFIX + subject[len("$JS.API"):] if subject.startswith("$JS.API.") else subject
-
-
 def terminal_permissions(tid: str) -> dict:
     return {
         "publish": {"allow": [local_subject(s) for s, _ in terminal_services(tid)]},
-        "subscribe": {"allow": [f"_INBOX_{tid}.>"]},
+        "subscribe": {"allow": [f"{c.inbox_prefix(tid)}.>"]},
     }
 
 
@@ -84,11 +68,11 @@ def terminal_permissions(tid: str) -> dict:
 # newly added importers unserved, as nats-server 2.10-2.15 do), each with a per-terminal token wildcard.  An
 # account can import only what nats.conf lists for it, and each terminal account lists only its own subjects.
 EXPORTS = [
-    ("facepay.t.*.>", False),
-    ("$JS.API.CONSUMER.MSG.NEXT.REVOCATIONS.*", True),
-    ("$JS.API.CONSUMER.INFO.REVOCATIONS.*", False),
-    ("$JS.ACK.REVOCATIONS.*.>", False),
-    ("$JS.API.STREAM.MSG.GET.*", False),
+    (c.terminal_subject("*", ">"), False),
+    (f"{c.JS_API}.CONSUMER.MSG.NEXT.{c.REVOCATIONS_STREAM}.*", True),
+    (f"{c.JS_API}.CONSUMER.INFO.{c.REVOCATIONS_STREAM}.*", False),
+    (f"{c.JS_ACK}.{c.REVOCATIONS_STREAM}.*.>", False),
+    (c.msg_get_subject("*"), False),
 ]
 
 
@@ -101,7 +85,7 @@ def render(state: dict) -> str:
             if local_subject(subj) != subj:
                 imp["to"] = local_subject(subj)
             imports.append(imp)
-        accounts[account(tid)] = {"users": [{"user": f"t-{tid}", "password": pw_hash,
+        accounts[account(tid)] = {"users": [{"user": c.terminal_user(tid), "password": pw_hash,
                                              "permissions": terminal_permissions(tid)}],
                                   "imports": imports}
     exports = [dict(service=s, **({"response_type": "stream"} if many else {})) for s, many in EXPORTS]

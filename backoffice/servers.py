@@ -84,6 +84,16 @@ def start_nats(conf: Path, port: int, log: Path) -> subprocess.Popen:
     return proc
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process: an ended one that nobody has reaped yet (a zombie, e.g. a server whose
+    parent was killed) has ended too."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
     try:
         os.kill(pid, sig)
@@ -96,9 +106,7 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None
             if done:
                 return
         except ChildProcessError:  # not our child: poll for its end
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not running(pid):
                 return
         time.sleep(0.05)
     try:

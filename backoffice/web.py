@@ -26,8 +26,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from terminal.config import TERMINAL_MODES
-from terminal.fleet.link import code_hash
+from terminal.fleet.contract import MODES, code_hash
 from terminal.money import format_amount
 from terminal.staff import scrypt_hash, verify_pin
 
@@ -288,7 +287,7 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
             sales = await cur.fetchall()
             optouts = await db.recent_revocations(c)
         return await render(request, "dashboard.html", {
-            "terminals": terminals, "sales": sales, "modes": TERMINAL_MODES, "optouts": optouts})
+            "terminals": terminals, "sales": sales, "modes": MODES, "optouts": optouts})
 
     async def clear_flag(request: Request):
         """Staff accept a flagged terminal's ledger as it is now; face pay may resume there."""
@@ -312,7 +311,7 @@ def make_app(bus, db_url: str, session_secret: str, optout_rate: tuple[int, floa
             return websec.csrf_refused()
         tid = request.path_params["tid"]
         mode = str(form.get("mode", ""))
-        if mode not in TERMINAL_MODES:
+        if mode not in MODES:
             return Response(f"unknown mode {mode!r}", status_code=400)
         async with lock:
             c = await conn()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import FacepayError, InputError, UsageError
+from .modes import MODES
 from .payments.sandbox import FAULTS
 
 EXIT_OK, EXIT_NO, EXIT_USAGE = 0, 1, 2
@@ -451,7 +452,7 @@ def cmd_flash(ctx: Context) -> int:
 
 
 def cmd_agent(ctx: Context) -> int:
-    from .fleet.agent import run_headless
+    from .fleet_agent import run_headless
 
     return run_headless(ctx.cfg, ctx.data_dir)
 
@@ -607,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("failpoints", cmd_failpoints, "list the crash points FACEPAY_FAILPOINT accepts")
 
     sp = add("mode", cmd_mode, "show or set the terminal mode")
-    sp.add_argument("mode", nargs="?", choices=["normal", "card_only", "enrolment", "training", "out_of_service"])
+    sp.add_argument("mode", nargs="?", choices=MODES)
 
     add("agent", cmd_agent, "sync with the fleet's back office (needs [fleet] in the config): outbox, "
                             "revocations, mode, heartbeats; runs until stopped")

@@ -72,8 +72,9 @@ from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, Val
 from pydantic.dataclasses import dataclass
 
 from .errors import ConfigError
-from .fleet import FleetConfig
-from .fleet import validate as validate_fleet
+from .fleet.settings import FleetConfig
+from .fleet.settings import validate as validate_fleet
+from .modes import MODES
 
 # Values as TOML gives them, no silent conversions: "3" is not a number and true is not 1.
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]   # an integer is accepted for a number
@@ -136,7 +137,7 @@ CameraBackend = Literal["picamera2", "opencv", "replay"]
 LedBackend = Literal["gpio", "mock"]
 Processor = Literal["sandbox"]
 DetectorModel = Literal["short", "full"]
-TerminalMode = Literal["normal", "card_only", "enrolment", "training", "out_of_service"]
+TerminalMode = Literal[MODES]  # type: ignore[valid-type]  # the names, once: terminal.modes
 TERMINAL_MODES = get_args(TerminalMode)
 
 # The parts that are simulators, named by the config; outside --demo they are reported as warnings.

@@ -266,7 +266,7 @@ def run_doctor(ctx) -> int:
         results = mark_simulated(cfg, results, a.demo)
     ok = all(c.ok for c in results)
     if cfg is not None and cfg.fleet.enabled:  # fleet hook: the agent reports reader/camera in its heartbeats
-        from .fleet.agent import save_doctor_state
+        from .fleet_agent import save_doctor_state
 
         save_doctor_state(ctx.data_dir, [asdict(c) for c in results])
     warnings = sum(c.warn for c in results)

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -165,7 +166,9 @@ def write_genesis(conn: sqlite3.Connection, master_key: bytes, terminal_id: str,
 class ConsentLedger:
     """The ledger in ``conn`` (facepay.db); ``anchor`` is the key store's connection, when there is one."""
 
-    outbox = False  # set by terminal.fleet.link.FleetLink when the terminal is in a fleet
+    # Set by terminal.fleet.link.FleetLink when the terminal is in a fleet: called with the connection and
+    # each new event inside the event's own transaction (it queues the event for the back office).
+    on_append: Callable[[sqlite3.Connection, LedgerEvent], None] | None = None
 
     def __init__(self, conn: sqlite3.Connection, master_key: bytes, anchor: sqlite3.Connection | None = None,
                  channel: str = "cli"):
@@ -187,12 +190,8 @@ class ConsentLedger:
         conn = self._conn
         with transaction(conn):
             event = _insert(conn, self._key, kind, subject, details)
-            if self.outbox:  # fleet hook: the same transaction queues the event for the back office
-                from .fleet import outbox
-
-                conn.execute(*outbox.row(f"ledger:{event.seq}:{event.mac[:16]}", "ledger", {
-                    "seq": event.seq, "at": event.at, "kind": kind, "subject": subject, "details": event.details,
-                    "mac": event.mac}))
+            if self.on_append is not None:
+                self.on_append(conn, event)
         self._set_anchor(event.seq, event.mac)
         return event
 

@@ -25,10 +25,9 @@ OPTOUT_RATE = 5
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    f = Fleet(tmp_path_factory.mktemp("web") / "backoffice", optout_rate=f"{OPTOUT_RATE}/60",
-              extra_args=("--trusted-proxy", "127.0.0.1"))
-    yield f
-    f.close()
+    with Fleet(tmp_path_factory.mktemp("web") / "backoffice", optout_rate=f"{OPTOUT_RATE}/60",
+               extra_args=("--trusted-proxy", "127.0.0.1")) as f:
+        yield f
 
 
 def add_staff(fleet, user: str, password: str) -> None:
@@ -347,7 +346,7 @@ def test_kiosk_heartbeat_carries_the_live_reader_and_camera_health(fleet, tmp_pa
     """The kiosk's agent reports what its running hardware knows: the PN532 simulator's firmware while it
     answers, the reason when it is gone, a camera failure the kiosk met."""
     from terminal.config import load_config
-    from terminal.fleet.agent import AgentThread
+    from terminal.fleet_agent import AgentThread
     from terminal.hardware import build_hardware, demo_config
 
     tid = "kiosk-hb"

@@ -32,7 +32,7 @@ def modes(folder) -> dict[str, int]:
 
 @pytest.mark.parametrize("mask", [0o022, 0o000])
 def test_every_file_is_0600_and_the_folder_0700_whatever_the_umask(tmp_path, mask):
-    from terminal.fleet.agent import save_doctor_state
+    from terminal.fleet_agent import save_doctor_state
 
     data = tmp_path / "data"
     with umask(mask):

@@ -26,14 +26,16 @@ def engines(tmp_path_factory):
     conf = work / "nats.conf"
     conf.write_text(json.dumps({"listen": f"127.0.0.1:{port}", "jetstream": {"store_dir": str(work / "js")}}))
     nats_proc = servers.start_nats(conf, port, work / "nats.log")
-    pg = servers.PgCluster(work, servers.free_port())
     try:
-        url = pg.start()
-        db.migrate(url)
-        yield f"nats://127.0.0.1:{port}", url
-    finally:
+        pg = servers.PgCluster(work, servers.free_port())
+        try:
+            url = pg.start()
+            db.migrate(url)
+            yield f"nats://127.0.0.1:{port}", url
+        finally:
+            pg.stop()
+    finally:  # also when PostgreSQL's start or stop fails, or a Ctrl-C cuts it short
         servers.stop_pid(nats_proc.pid)
-        pg.stop()
 
 
 def _sale(i: int) -> bytes:

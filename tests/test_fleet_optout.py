@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from terminal.fleet.link import code_hash
+from terminal.fleet.contract import code_hash
 from tests.conftest import FACES
 from tests.helpers.fleet import Fleet, deafen_pull_subscriptions, enrol_direct, shopper_count, wait_for
 
@@ -13,9 +13,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    f = Fleet(tmp_path_factory.mktemp("fleet") / "bo")
-    yield f
-    f.close()
+    with Fleet(tmp_path_factory.mktemp("fleet") / "bo") as f:
+        yield f
 
 
 def test_optout_code_reaches_every_agent(fleet):
@@ -66,7 +65,7 @@ def test_an_agent_whose_revocation_subscription_goes_deaf_still_deletes(fleet):
     import asyncio
 
     from terminal.config import load_config
-    from terminal.fleet.agent import AgentThread
+    from terminal.fleet_agent import AgentThread
 
     tid = "deaf-1"
     cfg = fleet.provision(tid)
@@ -439,7 +438,7 @@ def test_serve_rate_limits_the_public_optout(fleet):
     import urllib.error
     import urllib.request
 
-    from tests.helpers.fleet import free_port
+    from tests.helpers.fleet import free_port, stop_process
 
     state = json.loads((fleet.workdir / "fleet.json").read_text())
     nats = f"tls://{state['admin_user']}:{state['admin_password']}@127.0.0.1:{state['nats_port']}"
@@ -467,8 +466,8 @@ def test_serve_rate_limits_the_public_optout(fleet):
         assert a[1]["status"] == b[1]["status"] == "received"
         assert c[0] == 429
     finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
+        code = stop_process(proc, timeout=30)
+    assert code == 0
 
 
 # -- issue 19: what one terminal's config can and cannot do to the fleet ---------------------------------
@@ -518,7 +517,7 @@ def test_a_terminal_cannot_jam_the_revocation_stream(fleet, trio):
     import nats
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from backoffice.bus import signed_revocation
+    from terminal.fleet.contract import signed_revocation
     from tests.helpers.fleet import _as_admin, admin_nats, consumer_names, stream_messages, terminal_nats
 
     before = stream_messages(fleet, "REVOCATIONS")

@@ -17,12 +17,11 @@ TIDS = [f"till-{i:02d}" for i in range(1, 21)]
 
 @pytest.fixture(scope="module")
 def fleet20(tmp_path_factory):
-    f = Fleet(tmp_path_factory.mktemp("fleet20") / "bo")
-    f.cfgs = provision_many(f, TIDS)
-    for t in TIDS:
-        f.start_agent(t)
-    yield f
-    f.close()
+    with Fleet(tmp_path_factory.mktemp("fleet20") / "bo") as f:  # stopped also when the set-up fails
+        f.cfgs = provision_many(f, TIDS)
+        for t in TIDS:
+            f.start_agent(t)
+        yield f
 
 
 def test_1000_sales_exactly_once_through_a_nats_server_crash(fleet20):

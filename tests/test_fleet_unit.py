@@ -11,7 +11,7 @@ import pytest
 from terminal import consent
 from terminal.config import parse_config
 from terminal.errors import ConfigError
-from terminal.fleet.link import code_hash, new_optout_code, normalise_code
+from terminal.fleet.contract import code_hash, new_optout_code, normalise_code
 from terminal.sale import run_sale
 from terminal.service import Terminal
 
@@ -146,8 +146,7 @@ def test_generated_nats_conf_puts_each_terminal_in_its_own_account():
 def test_a_revocation_counts_only_with_the_back_offices_signature():
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from backoffice.bus import signed_revocation
-    from terminal.fleet import BadRevocation, verify_revocation
+    from terminal.fleet.contract import BadRevocation, signed_revocation, verify_revocation
 
     key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     h = "c" * 64

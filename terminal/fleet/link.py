@@ -1,42 +1,20 @@
 """What a Terminal in a fleet keeps and does locally: fleet card links, opt-out codes, staleness.
 
-Everything here is SQLite in the terminal's own ``facepay.db``; the network side is :mod:`.agent`.
+Everything here is SQLite in the terminal's own ``facepay.db``; the network side is :mod:`terminal.fleet_agent`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
 
-from ..payments.journal import with_tx
+from ..datadir import transaction
 from . import outbox
+from .contract import ENROL, OPTOUT, RECEIPT, RECEIPT_STATES, code_hash, new_optout_code
 
 PAUSED_MESSAGE = "Face pay paused: this terminal is offline"
 _SET = "INSERT INTO fleet_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-
-# Crockford's base32 (https://www.crockford.com/base32.html): digits and capitals without I, L, O and U,
-# so no code holds both a 0 and an O, or a 1 and an I or L.  Typed back, case does not matter and the
-# letters people confuse with a digit are read as that digit.
-CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_CONFUSABLE = str.maketrans({"O": "0", "I": "1", "L": "1"})
-
-
-def new_optout_code() -> str:
-    """16 Crockford base32 characters (80 random bits) in groups of four: ``K7QM-3XPA-WD2R-9HNE``."""
-    raw = "".join(secrets.choice(CROCKFORD) for _ in range(16))
-    return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
-
-
-def normalise_code(code: str) -> str:
-    """A typed code as it was issued: capitals, spaces and dashes dropped, O read as 0 and I or L as 1."""
-    return "".join(ch for ch in code.upper() if ch.isalnum()).translate(_CONFUSABLE)
-
-
-def code_hash(code: str) -> str:
-    """What the back office stores and looks a typed code up by (the code itself is never stored)."""
-    return hashlib.sha256(b"facepay-optout:" + normalise_code(code).encode()).hexdigest()
 
 
 def fleet_card_hash(card_key_hex: str, uid: bytes) -> str:
@@ -50,7 +28,7 @@ class FleetLink:
         self.cfg = term.cfg.fleet
         self.db = term.store.db
         term.journal.outbox = True
-        term.ledger.outbox = True
+        term.ledger.on_append = outbox.queue_ledger_event
         self._recent_cards: dict[str, str] = {}
 
     # -- cards and enrolment --------------------------------------------------------
@@ -67,11 +45,11 @@ class FleetLink:
             return None
         code = new_optout_code()
         ch = code_hash(code)
-        with_tx(self.db, [
-            ("INSERT INTO fleet_links (shopper_id, card_hash, code_hash) VALUES (?,?,?)", (shopper.id, fleet_hash, ch)),
-            outbox.row(f"enrol:{shopper.id}", "enrol", {"shopper_id": shopper.id, "card_hash": fleet_hash,
-                                                        "code_hash": ch}),
-        ])
+        with transaction(self.db):
+            self.db.execute("INSERT INTO fleet_links (shopper_id, card_hash, code_hash) VALUES (?,?,?)",
+                            (shopper.id, fleet_hash, ch))
+            self.db.execute(*outbox.row(f"{ENROL}:{shopper.id}", ENROL, {"shopper_id": shopper.id,
+                                                                        "card_hash": fleet_hash, "code_hash": ch}))
         return code
 
     def card_hash_of(self, shopper_id: str) -> str | None:
@@ -82,9 +60,10 @@ class FleetLink:
         """A shopper opted out here (the "my data" screen or `facepay revoke`): ask the fleet to follow."""
         h = self.card_hash_of(shopper_id)
         if h is not None:  # remembered so the fleet's revocation of this card gets our "deleted" receipt
-            with_tx(self.db, [outbox.row(f"optout:{receipt_id}", "optout",
-                                         {"card_hash": h, "receipt_id": receipt_id, "shopper_id": shopper_id}),
-                              (_SET, (f"optout:{h}", receipt_id))])
+            with transaction(self.db):
+                self.db.execute(*outbox.row(f"{OPTOUT}:{receipt_id}", OPTOUT,
+                                            {"card_hash": h, "receipt_id": receipt_id, "shopper_id": shopper_id}))
+                self.db.execute(_SET, (f"optout:{h}", receipt_id))
 
     def forget(self, shopper_id: str) -> None:
         self.db.execute("DELETE FROM fleet_links WHERE shopper_id = ?", (shopper_id,))
@@ -103,10 +82,12 @@ class FleetLink:
         own = self._get(f"optout:{card_hash}")  # the shopper opted out here: deleted before the fleet asked
         if own is not None:
             receipts.append(own)
-        state = "deleted" if sids or own is not None else "none-held"
-        with_tx(self.db, [("DELETE FROM fleet_links WHERE shopper_id = ?", (s,)) for s in sids] + [
-            outbox.row(f"receipt:{revocation_id}", "receipt",
-                       {"revocation_id": revocation_id, "state": state, "receipt_ids": receipts})])
+        deleted, none_held = RECEIPT_STATES
+        state = deleted if sids or own is not None else none_held
+        with transaction(self.db):
+            self.db.executemany("DELETE FROM fleet_links WHERE shopper_id = ?", [(s,) for s in sids])
+            self.db.execute(*outbox.row(f"{RECEIPT}:{revocation_id}", RECEIPT,
+                                        {"revocation_id": revocation_id, "state": state, "receipt_ids": receipts}))
         return state
 
     def linked_card_hashes(self) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from .contract import LEDGER
+
 # A settled sale as the back office stores it; selected inside the settling transaction.
 SALE_EVENT_SQL = (
     "INSERT OR IGNORE INTO fleet_outbox (id, kind, payload, created_at) "
@@ -44,3 +46,11 @@ def mark_sent(conn, seq: int) -> None:
 
 def backlog(conn) -> int:
     return conn.execute("SELECT COUNT(*) FROM fleet_outbox WHERE sent_at IS NULL").fetchone()[0]
+
+
+def queue_ledger_event(conn, event) -> None:
+    """The consent ledger's hook in a fleet (``ConsentLedger.on_append``): queues ``event`` in the
+    transaction that appends it."""
+    conn.execute(*row(f"{LEDGER}:{event.seq}:{event.mac[:16]}", LEDGER, {
+        "seq": event.seq, "at": event.at, "kind": event.kind, "subject": event.subject, "details": event.details,
+        "mac": event.mac}))

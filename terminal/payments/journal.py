@@ -131,22 +131,23 @@ class Journal:
                                             "this one was not sent: nothing was charged") from None
 
     def _begin(self, sale_id, key, amount_minor, currency, method, shopper_id, token, training) -> None:
-        with_tx(self.db, [
-            ("INSERT INTO sales (id, key, created_at, amount_minor, currency, method, shopper_id, token, training, status)"
-             " VALUES (?,?,?,?,?,?,?,?,?, 'pending')",
-             (sale_id, key, _now(), amount_minor, currency, method, shopper_id, token, int(training))),
-            ("INSERT INTO steps (sale_id, at, step) VALUES (?,?, 'journaled')", (sale_id, _now())),
-        ])
+        with transaction(self.db):
+            self.db.execute(
+                "INSERT INTO sales (id, key, created_at, amount_minor, currency, method, shopper_id, token, training,"
+                " status) VALUES (?,?,?,?,?,?,?,?,?, 'pending')",
+                (sale_id, key, _now(), amount_minor, currency, method, shopper_id, token, int(training)))
+            self.db.execute("INSERT INTO steps (sale_id, at, step) VALUES (?,?, 'journaled')", (sale_id, _now()))
 
     def step(self, sale_id: str, step: str, detail: str = "") -> None:
         self.db.execute("INSERT INTO steps (sale_id, at, step, detail) VALUES (?,?,?,?)", (sale_id, _now(), step, detail))
 
     def settle(self, sale_id: str, status: str, reason: str, reference: str, via: str = "settled") -> None:
-        with_tx(self.db, [
-            ("UPDATE sales SET status=?, reason=?, reference=?, settled_at=? WHERE id=? AND status='pending'",
-             (status, reason, reference, _now(), sale_id)),
-            ("INSERT INTO steps (sale_id, at, step, detail) VALUES (?,?,?,?)", (sale_id, _now(), via, status)),
-        ] + ([_fleet_sale_row(sale_id)] if self.outbox else []))
+        with transaction(self.db):
+            self.db.execute("UPDATE sales SET status=?, reason=?, reference=?, settled_at=? WHERE id=? AND status='pending'",
+                            (status, reason, reference, _now(), sale_id))
+            self.db.execute("INSERT INTO steps (sale_id, at, step, detail) VALUES (?,?,?,?)", (sale_id, _now(), via, status))
+            if self.outbox:  # the same transaction queues the settled sale for the back office
+                self.db.execute(*_fleet_sale_row(sale_id))
 
     @staticmethod
     def _sale(row) -> SaleRecord:
@@ -208,12 +209,6 @@ class Journal:
     def pending_operations(self) -> list[dict]:
         rows = self.db.execute("SELECT key FROM operations WHERE status='pending'").fetchall()
         return [self.operation(r[0]) for r in rows]
-
-
-def with_tx(db, statements) -> None:
-    with transaction(db):
-        for sql, args in statements:
-            db.execute(sql, args)
 
 
 def _fleet_sale_row(sale_id: str):

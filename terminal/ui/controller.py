@@ -237,7 +237,7 @@ class KioskController(EventDispatcher):
         self.runner.on_cooldown = self._start_cooldown
         self.agent = None
         if term.fleet is not None:  # fleet hook: the same agent as `facepay agent`, in a thread
-            from ..fleet.agent import AgentThread
+            from ..fleet_agent import AgentThread
 
             self.machine.ctx.fleet_paused = term.fleet_paused()
             self.agent = AgentThread(term.cfg, term.data_dir, health=hardware.health,

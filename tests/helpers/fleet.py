@@ -1,9 +1,12 @@
 """A fleet on one machine for tests: `facepay-backoffice dev` (nats-server + throwaway PostgreSQL + web),
 terminals provisioned into it, agents as separate processes.  Everything on loopback, free ports, temp
-folders, and stopped by pid.  The servers are installed when missing (backoffice.servers)."""
+folders, and stopped by pid, also when a test, a fixture's set-up or a teardown step fails or is interrupted
+(Ctrl-C): see Fleet.close.  The servers are installed when missing (backoffice.servers)."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +34,41 @@ def free_port() -> int:
     return fp()
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+    """Send ``sig`` to our child ``proc`` and reap it.  Killed (SIGKILL) when it has not ended within ``timeout``
+    seconds or when the wait is interrupted (KeyboardInterrupt, which then goes on).  Returns its exit code;
+    None when it had to be killed."""
+    try:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+
+
+def stop_pid_file(pid_file: Path, *must_mention: str, sig: int = signal.SIGTERM) -> bool:
+    """Stop the process a pid file names if it still runs and its command line mentions one of
+    ``must_mention`` (a pid file outlives its process, and the number may belong to another process since).
+    True if it ran."""
+    from backoffice.servers import stop_pid
+
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return False
+    if not any(m in cmdline for m in must_mention):
+        return False
+    stop_pid(pid, sig, timeout=20)
+    return True
+
+
 def wait_for(cond, timeout: float, what: str, step: float = 0.1, detail=None):
     """Poll ``cond`` until it is true; on time-out, ``detail()`` says what was seen instead."""
     deadline = time.monotonic() + timeout
@@ -52,19 +90,32 @@ class Fleet:
         ensure_postgres()
         self.workdir = workdir
         self.port = free_port()
+        self.agents: dict[str, subprocess.Popen] = {}
+        self._started: list[subprocess.Popen] = []  # every agent ever started, stopped or not
+        self._closed = False
         self.log = (workdir.parent / f"{workdir.name}-dev.log").open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "backoffice.cli", "--workdir", str(workdir), "dev",
              "--listen", f"127.0.0.1:{self.port}", "--optout-rate", optout_rate,
              "--terminal-optout-rate", terminal_optout_rate, *extra_args],
             stdout=subprocess.PIPE, stderr=self.log, text=True, env=_env(), cwd=ROOT)
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(10)
-            raise AssertionError("facepay-backoffice dev exited: " + Path(self.log.name).read_text()[-2000:])
-        info = json.loads(line)
-        self.web, self.nats, self.db = info["web"], info["nats"], info["db"]
-        self.agents: dict[str, subprocess.Popen] = {}
+        atexit.register(self.close)  # a run that ends without the fixture's teardown still stops them
+        try:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait(10)
+                raise AssertionError("facepay-backoffice dev exited: " + Path(self.log.name).read_text()[-2000:])
+            info = json.loads(line)
+            self.web, self.nats, self.db = info["web"], info["nats"], info["db"]
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- terminals ----------------------------------------------------------------------------
     def provision(self, tid: str, *, max_staleness_s: float = 300.0, heartbeat_s: float = 1.0,
@@ -87,19 +138,16 @@ class Fleet:
         proc = subprocess.Popen([sys.executable, "-m", "terminal", "--config", str(self.workdir.parent / f"{tid}.toml"),
                                  "--data-dir", str(self.data_dir(tid)), "agent"],
                                 stdout=log, stderr=subprocess.STDOUT, env=_env() | (env or {}), cwd=ROOT)
+        log.close()  # the child holds its own copy
         self.agents[tid] = proc
+        self._started.append(proc)
         return proc
 
     def stop_agent(self, tid: str, sig=signal.SIGTERM) -> int:
-        proc = self.agents.pop(tid)
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        try:
-            return proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError(f"agent {tid} did not stop within 15 s of {sig!r}") from None
+        code = stop_process(self.agents.pop(tid), sig, 15)
+        if code is None:
+            raise AssertionError(f"agent {tid} did not stop within 15 s of {sig!r}")
+        return code
 
     def nats_pid(self) -> int | None:
         """The running nats-server's pid; None while its pid file is missing or half written."""
@@ -159,19 +207,49 @@ class Fleet:
         return json.loads((self.workdir / "staff.json").read_text())
 
     def close(self) -> None:
-        for proc in self.agents.values():  # all at once: each takes a moment to close its connection
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for tid in list(self.agents):
-            self.stop_agent(tid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        """Stop every process this fleet started, by pid, whatever fails on the way (an agent that does not
+        stop, a teardown step that raises, a KeyboardInterrupt): the agents, then `dev`, then whatever of
+        its nats-server and PostgreSQL outlived it (they run in sessions of their own, so a `dev` that had to
+        be killed leaves them behind).  Safe to call twice; raises afterwards if an agent had to be killed."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        stuck = []
+        try:
+            for proc in self.agents.values():  # all at once: each takes a moment to close its connection
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+            for tid in list(self.agents):
+                if stop_process(self.agents.pop(tid), signal.SIGTERM, 15) is None:
+                    stuck.append(tid)
+        finally:
             try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+                for proc in self._started:  # any left by an interruption above, or started twice for one id
+                    stop_process(proc, signal.SIGKILL, 5)
+            finally:
+                try:
+                    stop_process(self.proc, signal.SIGTERM, 40)
+                finally:
+                    try:
+                        stop_pid_file(self.workdir / "nats.pid", str(self.workdir / "nats.conf"))
+                    finally:
+                        try:
+                            self._stop_leftover_postgres()
+                        finally:
+                            self.log.close()
+        if stuck:
+            raise AssertionError(f"agents {stuck} did not stop within 15 s of SIGTERM (killed)")
+
+    def _stop_leftover_postgres(self) -> None:
+        link = self.workdir / "pg"  # dev's cluster folder (as root: a link to a temp folder)
+        base = link.resolve()
+        if stop_pid_file(self.workdir / "postgres.pid", str(link / "data"), str(base / "data"),
+                         sig=signal.SIGINT) and base != link:
+            import shutil
+
+            shutil.rmtree(base, ignore_errors=True)  # what dev's clean-up would have removed
 
 
 def enrol_direct(cfg_path: Path, data_dir: Path, uid: bytes, name: str = "Test Shopper", seed: int = 1) -> str:
@@ -216,7 +294,7 @@ def fleet_state(fleet: Fleet) -> dict:
 
 def fleet_tls(fleet: Fleet):
     """The client TLS context that trusts the fleet's CA (``dev`` makes one)."""
-    from terminal.fleet import tls_context
+    from terminal.fleet.contract import tls_context
 
     return tls_context((fleet.workdir / "ca.pem").read_text())
 

@@ -18,7 +18,9 @@ It connects out (the terminal never listens), with this terminal's own credentia
 A terminal's NATS account has no JetStream of its own: it reaches its consumer, its bucket and the revoked
 view through the back office's service exports under ``JS_PREFIX``, and can create no consumer.
 
-``facepay agent`` runs it headless; the kiosk runs the same class in a thread.
+``facepay agent`` runs it headless; the kiosk runs the same class in a thread.  It is the top of the fleet
+stack: it ties the service, the config and ``terminal/fleet/`` (the contract, the outbox, the local link),
+which import nothing above them.
 """
 
 from __future__ import annotations
@@ -33,14 +35,15 @@ import threading
 import time
 from pathlib import Path
 
-from .. import __version__, failpoints
-from ..errors import UsageError
-from . import JS_PREFIX, BadRevocation, load_public_key, outbox, tls_context, unsubscribe_quietly, verify_revocation
+from . import __version__, failpoints
+from .errors import UsageError
+from .fleet import contract as fc
+from .fleet import outbox
+from .fleet.contract import BadRevocation, load_public_key, tls_context, unsubscribe_quietly, verify_revocation
+from .modes import MODES
 
 _log = logging.getLogger("facepay.agent")
 
-REVOCATION_STREAM = "REVOCATIONS"
-REVOKED_STREAM = "REVOKED"
 # A (re)connect is a TLS handshake plus a bcrypt check of the password at the server, one client after
 # another.  When nats-server comes back, every terminal of the fleet reconnects at once and a loaded back
 # office needs seconds for each CONNECT: a client that gives up sooner has made the server do its bcrypt for
@@ -56,13 +59,9 @@ def reconnect_wait(attempt: int) -> float:
     return random.uniform(RECONNECT_MIN_S, min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** attempt))
 
 
-def subject(terminal_id: str, kind: str) -> str:
-    return f"facepay.t.{terminal_id}.{kind}"
-
-
 def save_doctor_state(data_dir: Path, checks: list[dict]) -> None:
     """`facepay doctor` leaves its findings for the agent's heartbeat (written whole, then renamed)."""
-    from ..datadir import write_private
+    from .datadir import write_private
 
     if not data_dir.is_dir():
         return
@@ -131,7 +130,7 @@ class Agent:
         while not stop.is_set():
             connecting = asyncio.ensure_future(nats.connect(
                 servers=[f.nats_url], user=f.user, password=f.password, name=f"facepay-{self.tid}",
-                inbox_prefix=f"_INBOX_{self.tid}", connect_timeout=CONNECT_TIMEOUT_S,
+                inbox_prefix=fc.inbox_prefix(self.tid), connect_timeout=CONNECT_TIMEOUT_S,
                 max_reconnect_attempts=-1, allow_reconnect=True, error_cb=error_cb,
                 reconnected_cb=reconnected_cb, reconnect_to_server_handler=next_server, tls=tls))
             stopping = asyncio.ensure_future(stop.wait())
@@ -153,7 +152,7 @@ class Agent:
         return None
 
     async def run(self, stop: asyncio.Event) -> None:
-        from ..service import Terminal
+        from .service import Terminal  # not at import: `facepay doctor` saves its findings with this module
 
         self.term = Terminal(self.cfg, self.data_dir)
         self.term.fleet.reset_caught_up()  # face pay stays off until this start has reconciled and caught up
@@ -162,7 +161,7 @@ class Agent:
             self.nc = await self._connect(stop)
             if self.nc is None:
                 return
-            self.js = self.nc.jetstream(timeout=3, prefix=JS_PREFIX)
+            self.js = self.nc.jetstream(timeout=3, prefix=fc.JS_PREFIX)
             _log.info("agent %s connected to %s", self.tid, self.cfg.fleet.nats_url)
             tasks = [asyncio.create_task(c) for c in (self._outbox_loop(), self._revocation_loop(),
                                                       self._heartbeat_loop(), self._mode_loop())]
@@ -184,8 +183,8 @@ class Agent:
         sent = 0
         for db in (self.term.store.db, self.term.journal.db):
             for seq, eid, kind, payload in outbox.unsent(db):
-                await self.js.publish(subject(self.tid, kind), payload.encode(), timeout=3,
-                                      headers={"Nats-Msg-Id": f"{self.tid}:{eid}"})
+                await self.js.publish(fc.terminal_subject(self.tid, kind), payload.encode(), timeout=3,
+                                      headers={"Nats-Msg-Id": fc.msg_id(self.tid, eid)})
                 failpoints.hit("fleet_after_publish")
                 outbox.mark_sent(db, seq)
                 sent += 1
@@ -212,11 +211,11 @@ class Agent:
     async def _msg_get(self, stream: str, subject: str) -> bytes | None:
         """The last message on ``subject`` in ``stream`` (STREAM.MSG.GET through the back office's export);
         None when there is none."""
-        r = await self.nc.request(f"{JS_PREFIX}.STREAM.MSG.GET.{stream}",
+        r = await self.nc.request(fc.msg_get_subject(stream, fc.JS_PREFIX),
                                   json.dumps({"last_by_subj": subject}).encode(), timeout=3)
         d = json.loads(r.data)
         if "error" in d:
-            if d["error"].get("err_code") == 10037:  # no message found
+            if d["error"].get("err_code") == fc.MSG_NOT_FOUND:
                 return None
             raise RuntimeError(f"{stream}: {d['error'].get('description')}")
         return base64.b64decode(d["message"].get("data") or b"")
@@ -227,7 +226,7 @@ class Agent:
         consumer cannot bring a face back.  Returns how many cards were deleted."""
         deleted = 0
         for card_hash in self.term.fleet.linked_card_hashes():
-            data = await self._msg_get(REVOKED_STREAM, f"facepay.revoked.{card_hash}")
+            data = await self._msg_get(fc.REVOKED_STREAM, fc.revoked_subject(card_hash))
             if data is None:
                 continue
             try:
@@ -265,7 +264,8 @@ class Agent:
         while not self._stopping:
             try:
                 if sub is None:
-                    sub = await self.js.pull_subscribe_bind(durable=f"rev_{self.tid}", stream=REVOCATION_STREAM)
+                    sub = await self.js.pull_subscribe_bind(durable=fc.revocation_consumer(self.tid),
+                                                           stream=fc.REVOCATIONS_STREAM)
                 if self._need_reconcile and self.nc.is_connected:
                     self._need_reconcile = False  # set again by a reconnect meanwhile: then done once more
                     try:
@@ -306,19 +306,17 @@ class Agent:
 
     # -- mode -------------------------------------------------------------------------
     async def _mode_loop(self) -> None:
-        from ..config import TERMINAL_MODES
-
-        bucket, prefix = f"KV_fleet_{self.tid}", f"$KV.fleet_{self.tid}"
+        bucket = fc.kv_stream(self.tid)
         while not self._stopping:
             try:
-                wanted = await self._msg_get(bucket, f"{prefix}.mode")
+                wanted = await self._msg_get(bucket, fc.kv_subject(self.tid, fc.MODE_KEY))
                 if wanted:
                     wanted = wanted.decode()
-                    if wanted in TERMINAL_MODES:
+                    if wanted in MODES:
                         self.wanted_mode = wanted
                     elif wanted != self.wanted_mode:
                         _log.warning("the back office asked for unknown mode %r: ignored", wanted)
-                hold = (await self._msg_get(bucket, f"{prefix}.hold") or b"").decode()
+                hold = (await self._msg_get(bucket, fc.kv_subject(self.tid, fc.HOLD_KEY)) or b"").decode()
                 if hold != (self.term.fleet.hold() or ""):
                     self.term.fleet.set_hold(hold)
                     _log.warning("face pay %s by the back office%s", "paused" if hold else "allowed again",
@@ -352,7 +350,8 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         while not self._stopping:
             try:
-                await self.js.publish(subject(self.tid, "hb"), json.dumps(self.heartbeat()).encode(), timeout=2)
+                await self.js.publish(fc.terminal_subject(self.tid, fc.HEARTBEAT), json.dumps(self.heartbeat()).encode(),
+                                      timeout=2)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
