@@ -154,6 +154,7 @@ class ScenarioPlayer:
 
     def _note_screen(self, *a):
         self.screen_since = time.monotonic()
+        self.screen_frame = Clock.frames
         if not self.visited or self.visited[-1] != self.ctl.screen:
             self.visited.append(self.ctl.screen)
 
@@ -268,8 +269,13 @@ class ScenarioPlayer:
         return True
 
     def _settled(self) -> bool:
-        """The current screen has been up 0.5 s: laid out, as a person would wait before touching it."""
-        return time.monotonic() - self.screen_since >= 0.5
+        """The current screen is the one shown and has been up 0.5 s and a few frames: laid out, as a person
+        would wait before touching it.  The frames count as well as the clock: on a busy machine half a
+        second can pass in one frame, and the screen manager drops every touch until its switch (even the
+        instant one) has completed on a later frame."""
+        sm = self.app.sm
+        return (time.monotonic() - self.screen_since >= 0.5 and Clock.frames - self.screen_frame >= 3
+                and sm.current == self.ctl.screen and not sm.transition.is_active)
 
     def _do(self, step: dict) -> bool:
         kind = step["do"]
