@@ -192,7 +192,7 @@ class Runner:
             self.last_charge = report
             return [_result(report)]
         if isinstance(eff, co.VerifyPhone):
-            sale = self.machine.ctx.sale
+            sale = self.machine.view().sale
             ok, suspended = t.check_phone(eff.shopper_id, eff.digits, sale.sale_id if sale else None)
             return [co.PhoneChecked(ok, suspended)]
         if isinstance(eff, co.VerifyUnlock):
@@ -305,7 +305,7 @@ class Runner:
         t = self.term
         result, start = run_challenge(t.pipeline, self.camera, challenge, t.cfg.liveness, t.cfg.match.threshold,
                                       stopped=lambda: not self.scans.live(scan), on_frame=on_frame, emit=emit,
-                                      window=lambda: t.cfg.liveness.timeout_s * (1 + self.machine.ctx.challenge_more))
+                                      window=lambda: t.cfg.liveness.timeout_s * (1 + self.machine.view().challenge_more))
         if result is None:  # stopped: cancel or timeout closed the camera
             return None
         self.last_liveness = result
@@ -325,7 +325,7 @@ class Runner:
         scan = self.scans.wanted if scan is None else scan
         t = self.term
         gallery: Gallery = t.gallery()
-        challenge = self.machine.ctx.challenge
+        challenge = self.machine.view().challenge
         if challenge is not None:
             probe = self.liveness_challenge(emit, challenge, on_frame, scan)
             if probe is None:
@@ -369,7 +369,7 @@ class Runner:
         needed = t.cfg.match.enrol_captures
         last_reason = None
         live = None
-        challenge = self.machine.ctx.challenge
+        challenge = self.machine.view().challenge
         if challenge is not None:
             # the challenge first: no capture is kept before it is passed, and every capture after it
             # must be the person who passed it

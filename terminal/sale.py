@@ -95,24 +95,24 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
                 if guidance and runner.last_match is None:
                     raise InputError(f"unusable photo: {guidance[-1]} ({GUIDANCE.get(guidance[-1], '')})",
                                      face or face_video)
-                if machine.ctx.message == "face_pay_suspended":
+                if machine.view().message == "face_pay_suspended":
                     return result | {"status": "no_match", "reason": SUSPENDED}
-                if machine.ctx.message == "stepup_unavailable":
+                if machine.view().message == "stepup_unavailable":
                     return result | {"status": "no_match", "reason": "the match is not certain enough and no phone "
                                      "check is on file for it: pay by card"}
                 m = runner.last_match
                 return result | {"status": "no_match", "reason": m.reason if m else "no match"}
-            cand = machine.ctx.candidate
+            cand = machine.view().candidate
             result["shopper"] = {"masked_name": cand.masked_name, "masked_card": cand.masked_card}
-            result["step_up"] = machine.ctx.stepup_required
-            if machine.ctx.stepup_required and phone_last4 is not None:
+            result["step_up"] = machine.view().stepup_required
+            if machine.view().stepup_required and phone_last4 is not None:
                 runner.dispatch(co.PhoneDigits(phone_last4))
-                if machine.ctx.message == "face_pay_suspended":
+                if machine.view().message == "face_pay_suspended":
                     return result | {"status": "cancelled", "reason": "phone digits did not match: " + SUSPENDED}
             if not confirm:
                 runner.dispatch(co.Timeout(runner.last_timer.token))
                 return result | {"status": "cancelled", "reason": "not confirmed by the shopper: nothing charged"}
-            if machine.ctx.stepup_required and not machine.ctx.stepup_ok:
+            if machine.view().stepup_required and not machine.view().stepup_ok:
                 reason = ("phone digits did not match" if phone_last4 else
                           "this match needs the last 4 digits of the shopper's phone (--phone-last4)")
                 runner.dispatch(co.Cancel())
@@ -125,4 +125,4 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
         raise runner.charge_error  # nothing was charged: the journal could not record it, or the key was refused
     if status == co.State.APPROVED:
         return result | {"status": "approved", "reference": runner.last_charge.reference}
-    return result | {"status": status.value, "reason": machine.ctx.message}
+    return result | {"status": status.value, "reason": machine.view().message}

@@ -89,7 +89,7 @@ def test_leds_follow_a_face_sale(term, embeddings, board, pipeline):
     assert pin(board, "privacy") == 0 and not cam.is_open
     assert board.state["consent"] == "blink"
     r.dispatch(co.PhoneDigits("1234"))
-    r.dispatch(co.Confirm(500, m.ctx.candidate.shopper_id))
+    r.dispatch(co.Confirm(500, m.view().candidate.shopper_id))
     assert m.state == co.State.APPROVED
     assert lit(board) == {"approved"}
 

@@ -232,7 +232,7 @@ def test_unknown_outcomes_light_the_fault_led_and_are_resolved_by_lookup(term):
     term.processor.set_fault("partition")
     machine, runner = card_sale(term, "sale_u1", 1250, leds)
     assert machine.state == co.State.UNKNOWN
-    assert machine.ctx.message == UNKNOWN.format("sale_u1")
+    assert machine.view().message == UNKNOWN.format("sale_u1")
     assert leds.pattern == "fault" and leds.state["fault"] == "blink" and leds.state["declined"] == "off"
     assert term.journal.get("sale_u1").status == "pending"
     # asked again while the line is still down: still unknown, asked again later
@@ -257,7 +257,7 @@ def test_a_journal_that_fails_after_approval_is_unknown(term):
 
     term.journal.db.set_authorizer(no_settling)
     machine, runner = card_sale(term, "sale_j1", 1250)
-    assert machine.state == co.State.UNKNOWN and machine.ctx.message == UNKNOWN.format("sale_j1")
+    assert machine.state == co.State.UNKNOWN and machine.view().message == UNKNOWN.format("sale_j1")
     assert isinstance(runner.charge_error, sqlite3.DatabaseError)
     [charge] = term.processor.charges()
     assert charge["status"] == "approved" and term.journal.get("sale_j1").status == "pending"
@@ -280,7 +280,7 @@ def test_a_gateway_error_that_is_not_a_processor_error_is_unknown(term):
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert machine.state == co.State.UNKNOWN and machine.ctx.message == UNKNOWN.format("sale_g1")
+    assert machine.state == co.State.UNKNOWN and machine.view().message == UNKNOWN.format("sale_g1")
     assert term.journal.get("sale_g1").status == "pending"
     assert "processor_error" in [s for s, _ in term.journal.steps("sale_g1")]
     # nothing arrived at the processor, so recovery cancels it
@@ -320,7 +320,7 @@ def test_a_journal_that_cannot_record_the_sale_charges_nothing(term):
         states.append(machine.state)
         if machine.state == co.State.CANCELLED:
             break
-    assert machine.state == co.State.CANCELLED and machine.ctx.message == "not_recorded"
+    assert machine.state == co.State.CANCELLED and machine.view().message == "not_recorded"
     assert isinstance(runner.charge_error, SaleNotRecorded)
     assert set(states[:-1]) <= {co.State.APPROVED, co.State.UNKNOWN}
     journaled = {s.key for s in term.journal.sales()}
@@ -366,7 +366,7 @@ def test_a_reused_key_with_another_amount_is_a_clear_error_not_a_decline(term):
         term.processor.charge(key, token, 700, "EUR")
     assert term.processor.charge(key, token, 500, "EUR") == first  # the same request again: the same answer
     machine, runner = card_sale(term, "sale_k1", 700)
-    assert machine.state == co.State.CANCELLED and machine.ctx.message == "key_reused"
+    assert machine.state == co.State.CANCELLED and machine.view().message == "key_reused"
     assert isinstance(runner.charge_error, IdempotencyKeyReused)
     assert "terminal_id" in runner.charge_error.one_line()
     sale = term.journal.get("sale_k1")

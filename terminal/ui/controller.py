@@ -232,14 +232,14 @@ class KioskController(EventDispatcher):
         self.term = term
         self.hw = hardware
         self.demo = demo
-        self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
+        self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode(),
+                                          fleet_paused=term.fleet is not None and term.fleet_paused())
         self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
         self.runner.on_cooldown = self._start_cooldown
         self.agent = None
         if term.fleet is not None:  # fleet hook: the same agent as `facepay agent`, in a thread
             from ..fleet.agent import AgentThread
 
-            self.machine.ctx.fleet_paused = term.fleet_paused()
             self.agent = AgentThread(term.cfg, term.data_dir, health=hardware.health,
                                      is_idle=lambda: self.state in ("idle", "out_of_service")).start()
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
@@ -387,7 +387,7 @@ class KioskController(EventDispatcher):
 
         def tick(dt):
             # a timer ends with its state too (a scan that ended leaves its token behind)
-            if self.machine.ctx.timer != token or self.countdown <= 0 or self.machine.state != started_in:
+            if self.machine.view().timer != token or self.countdown <= 0 or self.machine.state != started_in:
                 self.timer_running = self.time_low = False
                 return False
             self.countdown -= 1
@@ -412,7 +412,7 @@ class KioskController(EventDispatcher):
         """Push the running timeout back by its full length again (at most MORE_TIME_MAX times)."""
         if not self.timer_running or self._timer_ev is None or self.more_time_left <= 0:
             return False
-        token = self.machine.ctx.timer
+        token = self.machine.view().timer
         self._timer_ev.cancel()
         self.countdown = int(self.countdown + self._timer_seconds)
         self._timer_ev = Clock.schedule_once(lambda dt: self.send(co.Timeout(token)), self.countdown)
@@ -462,14 +462,14 @@ class KioskController(EventDispatcher):
     def _follow_mode(self, dt) -> None:
         """Pick up a mode set from the CLI (`facepay mode card_only` over SSH) once the terminal is idle."""
         mode = self.term.mode()
-        if mode != self.machine.ctx.mode and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
+        if mode != self.machine.view().mode and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
             self.send(co.SetMode(mode, record=False))
         if self.term.fleet is not None:  # fail closed while out of touch with the fleet's revocations
             from ..fleet.link import PAUSED_MESSAGE
 
             paused = self.term.fleet_paused()
             self.fleet_notice = PAUSED_MESSAGE if paused else ""
-            if paused != self.machine.ctx.fleet_paused:
+            if paused != self.machine.view().fleet_paused:
                 self.send(co.FleetStatus(paused))
 
     def card_tapped(self, uid: bytes) -> None:
@@ -535,7 +535,7 @@ class KioskController(EventDispatcher):
         if self.state == "enrol_failed" and msg:
             self.failure_text, self.failure_hint, self.can_retry = enrol_failure(msg)
         if self.state == "enrol_duplicate" and dup:
-            new_card = self.machine.ctx.enrol_card.masked_card if self.machine.ctx.enrol_card else ""
+            new_card = self.machine.view().enrol_card_masked
             self.can_replace = not snap["duplicate_same_card"] and dup["has_phone"]
             since = i18n.date(dup["enrolled_at"], self.lang) if dup["enrolled_at"] else ""
             if snap["duplicate_same_card"]:
@@ -726,7 +726,8 @@ class KioskController(EventDispatcher):
         return self.send(co.Done())
 
     def confirm(self):
-        sale, cand = self.machine.ctx.sale, self.machine.ctx.candidate
+        view = self.machine.view()
+        sale, cand = view.sale, view.candidate
         if sale is None or cand is None:
             return False
         return self.send(co.Confirm(sale.amount_minor, cand.shopper_id))
