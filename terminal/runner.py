@@ -159,7 +159,8 @@ class Runner:
                 raise
             if not self.scans.live(eff.scan):
                 self._close_camera()  # stopped while the device was opening
-            return []
+            # it opened: after a CameraFault, the machine learns the camera works again
+            return [] if self.machine.view().camera_ok else [co.CameraRestored()]
         if isinstance(eff, co.CloseCamera):
             self._close_camera()
             return []

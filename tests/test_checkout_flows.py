@@ -304,3 +304,28 @@ def test_the_machine_imports_without_numpy_or_a_model():
             " if m in sys.modules); print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- availability: the camera -------------------------------------------------------
+def test_a_camera_fault_stops_face_steps_until_the_camera_is_restored():
+    m = machine()
+    assert kinds(m.handle(co.CameraFault("unplugged"))) == ["Leds"] and not m.view().camera_ok
+    m.handle(co.StartSale("sale_1", 420, "EUR"))
+    with pytest.raises(co.Rejected, match="camera is not working"):
+        m.handle(co.ChooseFace("left"))
+    m.handle(co.Cancel())
+    m.handle(co.Done())
+    assert one(m.handle(co.CameraRestored()), co.Leds).pattern == "idle" and m.view().camera_ok
+    assert m.handle(co.CameraRestored()) == []       # already working: nothing to change
+    m.handle(co.StartSale("sale_2", 420, "EUR"))
+    assert kinds(m.handle(co.ChooseFace("left")))[0] == "OpenCamera"
+
+
+def test_a_camera_fault_during_a_scan_closes_it_and_offers_the_card():
+    m = machine()
+    m.handle(co.StartSale("sale_1", 420, "EUR"))
+    m.handle(co.ChooseFace("left"))
+    effects = m.handle(co.CameraFault("read failed"))
+    assert kinds(effects) == ["CloseCamera", "Leds"] and m.state == State.AMOUNT_DUE
+    assert m.view().message == "camera_fault" and not m.view().camera_open
+    assert m.handle(co.CameraRestored()) == [] and m.view().camera_ok   # not at rest: the LEDs stay as they are

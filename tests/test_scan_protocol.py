@@ -181,3 +181,22 @@ def test_the_device_follows_the_machine_under_random_interleavings(enrolled, boa
         k.settle()
         k.worker.shutdown(wait=True)
         k.cam.close()
+
+
+def test_the_runner_reports_the_camera_restored_when_it_opens_after_a_fault(term, board):
+    """CameraRestored's producer: the first opening that works after a CameraFault (here an enrolment's)."""
+    cam = ReplayCamera(files=[FACES / "obama2.jpg"], loop=True, paced=False)
+    m = co.CheckoutMachine(term.policy())
+    r = Runner(term, m, cam, leds=board)
+    r.dispatch(co.CameraFault("no such device"))   # what the kiosk posts when an opening raised
+    assert not m.view().camera_ok
+    text = consent.load("en")
+    for ev in (co.StartEnrolment(), co.AgreeConsent(text.version, text.sha256), co.EnrolDetails("A B", "1111")):
+        r.dispatch(ev)
+    assert cam.is_open and m.state == co.State.ENROL_CAPTURE and m.view().camera_ok
+    r.dispatch(co.Cancel())
+    assert not cam.is_open
+    r.dispatch(co.StartSale("s1", 500, "EUR"))
+    r.dispatch(co.ChooseFace())                     # face pay is offered again
+    assert m.state == co.State.FACE_SCAN and cam.is_open
+    r.dispatch(co.Cancel())
