@@ -146,7 +146,7 @@ def cmd_enroll(ctx: Context) -> int:
     else:
         record_liveness_off(term, "facepay enroll")
         embeddings = [term.embed_photo(p) for p in a.images]  # every photo checked before anything is stored
-    from .runner import consistent_captures
+    from .scan import consistent_captures
 
     bad = consistent_captures(embeddings, term.cfg.match.threshold)
     if bad is not None:
@@ -180,7 +180,7 @@ def enrol_from_video(term, cam, challenge: str):
 
     None (and the failure in the consent ledger) when the challenge was not passed; nothing is stored.
     """
-    from .runner import capture_rejection, run_challenge
+    from .scan import capture_rejection, run_challenge
 
     cfg = term.cfg
     cam.open()
@@ -406,7 +406,7 @@ def cmd_staff_pin(ctx: Context) -> int:
 def cmd_liveness(ctx: Context) -> int:
     a = ctx.args
     from .camera.replay import open_clip
-    from .runner import run_challenge
+    from .scan import run_challenge
 
     if bool(a.video) == bool(a.frames):
         raise UsageError("give either --video FILE or --frames DIR", "liveness")

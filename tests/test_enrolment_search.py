@@ -86,7 +86,7 @@ def walk_to_card(term):
 def test_kiosk_offers_already_enrolled_and_moves_it_with_the_phone_digits(term, embeddings):
     first = obama(term, embeddings)
     m, r = walk_to_card(term)
-    r.enrol_embeddings = [embeddings[p.name] for p in OBAMA_ENROL]
+    r.scanner.captures = [embeddings[p.name] for p in OBAMA_ENROL]
     r.dispatch(term.tap(NEW_CARD), deferred=HIDDEN)
     assert m.state == co.State.ENROL_DUPLICATE and term.store.count() == 1
     snap = m.snapshot()
@@ -97,22 +97,23 @@ def test_kiosk_offers_already_enrolled_and_moves_it_with_the_phone_digits(term, 
     assert term.store.get(first.id) is not None
     r.dispatch(co.PhoneDigits("1234"), deferred=HIDDEN)
     assert m.state == co.State.ENROL_DONE
-    assert m.view().receipt_id == r.last_receipt.id and r.last_receipt.shopper_id == first.id
+    receipt = term.store.receipt(m.view().receipt_id)
+    assert receipt is not None and receipt.shopper_id == first.id and receipt.cause == "replaced"
     new = term.store.by_card(NEW_CARD)
     assert new is not None and term.store.get(first.id) is None and m.view().enrolled.shopper_id == new.id
     assert first.id in m.view().revoked
     r.dispatch(co.Done(), deferred=HIDDEN)
-    assert r.enrol_embeddings == []
+    assert r.scanner.captures == []
 
 
 def test_kiosk_keep_stores_nothing_and_forgets_the_captures(term, embeddings):
     obama(term, embeddings)
     m, r = walk_to_card(term)
-    r.enrol_embeddings = [embeddings[p.name] for p in OBAMA_ENROL]
+    r.scanner.captures = [embeddings[p.name] for p in OBAMA_ENROL]
     r.dispatch(term.tap(NEW_CARD), deferred=HIDDEN)
-    assert m.state == co.State.ENROL_DUPLICATE and r.enrol_embeddings  # held while the shopper decides
+    assert m.state == co.State.ENROL_DUPLICATE and r.scanner.captures  # held while the shopper decides
     r.dispatch(co.Done(), deferred=HIDDEN)
-    assert m.state == co.State.IDLE and r.enrol_embeddings == [] and term.store.count() == 1
+    assert m.state == co.State.IDLE and r.scanner.captures == [] and term.store.count() == 1
 
 
 def test_three_wrong_digits_keep_the_earlier_enrolment():

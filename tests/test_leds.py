@@ -82,9 +82,9 @@ def test_leds_follow_a_face_sale(term, embeddings, board, pipeline):
     assert lit(board) == {"consent"}
     r.dispatch(co.ChooseFace("left"))
     assert pin(board, "privacy") == 1 and cam.is_open
-    r.scan_payment(r.dispatch, on_frame=lambda f, a: privacy_while_processing.append(pin(board, "privacy")))
+    found = r.scanner.scan_payment(r.dispatch, on_frame=lambda f, a: privacy_while_processing.append(pin(board, "privacy")))
     assert len(privacy_while_processing) > 10 and set(privacy_while_processing) == {1}
-    assert r.last_liveness.live
+    assert found.liveness.live
     assert m.state == co.State.CONSENT
     assert pin(board, "privacy") == 0 and not cam.is_open
     assert board.state["consent"] == "blink"

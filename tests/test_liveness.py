@@ -18,7 +18,7 @@ from terminal.config import Config
 from terminal.face import synth
 from terminal.face.images import load_rgb
 from terminal.hardware import DEMO_SHOPPER
-from terminal.runner import run_challenge
+from terminal.scan import run_challenge
 
 FPS = 15.0
 

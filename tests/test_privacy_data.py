@@ -58,7 +58,7 @@ def face_at_consent(term, sale_id, amount_minor=100):
     runner = Runner(term, m, single_image(str(OBAMA_PROBES[0])))
     runner.dispatch(co.StartSale(sale_id, amount_minor, term.cfg.payment.currency))
     runner.dispatch(co.ChooseFace())
-    runner.scan_payment(runner.dispatch)
+    runner.scanner.scan_payment(runner.dispatch)
     assert m.state == co.State.CONSENT, m.snapshot()
     return m, runner
 

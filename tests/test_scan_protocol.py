@@ -51,7 +51,7 @@ def test_a_stop_before_the_worker_starts_never_opens_the_camera(term, board, sto
         r.dispatch(co.StartSale("s1", 500, "EUR"))
         jobs = [worker.submit(r.perform, eff) for eff in r.dispatch(co.ChooseFace(), deferred=CAMERA_EFFECTS)]
         assert m.view().camera_open and len(jobs) == 1
-        stop_event = co.Cancel() if stop == "cancel" else co.Timeout(r.last_timer.token)
+        stop_event = co.Cancel() if stop == "cancel" else co.Timeout(m.view().timer)
         jobs += [worker.submit(r.perform, eff) for eff in r.dispatch(stop_event, deferred=CAMERA_EFFECTS)]
         assert not m.view().camera_open and len(jobs) == 2
         busy.set()

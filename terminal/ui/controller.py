@@ -551,8 +551,8 @@ class KioskController(EventDispatcher):
                        if self.can_replace else
                        _("To move face pay to the new card, delete the earlier enrolment at My data with its card, "
                          "then enrol again.")))
-        if snap["receipt_id"] and self.runner.last_receipt is not None:
-            r = self.runner.last_receipt
+        r = self.term.store.receipt(snap["receipt_id"]) if snap["receipt_id"] else None
+        if r is not None:
             self.receipt_text = _("Deletion receipt {id}\n{at}\nDeleted: {what}", id=r.id, at=r.at,
                                   what="; ".join(r.deleted))
         self._receipt(snap)
