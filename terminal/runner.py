@@ -58,6 +58,8 @@ class Runner:
         self.leds = leds
         self.on_timer = on_timer
         self.on_cooldown: Callable[[co.StartCooldown], None] | None = None
+        self.pins = None   # the kiosk's staff PinGate (terminal.staff): CheckPin needs it
+        self.doctor: Callable[[bool], list[str]] | None = None   # the kiosk's health check (skip the camera?)
         self.scans = ScanGate()
         self.scanner = FaceScanner(term, camera, self.scans, machine.view)
         self.lock = threading.RLock()
@@ -125,6 +127,18 @@ class Runner:
                 t.gallery()
             case co.DropGallery():
                 t.drop_gallery()
+            case co.CheckPin(digits=digits):
+                return [self._check_pin(digits)]
+            case co.Reverse(kind=kind):
+                return [self._reverse(kind)]
+            case co.BuildReport():
+                from .service import report_lines
+
+                return [co.ReportReady(tuple(report_lines(t.report_day())))]
+            case co.RunDoctor(skip_camera=skip):
+                if self.doctor is None:
+                    raise TypeError("RunDoctor needs the kiosk's health check (Runner.doctor)")
+                return [co.ReportReady(tuple(self.doctor(skip)))]
             case _:
                 raise TypeError(f"unknown effect {eff!r}")
         return []
@@ -171,6 +185,27 @@ class Runner:
         if report is None or report.status not in _OUTCOME:
             return []
         return [_result(report)]
+
+    def _check_pin(self, digits: str) -> co.PinChecked:
+        if self.pins is None:
+            raise TypeError("CheckPin needs the staff PIN gate (Runner.pins)")
+        wait = self.pins.wait_seconds()
+        if wait > 0:
+            return co.PinChecked(False, wait, locked=True)
+        ok = self.pins.check(digits)
+        return co.PinChecked(ok, 0.0 if ok else self.pins.wait_seconds())
+
+    def _reverse(self, kind: str):
+        from .errors import FacepayError
+
+        last = self.term.journal.last_sale()
+        if last is None:
+            return co.ReverseFailed("", no_sales=True)
+        try:
+            r = self.term.reverse(kind, last.id)
+        except FacepayError as exc:
+            return co.ReverseFailed(exc.what)
+        return co.Reversed(kind, last.amount_minor, last.currency, r["status"], bool(r["repeated"]))
 
     def _close_camera(self) -> None:
         if self.camera is not None:

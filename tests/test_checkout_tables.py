@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from terminal import checkout as co
-from terminal.checkout import State, availability, enrolment, machine, mydata, payment, scan
+from terminal.checkout import State, availability, enrolment, machine, mydata, payment, scan, staff
 
 ANA = co.ShopperView("shp_ana", "Ana N.", "•••• 0001", "tok_ana", has_phone=True)
 CARD = co.CardTapped("h" * 64, "•••• 4242", "tok_card")
@@ -23,7 +23,11 @@ def sample_events() -> list:
             co.EnrolDetails("Ana", "1234", "left"), co.CaptureAccepted(1), co.EnrolStored(ANA),
             co.EnrolFailed("x"), co.AlreadyEnrolled(ANA, False), co.RetryEnrolment("left"), co.StartMyData(),
             co.LookupResult(ANA), co.DeleteMyData(), co.Revoked("shp_x", "rcp_1"), co.SetMode("normal"),
-            co.ReaderStatus(True), co.FleetStatus(False), co.CameraFault("x"), co.CameraRestored()]
+            co.ReaderStatus(True), co.FleetStatus(False), co.CameraFault("x"), co.CameraRestored(),
+            co.OpenStaff(), co.CloseStaff(), co.LockStaff(), co.StaffPin("1234"), co.PinChecked(False),
+            co.StaffNewSale(), co.StaffAmount("1.00", "EUR", "s9"), co.StaffSetMode("normal"),
+            co.StaffReverse("void"), co.Reversed("void", 100, "EUR", "approved", False), co.ReverseFailed("x"),
+            co.ShowReport(), co.ShowDoctor(), co.ReportReady(("a",))]
 
 
 def test_every_event_type_is_in_the_union_and_sampled_here():
@@ -31,7 +35,7 @@ def test_every_event_type_is_in_the_union_and_sampled_here():
 
 
 def test_each_flow_table_names_only_its_own_events_and_the_merge_has_no_clash():
-    tables = [payment.TABLE, enrolment.TABLE, mydata.TABLE, scan.TABLE, availability.TABLE]
+    tables = [payment.TABLE, enrolment.TABLE, mydata.TABLE, staff.TABLE, scan.TABLE, availability.TABLE]
     for table in tables:
         for state, row in table.items():
             assert isinstance(state, State) and all(t in co.EVENTS for t in row)
@@ -123,3 +127,77 @@ def test_modes_and_policy_come_from_one_place():
     p = co.Policy.from_config(cfg)
     assert (p.threshold, p.enrol_captures, p.consent_timeout_s, p.liveness_required) == (
         cfg.match.threshold, cfg.match.enrol_captures, cfg.payment.consent_timeout_s, cfg.liveness.required)
+
+
+# -- the staff flow (checkout/staff.py) ----------------------------------------------------
+def unlocked() -> co.CheckoutMachine:
+    m = co.CheckoutMachine()
+    assert m.handle(co.OpenStaff()) == [] and m.view().staff_screen == "staff_pin"
+    assert m.handle(co.StaffPin("1234")) == [co.CheckPin("1234")]
+    m.handle(co.PinChecked(True))
+    assert m.view().staff_unlocked and m.view().staff_screen == "staff_menu"
+    return m
+
+
+def test_staff_actions_need_the_pin_and_a_wrong_pin_says_how_long_it_locks():
+    m = co.CheckoutMachine()
+    for ev in (co.StaffNewSale(), co.StaffReverse("void"), co.ShowReport(), co.ShowDoctor(),
+               co.StaffSetMode("card_only"), co.StaffAmount("4.20", "EUR", "s1")):
+        with pytest.raises(co.Rejected, match="staff PIN first"):
+            m.handle(ev)
+    m.handle(co.OpenStaff())
+    m.handle(co.PinChecked(False, 30.0))
+    assert m.view().staff_note == ("pin_wrong", 30.0) and not m.view().staff_unlocked
+    m.handle(co.PinChecked(False, 12.0, locked=True))
+    assert m.view().staff_note == ("pin_locked", 12.0)
+    m = unlocked()
+    m.handle(co.LockStaff())
+    assert not m.view().staff_unlocked and m.view().staff_screen == ""
+    m.handle(co.OpenStaff())
+    assert m.view().staff_screen == "staff_pin"
+
+
+def test_staff_key_a_sale_in_or_get_a_clear_note():
+    m = unlocked()
+    m.handle(co.StaffNewSale())
+    assert m.view().staff_screen == "staff_amount"
+    assert m.handle(co.StaffAmount("4.2.0", "EUR", "s1")) == [] and m.view().staff_note[0] == "amount"
+    assert m.state == State.IDLE
+    assert m.handle(co.StaffAmount("4.20", "EUR", "s1")) == [co.Leds("amount_due")]
+    assert m.state == State.AMOUNT_DUE and m.view().sale == co.Sale("s1", 420, "EUR")
+    assert m.view().staff_screen == ""
+    with pytest.raises(co.Rejected, match="not possible in state amount_due"):
+        m.handle(co.StaffAmount("1.00", "EUR", "s2"))
+
+
+def test_staff_mode_switch_records_it_and_out_of_service_takes_no_sale():
+    m = unlocked()
+    effects = m.handle(co.StaffSetMode("out_of_service"))
+    assert co.Record("mode_changed", "", {"from": "normal", "to": "out_of_service"}) in effects
+    assert co.DropGallery() in effects and m.state == State.OUT_OF_SERVICE
+    assert m.view().staff_note == ("mode", "out_of_service") and m.view().staff_screen == "staff_menu"
+    with pytest.raises(co.Rejected, match="out of service"):
+        m.handle(co.StaffAmount("4.20", "EUR", "s1"))
+    m.handle(co.StaffSetMode("normal"))
+    m.handle(co.StartSale("s1", 100, "EUR"))
+    with pytest.raises(co.Rejected, match="finish or cancel"):
+        m.handle(co.StaffSetMode("card_only"))
+
+
+def test_staff_void_report_and_health_check_are_effects_whose_results_come_back_as_events():
+    m = unlocked()
+    assert m.handle(co.StaffReverse("void")) == [co.Reverse("void")]
+    with pytest.raises(co.Rejected, match="void or a refund"):
+        m.handle(co.StaffReverse("chargeback"))
+    m.handle(co.Reversed("void", 420, "EUR", "approved", False))
+    assert m.view().staff_note == ("reversed", "void", 420, "EUR", "approved", False)
+    m.handle(co.ReverseFailed("", no_sales=True))
+    assert m.view().staff_note == ("no_sales",)
+    assert m.handle(co.ShowReport()) == [co.BuildReport()]
+    m.handle(co.ReportReady(("2 sales", "total €8.40")))
+    assert m.view().staff_screen == "staff_report" and m.view().staff_report == ("2 sales", "total €8.40")
+    assert m.handle(co.ShowDoctor()) == [co.RunDoctor(skip_camera=False)]
+    m.handle(co.CloseStaff())
+    m.handle(co.StartSale("s1", 100, "EUR"))
+    m.handle(co.ChooseFace("left"))
+    assert m.handle(co.ShowDoctor()) == [co.RunDoctor(skip_camera=True)]   # never during a scan

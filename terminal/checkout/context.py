@@ -1,7 +1,7 @@
 """The machine's whole context, frozen, and the transitions every flow shares.
 
 :class:`Context` holds the state, the policy, the two side machines (``avail``: availability.py, ``scan``:
-scan.py) and one sub-context per flow (``pay``, ``enrol``, ``mine``).  Every function here is pure: it
+scan.py) and one sub-context per flow (``pay``, ``enrol``, ``mine``, ``staff``).  Every function here is pure: it
 takes a context and returns a new one with the effects to perform; nothing is changed in place
 (``dataclasses.replace``).  A flow module's handler has the same shape: ``(ctx, event) -> (ctx, effects)``.
 """
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .mydata import MyDataCtx
     from .payment import PaymentCtx
     from .scan import ScanCtx
+    from .staff import StaffCtx
 
 T = TypeVar("T")
 
@@ -35,6 +36,7 @@ class Context:
     pay: PaymentCtx
     enrol: EnrolCtx
     mine: MyDataCtx
+    staff: StaffCtx
     guidance: str | None = None     # what the shopper should change (a gate reason, "phone_mismatch")
     message: str | None = None      # why the last step ended as it did (a code the screens explain)
     receipt_id: str | None = None   # the deletion receipt the result screen shows

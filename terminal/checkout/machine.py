@@ -20,14 +20,14 @@ The promises it enforces:
 - a charge is approved, declined, not charged or unknown; unknown is never shown as declined.
 
 A new flow is one module with its sub-context and table, plus its table (and its ``forget`` for
-``Revoked``) named here.
+``Revoked``) named here.  The staff flow (staff.py) is one such module.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from . import availability, enrolment, mydata, payment, scan
+from . import availability, enrolment, mydata, payment, scan, staff
 from .availability import Availability
 from .context import Context, Handler, Step, each, merge, to_idle
 from .enrolment import EnrolCtx
@@ -45,6 +45,8 @@ from .messages import (
     Sale,
     SetMode,
     ShopperView,
+    StaffAmount,
+    StaffSetMode,
     StartSale,
     Timeout,
 )
@@ -52,6 +54,7 @@ from .mydata import MyDataCtx
 from .payment import PaymentCtx
 from .policy import MODES, Mode, Policy
 from .scan import ScanCtx
+from .staff import StaffCtx
 from .states import CAMERA_STATES, RESULT_STATES, State
 
 
@@ -77,17 +80,19 @@ _LEAVING = merge(
     each((*(RESULT_STATES - {State.UNKNOWN}), State.ENROL_DUPLICATE), {Timeout: _leave}),
 )
 
-TABLE = merge(payment.TABLE, enrolment.TABLE, mydata.TABLE, scan.TABLE, availability.TABLE, _LEAVING)
+TABLE = merge(payment.TABLE, enrolment.TABLE, mydata.TABLE, staff.TABLE, scan.TABLE, availability.TABLE, _LEAVING)
 # Valid in every state.
-ANY_STATE: dict[type, Handler] = {**availability.ANY_STATE, **scan.ANY_STATE, Revoked: _revoked}
+ANY_STATE: dict[type, Handler] = {**availability.ANY_STATE, **scan.ANY_STATE, **staff.ANY_STATE, Revoked: _revoked}
 
 # What a refusal says, by (state, event) or by event; otherwise "not possible in state ...".
-_REFUSALS_IN = {(State.OUT_OF_SERVICE, StartSale): "the terminal is out of service"}
+_REFUSALS_IN = {(State.OUT_OF_SERVICE, StartSale): "the terminal is out of service",
+                (State.OUT_OF_SERVICE, StaffAmount): "the terminal is out of service"}
 _REFUSALS = {
     Cancel: "nothing to cancel in state {state}",
     Timeout: "no timer runs in state {state}",
     CardTapped: "a card tap is not expected in state {state}",
     SetMode: "finish or cancel the current sale before changing mode",
+    StaffSetMode: "finish or cancel the current sale before changing mode",
 }
 
 
@@ -126,6 +131,10 @@ class View:
     cooldown: int                  # the running cool-down's token, 0 when none
     timer: int                     # the token of the one timer that may still fire
     revoked: frozenset[str]
+    staff_screen: str              # the staff panel shown over the idle screen ("": none)
+    staff_unlocked: bool
+    staff_note: tuple              # what the panel says: (code, values...), staff.py
+    staff_report: tuple[str, ...]
 
 
 class CheckoutMachine:
@@ -137,7 +146,8 @@ class CheckoutMachine:
         self._ctx = Context(state=State.OUT_OF_SERVICE if mode == Mode.OUT_OF_SERVICE else State.IDLE,
                             policy=self.policy, avail=Availability(mode=Mode(mode), face_pay_config=face_pay,
                                                                  fleet_paused=fleet_paused),
-                            scan=ScanCtx(), pay=PaymentCtx(), enrol=EnrolCtx(), mine=MyDataCtx())
+                            scan=ScanCtx(), pay=PaymentCtx(), enrol=EnrolCtx(), mine=MyDataCtx(),
+                            staff=StaffCtx())
 
     @property
     def ctx(self) -> Context:
@@ -198,7 +208,9 @@ class CheckoutMachine:
             enrol_card_masked=c.enrol.card.masked_card if c.enrol.card else "", enrolled=c.enrol.enrolled,
             duplicate=c.enrol.duplicate, duplicate_same_card=c.enrol.duplicate_same_card, mydata=c.mine.shopper,
             receipt_id=c.receipt_id, scan=c.scan.token, challenge=c.scan.challenge, challenge_more=c.scan.more,
-            live=c.scan.live, cooldown=c.scan.cooldown, timer=c.timer, revoked=c.revoked)
+            live=c.scan.live, cooldown=c.scan.cooldown, timer=c.timer, revoked=c.revoked,
+            staff_screen=c.staff.screen, staff_unlocked=c.staff.unlocked, staff_note=c.staff.note,
+            staff_report=c.staff.report)
 
     def snapshot(self) -> dict:
         v = self.view()

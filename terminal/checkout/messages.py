@@ -258,6 +258,88 @@ class CameraRestored:
     """The camera works again after a :class:`CameraFault` (the runner opened it, or the health check saw it)."""
 
 
+# --------------------------------------------------------------------------- staff events
+@dataclass(frozen=True)
+class OpenStaff:
+    """The staff button: the PIN pad, or the menu while unlocked."""
+
+
+@dataclass(frozen=True)
+class CloseStaff:
+    pass
+
+
+@dataclass(frozen=True)
+class LockStaff:
+    """"Lock", or the kiosk's idle auto-lock (the clock is the driver's)."""
+
+
+@dataclass(frozen=True)
+class StaffPin:
+    digits: str
+
+
+@dataclass(frozen=True)
+class PinChecked:
+    ok: bool
+    wait_s: float = 0.0    # the lock-out now running after wrong PINs (0: none)
+    locked: bool = False   # refused unchecked: a lock-out was already running
+
+
+@dataclass(frozen=True)
+class StaffNewSale:
+    pass
+
+
+@dataclass(frozen=True)
+class StaffAmount:
+    """The amount typed on the staff keypad; the sale id is the driver's (it is random)."""
+
+    text: str
+    currency: str
+    sale_id: str
+
+
+@dataclass(frozen=True)
+class StaffSetMode:
+    mode: str
+
+
+@dataclass(frozen=True)
+class StaffReverse:
+    kind: str   # "void" or "refund" of the last sale
+
+
+@dataclass(frozen=True)
+class Reversed:
+    kind: str
+    amount_minor: int
+    currency: str
+    status: str
+    repeated: bool
+
+
+@dataclass(frozen=True)
+class ReverseFailed:
+    what: str   # the error's words; "" with no_sales
+    no_sales: bool = False
+
+
+@dataclass(frozen=True)
+class ShowReport:
+    pass
+
+
+@dataclass(frozen=True)
+class ShowDoctor:
+    pass
+
+
+@dataclass(frozen=True)
+class ReportReady:
+    lines: tuple[str, ...]
+
+
 # --------------------------------------------------------------------------- effects
 @dataclass(frozen=True)
 class OpenCamera:
@@ -361,17 +443,40 @@ class Leds:
     pattern: str  # idle, amount_due, scanning, consent, processing, approved, declined, fault, off
 
 
+@dataclass(frozen=True)
+class CheckPin:
+    digits: str
+
+
+@dataclass(frozen=True)
+class Reverse:
+    kind: str   # "void" or "refund" of the journal's last sale
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """The day's report lines."""
+
+
+@dataclass(frozen=True)
+class RunDoctor:
+    skip_camera: bool   # never during a scan
+
+
 # --------------------------------------------------------------------------- unions
 Event = (
     StartSale | ChooseFace | CardTapped | MoreTime | FaceGuidance | FaceMatched | FaceNoMatch | LivenessPassed |
     LivenessFailed | CooldownOver | PhoneDigits | PhoneChecked | UnlockFacePay | UnlockChecked | Confirm |
     Cancel | Timeout | ChargeResult | Done | StartEnrolment | AgreeConsent | EnrolDetails | CaptureAccepted |
     EnrolStored | EnrolFailed | AlreadyEnrolled | RetryEnrolment | StartMyData | LookupResult | DeleteMyData |
-    Revoked | SetMode | ReaderStatus | FleetStatus | CameraFault | CameraRestored
+    Revoked | SetMode | ReaderStatus | FleetStatus | CameraFault | CameraRestored | OpenStaff | CloseStaff |
+    LockStaff | StaffPin | PinChecked | StaffNewSale | StaffAmount | StaffSetMode | StaffReverse | Reversed |
+    ReverseFailed | ShowReport | ShowDoctor | ReportReady
 )
 Effect = (
     OpenCamera | StartCooldown | CloseCamera | StartTimer | Charge | ResolveCharge | Record | VerifyPhone |
-    VerifyUnlock | StoreEnrolment | DropCaptures | LookupCard | RevokeShopper | LoadGallery | DropGallery | Leds
+    VerifyUnlock | StoreEnrolment | DropCaptures | LookupCard | RevokeShopper | LoadGallery | DropGallery | Leds |
+    CheckPin | Reverse | BuildReport | RunDoctor
 )
 EVENTS: tuple[type, ...] = tuple(Event.__args__)
 EFFECTS: tuple[type, ...] = tuple(Effect.__args__)
