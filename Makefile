@@ -105,7 +105,7 @@ lint: $(STAMP)
 
 # The pure tier, in seconds: the checkout machine's flows event by event, the PN532 chip model, the
 # storage helper. No display, camera, server or pty.
-FAST_TESTS := tests/test_checkout_flows.py tests/test_pn532_chip.py tests/test_datadir_transaction.py
+FAST_TESTS := tests/test_checkout_flows.py tests/test_checkout_tables.py tests/test_pn532_chip.py tests/test_datadir_transaction.py
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(FAST_TESTS)
 

@@ -8,7 +8,7 @@ still, a print turned 15-35 degrees either way, the same on a phone screen, genu
 for the opposite challenge, prints bent on convex and concave cylinders, folded (ridge and valley),
 wobbling, bent while turning, pitched, and photo switches (a cut or a 4-frame cross-fade from a
 frontal picture to the same head turned 15-25 degrees, rendered from the mesh).  Every
-presentation goes through the same code the kiosk runs (`terminal.runner.run_challenge`: detection,
+presentation goes through the same code the kiosk runs (`terminal.scan.run_challenge`: detection,
 landmarks, the check, the same-person descriptors) with the shipped `[liveness]` defaults.
 
 Photos are split.  TUNING: the demo shopper's photo, the only one looked at while the relief statistic
@@ -69,7 +69,7 @@ def upper95(k: int, n: int) -> float:
 
 def present(pipeline, seq, challenge, cfg, threshold):
     from terminal.camera.replay import ReplayCamera
-    from terminal.runner import run_challenge
+    from terminal.scan import run_challenge
 
     cam = ReplayCamera(frames=seq.frames, fps=seq.fps, loop=False, paced=False)
     cam.open()

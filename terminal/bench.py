@@ -90,7 +90,7 @@ def bench_liveness(files: list[Path], pipeline, cfg, threshold: float, repeat: i
     Per scan frame, detection to decision: detect -> gates -> landmarks -> the check (``liveness``: yaw,
     continuity, and the planarity fit on the frame that decides).  Then what two frames add: the one
     where the turn gets under way computes the start frame's descriptor, and the deciding frame the end
-    frame's descriptor and the 1:N match against 1,000 templates (as ``runner.run_challenge`` does).
+    frame's descriptor and the 1:N match against 1,000 templates (as ``scan.run_challenge`` does).
     """
     from .camera.replay import ReplayCamera
     from .face.images import load_rgb

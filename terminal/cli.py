@@ -140,14 +140,14 @@ def cmd_enroll(ctx: Context) -> int:
     from .sale import face_source, record_liveness_off
 
     cam = face_source(term, a.images[0] if a.images else None, a.video, a.challenge, "--video")
+    record_liveness_off(term, "facepay enroll")   # with liveness off a video is captured without the head turn
     if a.video is not None:
-        embeddings = enrol_from_video(term, cam, a.challenge)
+        embeddings = enrol_from_video(term, cam, a.challenge, text, a.name, a.phone_last4)
         if embeddings is None:
             return EXIT_NO
     else:
-        record_liveness_off(term, "facepay enroll")
         embeddings = [term.embed_photo(p) for p in a.images]  # every photo checked before anything is stored
-    from .runner import consistent_captures
+    from .scan import consistent_captures
 
     bad = consistent_captures(embeddings, term.cfg.match.threshold)
     if bad is not None:
@@ -176,38 +176,39 @@ def cmd_enroll(ctx: Context) -> int:
     return EXIT_OK
 
 
-def enrol_from_video(term, cam, challenge: str):
-    """The liveness challenge on the video, then captures of the same face from the frames after it.
+def enrol_from_video(term, cam, challenge: str, text, name: str, phone_last4: str | None):
+    """The kiosk's own enrolment capture on a video: the checkout machine and the runner open the camera,
+    :mod:`terminal.scan` runs the head turn, then keeps captures of the same face from the frames after it.
 
-    None (and the failure in the consent ledger) when the challenge was not passed; nothing is stored.
+    None when the challenge was not passed (the machine recorded the failure in the consent ledger, as at
+    the kiosk); nothing is stored here: the CLI stores the captures itself (``--replace``, ``--json``).
     """
-    from .runner import capture_rejection, run_challenge
+    from . import checkout as co
+    from .runner import Runner
 
     cfg = term.cfg
-    cam.open()
+    # only the capture runs through the machine (mode and card are the CLI's own checks)
+    machine = co.CheckoutMachine(term.policy())
+    runner = Runner(term, machine, cam)
     try:
-        result, start = run_challenge(term.pipeline, cam, challenge, cfg.liveness, cfg.match.threshold)
-        if not result.live:
-            if result.reason == "no_face":
-                raise InputError("no single face in the video", str(cam.video), "film one face, facing the camera")
-            term.ledger.append("liveness_failed", "", reason=result.reason, challenge=challenge, purpose="enrolment",
-                               channel="cli", terminal_id=cfg.terminal_id)
-            print(f"facepay enroll: not enrolled: the liveness check failed: {result.words} ({result.reason})",
-                  file=sys.stderr)
-            return None
-        embeddings = [start]
-        while len(embeddings) < cfg.match.enrol_captures:
-            frame = cam.read()
-            if frame is None:
-                break
-            emb = term.pipeline.analyse(frame.image).embedding
-            if capture_rejection(emb, embeddings, start, cfg.match.threshold) is None:
-                embeddings.append(emb)
+        for ev in (co.StartEnrolment(), co.AgreeConsent(text.version, text.sha256),
+                   co.EnrolDetails(name, phone_last4, challenge)):
+            runner.dispatch(ev)
+        result = runner.scanner.capture_enrolment(runner.dispatch)
+    except co.Rejected as exc:
+        raise UsageError(str(exc), "enroll") from None
     finally:
-        cam.close()
-    if len(embeddings) < cfg.match.enrol_captures:
-        raise InputError(f"after the head turn the video shows {len(embeddings) - 1} usable frame(s) of the same "
-                         f"face; {cfg.match.enrol_captures - 1} are needed", str(cam.video),
+        runner.perform(co.CloseCamera())
+    if result is not None and not result.live:
+        if result.reason == "no_face":
+            raise InputError("no single face in the video", str(cam.video), "film one face, facing the camera")
+        print(f"facepay enroll: not enrolled: the liveness check failed: {result.words} ({result.reason})",
+              file=sys.stderr)
+        return None
+    embeddings = list(runner.scanner.captures)
+    if machine.state != co.State.ENROL_CARD or len(embeddings) < cfg.match.enrol_captures:
+        raise InputError(f"after the head turn the video shows {len(embeddings)} usable frame(s) of the same "
+                         f"face; {cfg.match.enrol_captures} are needed", str(cam.video),
                          "let the video run on for a second with the face looking at the camera")
     return embeddings
 
@@ -407,7 +408,7 @@ def cmd_staff_pin(ctx: Context) -> int:
 def cmd_liveness(ctx: Context) -> int:
     a = ctx.args
     from .camera.replay import open_clip
-    from .runner import run_challenge
+    from .scan import run_challenge
 
     if bool(a.video) == bool(a.frames):
         raise UsageError("give either --video FILE or --frames DIR", "liveness")

@@ -9,7 +9,7 @@ Babel and compiled in memory, so no build step can leave a stale ``.mo`` behind.
     i18n._("Amount due")               # 'Zu zahlen'
     i18n.amount(420, "EUR")            # '4,20 €'   (English: '€4.20')
 
-The state machine (terminal/checkout.py) carries message ids ("no_match", "timed out" ...); the UI
+The state machine (terminal/checkout/) carries message ids ("no_match", "timed out" ...); the UI
 renders them here, so the machine stays free of any language.
 """
 

@@ -14,7 +14,7 @@ from .errors import FacepayError, InputError, UsageError
 from .face.gates import GUIDANCE
 from .money import parse_amount, to_decimal_str
 from .payments.journal import new_sale_id
-from .runner import Runner
+from .runner import ChargeOutcome, Runner
 from .service import Terminal
 
 SUSPENDED = ("face pay is suspended for this shopper after too many wrong phone digits: pay by card; "
@@ -75,54 +75,62 @@ def run_sale(term: Terminal, *, amount: str, card_uid: bytes | None = None, face
     result = {"sale_id": sale_id, "amount": to_decimal_str(minor, currency), "amount_minor": minor,
               "currency": currency, "method": "face" if by_face else "card", "shopper": None,
               "step_up": False, "reason": None}
+    charged: list[ChargeOutcome] = []
+
+    def send(event) -> None:
+        """Dispatch; a charge it asks for is performed here, so its error (if any) comes back with it."""
+        for eff in runner.dispatch(event, deferred={co.Charge}):
+            charged.append(runner.charge(eff))
+            send(charged[-1].event)
+
     try:
-        runner.dispatch(co.StartSale(sale_id, minor, currency))
+        send(co.StartSale(sale_id, minor, currency))
         if card_uid is not None:
-            runner.dispatch(term.tap(card_uid))
+            send(term.tap(card_uid))
         else:
-            runner.dispatch(co.ChooseFace(challenge if term.cfg.liveness.required else None))
-            guidance = []
-            runner.scan_payment(lambda ev: (guidance.append(ev.reason) if isinstance(ev, co.FaceGuidance) else None,
-                                            runner.dispatch(ev)))
-            if machine.state == co.State.AMOUNT_DUE:
-                lv = runner.last_liveness
+            send(co.ChooseFace(challenge if term.cfg.liveness.required else None))
+            found = runner.scanner.scan_payment(send)
+            view = machine.view()
+            if view.state == co.State.AMOUNT_DUE:
+                lv = found.liveness
                 if lv is not None and not lv.live:
                     if lv.reason == "no_face":
                         raise InputError("no single face in the video", face_video, "film one face, facing the camera")
                     return result | {"status": "not_live", "reason": f"liveness check failed: {lv.words} "
                                      f"({lv.reason}); nothing charged: try again or pay by card",
                                      "liveness": lv.as_dict()}
-                if guidance and runner.last_match is None:
-                    raise InputError(f"unusable photo: {guidance[-1]} ({GUIDANCE.get(guidance[-1], '')})",
+                if found.guidance and found.match is None:
+                    raise InputError(f"unusable photo: {found.guidance[-1]} ({GUIDANCE.get(found.guidance[-1], '')})",
                                      face or face_video)
-                if machine.ctx.message == "face_pay_suspended":
+                if view.message == "face_pay_suspended":
                     return result | {"status": "no_match", "reason": SUSPENDED}
-                if machine.ctx.message == "stepup_unavailable":
+                if view.message == "stepup_unavailable":
                     return result | {"status": "no_match", "reason": "the match is not certain enough and no phone "
                                      "check is on file for it: pay by card"}
-                m = runner.last_match
+                m = found.match
                 return result | {"status": "no_match", "reason": m.reason if m else "no match"}
-            cand = machine.ctx.candidate
+            cand = view.candidate
             result["shopper"] = {"masked_name": cand.masked_name, "masked_card": cand.masked_card}
-            result["step_up"] = machine.ctx.stepup_required
-            if machine.ctx.stepup_required and phone_last4 is not None:
-                runner.dispatch(co.PhoneDigits(phone_last4))
-                if machine.ctx.message == "face_pay_suspended":
+            result["step_up"] = view.stepup_required
+            if view.stepup_required and phone_last4 is not None:
+                send(co.PhoneDigits(phone_last4))
+                if machine.view().message == "face_pay_suspended":
                     return result | {"status": "cancelled", "reason": "phone digits did not match: " + SUSPENDED}
             if not confirm:
-                runner.dispatch(co.Timeout(runner.last_timer.token))
+                send(co.Timeout(machine.view().timer))
                 return result | {"status": "cancelled", "reason": "not confirmed by the shopper: nothing charged"}
-            if machine.ctx.stepup_required and not machine.ctx.stepup_ok:
+            if view.stepup_required and not machine.view().stepup_ok:
                 reason = ("phone digits did not match" if phone_last4 else
                           "this match needs the last 4 digits of the shopper's phone (--phone-last4)")
-                runner.dispatch(co.Cancel())
+                send(co.Cancel())
                 return result | {"status": "cancelled", "reason": reason + ": nothing charged"}
-            runner.dispatch(co.Confirm(minor, cand.shopper_id))
+            send(co.Confirm(minor, cand.shopper_id))
     except co.Rejected as exc:
         raise UsageError(str(exc), "sale") from None
-    status = machine.state
-    if status == co.State.CANCELLED and isinstance(runner.charge_error, FacepayError):
-        raise runner.charge_error  # nothing was charged: the journal could not record it, or the key was refused
-    if status == co.State.APPROVED:
-        return result | {"status": "approved", "reference": runner.last_charge.reference}
-    return result | {"status": status.value, "reason": machine.ctx.message}
+    view = machine.view()
+    error = charged[-1].error if charged else None
+    if view.state == co.State.CANCELLED and isinstance(error, FacepayError):
+        raise error  # nothing was charged: the journal could not record it, or the key was refused
+    if view.state == co.State.APPROVED:
+        return result | {"status": "approved", "reference": view.charge_reference}
+    return result | {"status": view.state.value, "reason": view.message}

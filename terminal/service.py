@@ -179,12 +179,7 @@ class Terminal:
     def policy(self):
         from .checkout import Policy
 
-        m = self.cfg.match
-        return Policy(threshold=m.threshold, stepup_margin=m.stepup_margin,
-                      stepup_false_match_bound=m.stepup_false_match_bound, false_match_rate=m.false_match_rate,
-                      enrol_captures=m.enrol_captures, scan_timeout_s=m.scan_timeout_s,
-                      consent_timeout_s=self.cfg.payment.consent_timeout_s,
-                      liveness_required=self.cfg.liveness.required)
+        return Policy.from_config(self.cfg)
 
     def match(self, embedding: np.ndarray) -> MatchResult:
         m = self.cfg.match

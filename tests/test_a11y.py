@@ -282,10 +282,10 @@ def test_more_time_lengthens_the_head_turn_window_at_most_three_times():
     with pytest.raises(co.Rejected):
         m.handle(co.MoreTime())            # no head turn asked on the pay screen
     m.handle(co.ChooseFace("left"))
-    assert m.ctx.challenge in ("left", "right") and m.ctx.challenge_more == 0
+    assert m.view().challenge in ("left", "right") and m.view().challenge_more == 0
     for n in (1, 2, 3):
         m.handle(co.MoreTime())
-        assert m.ctx.challenge_more == n
+        assert m.view().challenge_more == n
     with pytest.raises(co.Rejected, match="no more time"):
         m.handle(co.MoreTime())
     m.handle(co.LivenessPassed())

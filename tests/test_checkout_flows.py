@@ -56,7 +56,7 @@ def test_card_payment_charges_the_amount_due_and_ends_approved():
     done = m.handle(co.ChargeResult("sale_1", "approved"))
     assert m.state == State.APPROVED and one(done, co.Leds).pattern == "approved"
     m.handle(co.Done())
-    assert m.state == State.IDLE and m.ctx.sale is None
+    assert m.state == State.IDLE and m.view().sale is None
 
 
 def test_a_phone_showing_a_random_uid_pays_but_is_never_linked_to_anyone():
@@ -69,9 +69,9 @@ def test_a_card_tapped_during_the_face_scan_closes_the_camera_and_pays_by_card()
     m = machine()
     m.handle(co.StartSale("sale_1", 420, "EUR"))
     m.handle(co.ChooseFace("right"))
-    assert m.ctx.camera_open
+    assert m.view().camera_open
     effects = m.handle(CARD)
-    assert kinds(effects)[0] == "CloseCamera" and not m.ctx.camera_open
+    assert kinds(effects)[0] == "CloseCamera" and not m.view().camera_open
     assert one(effects, co.Charge).method == "card"
 
 
@@ -80,7 +80,7 @@ def test_face_payment_asks_consent_then_charges_only_after_confirm():
     m = machine()
     effects = to_consent(m)
     assert m.state == State.CONSENT and "Charge" not in kinds(effects)
-    assert not m.ctx.camera_open                       # the camera closed with the match
+    assert not m.view().camera_open                       # the camera closed with the match
     with pytest.raises(co.Rejected):
         m.handle(co.Confirm(999, ANA.shopper_id))      # another amount than the screen showed
     effects = m.handle(co.Confirm(420, ANA.shopper_id))
@@ -102,16 +102,16 @@ def test_no_match_returns_to_the_amount_with_the_card_offered():
     m.handle(co.StartSale("sale_1", 420, "EUR"))
     m.handle(co.ChooseFace("left"))
     effects = m.handle(co.FaceNoMatch("no_match"))
-    assert m.state == State.AMOUNT_DUE and m.ctx.message == "no_match" and "CloseCamera" in kinds(effects)
+    assert m.state == State.AMOUNT_DUE and m.view().message == "no_match" and "CloseCamera" in kinds(effects)
     m.handle(co.ChooseFace("left"))
     m.handle(co.FaceNoMatch(co.TOO_CLOSE))
-    assert m.ctx.message == "no_match_too_close"
+    assert m.view().message == "no_match_too_close"
 
 
 def test_a_small_margin_asks_for_the_phone_digits_before_confirm():
     m = machine()
     to_consent(m, margin=0.01)
-    assert m.ctx.stepup_required
+    assert m.view().stepup_required
     with pytest.raises(co.Rejected, match="phone"):
         m.handle(co.Confirm(420, ANA.shopper_id))
     assert one(m.handle(co.PhoneDigits("1234")), co.VerifyPhone).shopper_id == ANA.shopper_id
@@ -122,7 +122,7 @@ def test_a_small_margin_asks_for_the_phone_digits_before_confirm():
 def test_a_small_margin_and_no_phone_digits_is_treated_as_no_match():
     m = machine()
     to_consent(m, shopper=BEN, margin=0.01)
-    assert m.state == State.AMOUNT_DUE and m.ctx.message == "stepup_unavailable"
+    assert m.state == State.AMOUNT_DUE and m.view().message == "stepup_unavailable"
 
 
 def test_consent_times_out_into_a_recorded_cancellation_and_nothing_is_charged():
@@ -137,13 +137,13 @@ def test_an_opt_out_during_consent_cancels_the_sale_and_the_face_resolves_to_no_
     m = machine()
     to_consent(m)
     m.handle(co.Revoked(ANA.shopper_id, "rcp_1"))
-    assert m.state == State.CANCELLED and m.ctx.candidate is None
+    assert m.state == State.CANCELLED and m.view().candidate is None
     m.handle(co.Done())
     m.handle(co.StartSale("sale_2", 100, "EUR"))
     m.handle(co.ChooseFace("left"))
     m.handle(co.LivenessPassed())
     m.handle(co.FaceMatched(ANA, 0.2, 0.3, 10))        # a stale matcher still says Ana
-    assert m.state == State.AMOUNT_DUE and m.ctx.message == "no_match"
+    assert m.state == State.AMOUNT_DUE and m.view().message == "no_match"
 
 
 def test_an_unknown_outcome_stays_on_screen_and_asks_the_processor_again():
@@ -151,12 +151,12 @@ def test_an_unknown_outcome_stays_on_screen_and_asks_the_processor_again():
     to_consent(m)
     m.handle(co.Confirm(420, ANA.shopper_id))
     token = timer(m.handle(co.ChargeResult("sale_1", "unknown")))
-    assert m.state == State.UNKNOWN and "do not pay again" in m.ctx.message
+    assert m.state == State.UNKNOWN and "do not pay again" in m.view().message
     assert one(m.handle(co.Timeout(token)), co.ResolveCharge).sale_id == "sale_1"
     with pytest.raises(co.Rejected):
         m.handle(co.ChargeResult("sale_1", "unknown"))
     m.handle(co.ChargeResult("sale_1", "declined", "insufficient funds"))
-    assert m.state == State.DECLINED and m.ctx.message == "insufficient funds"
+    assert m.state == State.DECLINED and m.view().message == "insufficient funds"
 
 
 def test_three_failed_head_turns_in_a_row_start_the_cool_down():
@@ -184,7 +184,7 @@ def test_face_pay_off_or_card_only_never_opens_the_camera():
     m.handle(co.StartSale("sale_1", 420, "EUR"))
     with pytest.raises(co.Rejected):
         m.handle(co.ChooseFace("left"))
-    assert not m.ctx.camera_open
+    assert not m.view().camera_open
 
 
 # -- enrolment ------------------------------------------------------------------------
@@ -192,11 +192,11 @@ def to_enrol_card(m) -> None:
     m.handle(co.StartEnrolment())
     m.handle(co.AgreeConsent(*TEXT))
     m.handle(co.EnrolDetails("Ana Newcomer", "1234", challenge="right"))
-    assert m.ctx.camera_open and m.state == State.ENROL_CAPTURE
+    assert m.view().camera_open and m.state == State.ENROL_CAPTURE
     m.handle(co.LivenessPassed())
     for n in range(1, m.policy.enrol_captures + 1):
         m.handle(co.CaptureAccepted(n))
-    assert m.state == State.ENROL_CARD and not m.ctx.camera_open
+    assert m.state == State.ENROL_CARD and not m.view().camera_open
 
 
 def test_enrolment_stores_the_consented_text_with_the_card():
@@ -206,13 +206,13 @@ def test_enrolment_stores_the_consented_text_with_the_card():
     assert (store.name, store.phone_last4, store.card_hash) == ("Ana Newcomer", "1234", CARD.card_hash)
     assert (store.consent_version, store.consent_text_hash) == TEXT
     m.handle(co.EnrolStored(ANA))
-    assert m.state == State.ENROL_DONE and m.ctx.enrolled == ANA
+    assert m.state == State.ENROL_DONE and m.view().enrolled == ANA
 
 
 def test_enrolment_refuses_a_random_uid_and_waits_for_a_physical_card():
     m = machine()
     to_enrol_card(m)
-    assert m.handle(PHONE) == [] and m.state == State.ENROL_CARD and m.ctx.message == "random_uid"
+    assert m.handle(PHONE) == [] and m.state == State.ENROL_CARD and m.view().message == "random_uid"
 
 
 def test_an_already_enrolled_face_is_offered_a_replace_proved_by_its_phone_digits():
@@ -224,8 +224,8 @@ def test_an_already_enrolled_face_is_offered_a_replace_proved_by_its_phone_digit
     assert one(m.handle(co.PhoneDigits("1234")), co.VerifyPhone).shopper_id == ANA.shopper_id
     assert one(m.handle(co.PhoneChecked(True)), co.StoreEnrolment).replace == ANA.shopper_id
     m.handle(co.EnrolStored(co.ShopperView("shp_new", "Ana N.", "•••• 4242", "tok_new"), replaced_receipt="rcp_9"))
-    assert m.state == State.ENROL_DONE and m.ctx.receipt_id == "rcp_9"
-    assert ANA.shopper_id in m.ctx.revoked
+    assert m.state == State.ENROL_DONE and m.view().receipt_id == "rcp_9"
+    assert ANA.shopper_id in m.view().revoked
 
 
 def test_a_failed_enrolment_can_be_tried_again_without_retyping_the_details():
@@ -234,9 +234,9 @@ def test_a_failed_enrolment_can_be_tried_again_without_retyping_the_details():
     m.handle(co.AgreeConsent(*TEXT))
     m.handle(co.EnrolDetails("Ana Newcomer", "1234", challenge="left"))
     m.handle(co.LivenessFailed("turn_not_seen"))
-    assert m.state == State.ENROL_FAILED and m.ctx.message.startswith("liveness:turn_not_seen")
+    assert m.state == State.ENROL_FAILED and m.view().message.startswith("liveness:turn_not_seen")
     assert kinds(m.handle(co.RetryEnrolment()))[0] == "OpenCamera"
-    assert m.ctx.enrol_details.name == "Ana Newcomer"
+    assert m.view().enrol_details.name == "Ana Newcomer"
 
 
 def test_leaving_enrolment_drops_the_captures_and_clears_the_details():
@@ -246,7 +246,7 @@ def test_leaving_enrolment_drops_the_captures_and_clears_the_details():
     token = timer(m.handle(co.EnrolDetails("Ana Newcomer", "1234", challenge="left")))
     effects = m.handle(co.Timeout(token))
     assert "DropCaptures" in kinds(effects) and "CloseCamera" in kinds(effects)
-    assert m.state == State.IDLE and m.ctx.enrol_details is None and m.ctx.enrol_consent is None
+    assert m.state == State.IDLE and m.view().enrol_details is None and m.view().enrol_consent is None
 
 
 # -- my data --------------------------------------------------------------------------
@@ -255,10 +255,10 @@ def test_my_data_looks_up_the_card_and_deletes_on_request():
     m.handle(co.StartMyData())
     assert one(m.handle(CARD), co.LookupCard).card_hash == CARD.card_hash
     m.handle(co.LookupResult(ANA))
-    assert m.state == State.MYDATA_SHOW and m.ctx.mydata == ANA
+    assert m.state == State.MYDATA_SHOW and m.view().mydata == ANA
     assert one(m.handle(co.DeleteMyData()), co.RevokeShopper).shopper_id == ANA.shopper_id
     m.handle(co.Revoked(ANA.shopper_id, "rcp_1"))
-    assert m.state == State.MYDATA_DELETED and m.ctx.receipt_id == "rcp_1" and m.ctx.mydata is None
+    assert m.state == State.MYDATA_DELETED and m.view().receipt_id == "rcp_1" and m.view().mydata is None
 
 
 def test_my_data_shows_no_one_for_a_revoked_shopper():
@@ -267,7 +267,7 @@ def test_my_data_shows_no_one_for_a_revoked_shopper():
     m.handle(co.StartMyData())
     m.handle(CARD)
     m.handle(co.LookupResult(ANA))      # a stale store answer
-    assert m.ctx.mydata is None
+    assert m.view().mydata is None
     with pytest.raises(co.Rejected):
         m.handle(co.DeleteMyData())
 
@@ -304,3 +304,28 @@ def test_the_machine_imports_without_numpy_or_a_model():
             " if m in sys.modules); print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- availability: the camera -------------------------------------------------------
+def test_a_camera_fault_stops_face_steps_until_the_camera_is_restored():
+    m = machine()
+    assert kinds(m.handle(co.CameraFault("unplugged"))) == ["Leds"] and not m.view().camera_ok
+    m.handle(co.StartSale("sale_1", 420, "EUR"))
+    with pytest.raises(co.Rejected, match="camera is not working"):
+        m.handle(co.ChooseFace("left"))
+    m.handle(co.Cancel())
+    m.handle(co.Done())
+    assert one(m.handle(co.CameraRestored()), co.Leds).pattern == "idle" and m.view().camera_ok
+    assert m.handle(co.CameraRestored()) == []       # already working: nothing to change
+    m.handle(co.StartSale("sale_2", 420, "EUR"))
+    assert kinds(m.handle(co.ChooseFace("left")))[0] == "OpenCamera"
+
+
+def test_a_camera_fault_during_a_scan_closes_it_and_offers_the_card():
+    m = machine()
+    m.handle(co.StartSale("sale_1", 420, "EUR"))
+    m.handle(co.ChooseFace("left"))
+    effects = m.handle(co.CameraFault("read failed"))
+    assert kinds(effects) == ["CloseCamera", "Leds"] and m.state == State.AMOUNT_DUE
+    assert m.view().message == "camera_fault" and not m.view().camera_open
+    assert m.handle(co.CameraRestored()) == [] and m.view().camera_ok   # not at rest: the LEDs stay as they are

@@ -69,8 +69,8 @@ class CheckoutRules(RuleBasedStateMachine):
         if self.cam.opened_count != opened:
             assert self.cam.opened_count == opened + 1 and not was_open
             assert self.m.face_pay_on, "camera opened while face pay is off"
-            assert not self.m.ctx.cooldown, "camera opened during the liveness cool-down"
-            assert (self.m.ctx.challenge in ("left", "right")) == self.m.policy.liveness_required
+            assert not self.m.view().cooldown, "camera opened during the liveness cool-down"
+            assert (self.m.view().challenge in ("left", "right")) == self.m.policy.liveness_required
             self.passed_in_scan = False
         if isinstance(event, co.LivenessPassed):
             self.passed_in_scan = True
@@ -85,7 +85,7 @@ class CheckoutRules(RuleBasedStateMachine):
                 self.failures_in_row = 0
             if isinstance(eff, co.ResolveCharge):
                 # asking the processor again is the only thing an unknown outcome leads to: never a new charge
-                assert self.m.state == co.State.UNKNOWN and eff.sale_id == self.m.ctx.sale.sale_id
+                assert self.m.state == co.State.UNKNOWN and eff.sale_id == self.m.view().sale.sale_id
                 assert isinstance(event, co.Timeout)
             elif isinstance(eff, co.Charge):
                 sid = eff.sale.sale_id
@@ -110,7 +110,7 @@ class CheckoutRules(RuleBasedStateMachine):
                     assert dup.shopper_id == eff.replace and dup.has_phone and not before.duplicate_same_card
                     assert eff.replace not in self.revoked
         if isinstance(event, co.FaceMatched) and self.m.state == co.State.CONSENT:
-            self.matched_in_sale[self.m.ctx.sale.sale_id] = event.shopper.shopper_id
+            self.matched_in_sale[self.m.view().sale.sale_id] = event.shopper.shopper_id
         return effects
 
     # -- sales --------------------------------------------------------------
@@ -154,8 +154,8 @@ class CheckoutRules(RuleBasedStateMachine):
 
     @rule(stale=st.booleans())
     def cooldown_over(self, stale):
-        if self.send(co.CooldownOver(self.m.ctx.cooldown - (1 if stale else 0))) is not None:
-            assert not self.m.ctx.cooldown
+        if self.send(co.CooldownOver(self.m.view().cooldown - (1 if stale else 0))) is not None:
+            assert not self.m.view().cooldown
 
     @precondition(lambda self: self.m.state == co.State.AMOUNT_DUE)
     @rule()
@@ -164,8 +164,8 @@ class CheckoutRules(RuleBasedStateMachine):
         for _ in range(3):
             self.send(co.ChooseFace())
             self.send(co.LivenessFailed("flat"))
-        if self.m.policy.liveness_required and self.m.face_pay_on and self.m.ctx.camera_ok:
-            assert self.m.ctx.cooldown
+        if self.m.policy.liveness_required and self.m.face_pay_on and self.m.view().camera_ok:
+            assert self.m.view().cooldown
             assert self.send(co.ChooseFace()) is None
 
     @rule(digits=st.sampled_from(["1234", "12", "abcd"]))
@@ -180,9 +180,9 @@ class CheckoutRules(RuleBasedStateMachine):
     @precondition(lambda self: self.m.state in (co.State.CONSENT,))
     @rule(delta=st.sampled_from([0, 0, 1, -1]), shopper=st.sampled_from(SHOPPERS + [None]))
     def confirm(self, delta, shopper):
-        sale = self.m.ctx.sale
+        sale = self.m.view().sale
         amount = (sale.amount_minor if sale else 100) + delta
-        cand = self.m.ctx.candidate
+        cand = self.m.view().candidate
         sid = shopper.shopper_id if shopper else (cand.shopper_id if cand else "shp_0")
         self.send(co.Confirm(amount, sid))
 
@@ -209,13 +209,13 @@ class CheckoutRules(RuleBasedStateMachine):
 
     @rule(stale=st.booleans())
     def timeout(self, stale):
-        self.send(co.Timeout(self.m.ctx.timer - (1 if stale else 0)))
+        self.send(co.Timeout(self.m.view().timer - (1 if stale else 0)))
 
     @precondition(lambda self: self.m.state in (co.State.CHARGING, co.State.UNKNOWN))
     @rule(outcome=st.sampled_from(co.OUTCOMES + ("unknown", "unknown", "maybe")), other=st.booleans())
     def charge_result(self, outcome, other):
         """The processor's answer, or the runner's "unknown"; in UNKNOWN, the answer a lookup found."""
-        sale = self.m.ctx.sale
+        sale = self.m.view().sale
         self.send(co.ChargeResult("other" if other or sale is None else sale.sale_id, outcome))
 
     @rule()
@@ -291,7 +291,7 @@ class CheckoutRules(RuleBasedStateMachine):
 
     @rule()
     def camera_back(self):
-        self.m.camera_back()
+        self.send(co.CameraRestored())
 
     @rule(event=st.sampled_from([co.ChooseFace(), co.Confirm(100, "shp_0"), co.FaceNoMatch("x"), co.Done(),
                                  co.CaptureAccepted(3), co.EnrolStored(NEW_SHOPPER), co.LookupResult(SHOPPERS[1]),
@@ -309,7 +309,7 @@ class CheckoutRules(RuleBasedStateMachine):
         if not hasattr(self, "m"):
             return
         open_ = self.cam.is_open  # the device itself
-        assert open_ == self.m.ctx.camera_open == (self.m.state in co.CAMERA_STATES)
+        assert open_ == self.m.view().camera_open == (self.m.state in co.CAMERA_STATES)
         assert bool(self.board.pin_factory.pin(self.board.pins["privacy"]).state) == open_
         if open_:
             assert self.m.face_pay_on
@@ -328,7 +328,7 @@ class CheckoutRules(RuleBasedStateMachine):
         """Only the processor's own "no" declines; an unknown outcome says so, with the sale id, and lights the fault LED."""
         if not hasattr(self, "m"):
             return
-        c = self.m.ctx
+        c = self.m.view()
         if c.state == co.State.DECLINED:
             assert self.outcome[c.sale.sale_id] == "declined"
             assert self.board.pattern == "declined"
@@ -343,7 +343,7 @@ class CheckoutRules(RuleBasedStateMachine):
     @invariant()
     def consent_screen_shows_amount_and_shopper(self):
         if hasattr(self, "m") and self.m.state == co.State.CONSENT:
-            assert self.m.ctx.sale is not None and self.m.ctx.candidate is not None
+            assert self.m.view().sale is not None and self.m.view().candidate is not None
 
 
 TestCheckoutRules = CheckoutRules.TestCase

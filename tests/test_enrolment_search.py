@@ -86,33 +86,34 @@ def walk_to_card(term):
 def test_kiosk_offers_already_enrolled_and_moves_it_with_the_phone_digits(term, embeddings):
     first = obama(term, embeddings)
     m, r = walk_to_card(term)
-    r.enrol_embeddings = [embeddings[p.name] for p in OBAMA_ENROL]
+    r.scanner.captures = [embeddings[p.name] for p in OBAMA_ENROL]
     r.dispatch(term.tap(NEW_CARD), deferred=HIDDEN)
     assert m.state == co.State.ENROL_DUPLICATE and term.store.count() == 1
     snap = m.snapshot()
     assert snap["duplicate"]["shopper_id"] == first.id and snap["duplicate"]["token"] == ""
     assert not snap["duplicate_same_card"]
     r.dispatch(co.PhoneDigits("0000"), deferred=HIDDEN)   # wrong: the earlier enrolment stays
-    assert m.state == co.State.ENROL_DUPLICATE and m.ctx.guidance == "phone_mismatch"
+    assert m.state == co.State.ENROL_DUPLICATE and m.view().guidance == "phone_mismatch"
     assert term.store.get(first.id) is not None
     r.dispatch(co.PhoneDigits("1234"), deferred=HIDDEN)
     assert m.state == co.State.ENROL_DONE
-    assert m.ctx.receipt_id == r.last_receipt.id and r.last_receipt.shopper_id == first.id
+    receipt = term.store.receipt(m.view().receipt_id)
+    assert receipt is not None and receipt.shopper_id == first.id and receipt.cause == "replaced"
     new = term.store.by_card(NEW_CARD)
-    assert new is not None and term.store.get(first.id) is None and m.ctx.enrolled.shopper_id == new.id
-    assert first.id in m.ctx.revoked
+    assert new is not None and term.store.get(first.id) is None and m.view().enrolled.shopper_id == new.id
+    assert first.id in m.view().revoked
     r.dispatch(co.Done(), deferred=HIDDEN)
-    assert r.enrol_embeddings == []
+    assert r.scanner.captures == []
 
 
 def test_kiosk_keep_stores_nothing_and_forgets_the_captures(term, embeddings):
     obama(term, embeddings)
     m, r = walk_to_card(term)
-    r.enrol_embeddings = [embeddings[p.name] for p in OBAMA_ENROL]
+    r.scanner.captures = [embeddings[p.name] for p in OBAMA_ENROL]
     r.dispatch(term.tap(NEW_CARD), deferred=HIDDEN)
-    assert m.state == co.State.ENROL_DUPLICATE and r.enrol_embeddings  # held while the shopper decides
+    assert m.state == co.State.ENROL_DUPLICATE and r.scanner.captures  # held while the shopper decides
     r.dispatch(co.Done(), deferred=HIDDEN)
-    assert m.state == co.State.IDLE and r.enrol_embeddings == [] and term.store.count() == 1
+    assert m.state == co.State.IDLE and r.scanner.captures == [] and term.store.count() == 1
 
 
 def test_three_wrong_digits_keep_the_earlier_enrolment():
@@ -123,7 +124,7 @@ def test_three_wrong_digits_keep_the_earlier_enrolment():
     m.handle(co.AlreadyEnrolled(co.ShopperView("shp_1", "A B.", "•••• 0002", "t2", has_phone=True), False))
     for _ in range(co.MAX_PHONE_TRIES):
         assert m.handle(co.PhoneChecked(False)) == [] or m.state == co.State.ENROL_FAILED
-    assert m.state == co.State.ENROL_FAILED and m.ctx.message == "replace_phone_mismatch"
+    assert m.state == co.State.ENROL_FAILED and m.view().message == "replace_phone_mismatch"
     # no phone digits on file, or the same card: nothing to replace
     for view, same in ((co.ShopperView("shp_2", "A B.", "•••• 0002", "t2"), False),
                        (co.ShopperView("shp_3", "A B.", "•••• 0001", "t", has_phone=True), True)):
@@ -140,11 +141,11 @@ def test_a_failed_enrolment_names_what_failed_and_offers_try_again():
     for ev in (co.StartEnrolment(), co.AgreeConsent("v1", "a" * 64), co.EnrolDetails("A B", "1111", "right")):
         m.handle(ev)
     m.handle(co.LivenessFailed("wrong_direction"))
-    assert m.state == co.State.ENROL_FAILED and m.ctx.message == "liveness:wrong_direction:right"
+    assert m.state == co.State.ENROL_FAILED and m.view().message == "liveness:wrong_direction:right"
     eff = m.handle(co.RetryEnrolment())   # the same consent and details, a new challenge
     assert m.state == co.State.ENROL_CAPTURE and any(isinstance(e, co.OpenCamera) for e in eff)
     m.handle(co.CameraFault("unplugged"))
-    assert m.state == co.State.ENROL_FAILED and m.ctx.message == "camera_fault"
+    assert m.state == co.State.ENROL_FAILED and m.view().message == "camera_fault"
 
 
 def test_two_close_shoppers_are_not_we_could_not_find_you():
@@ -155,11 +156,11 @@ def test_two_close_shoppers_are_not_we_could_not_find_you():
     m.handle(co.ChooseFace("left"))
     m.handle(co.LivenessPassed())
     m.handle(co.FaceNoMatch(TOO_CLOSE))
-    assert m.state == co.State.AMOUNT_DUE and m.ctx.message == "no_match_too_close"
+    assert m.state == co.State.AMOUNT_DUE and m.view().message == "no_match_too_close"
     m.handle(co.ChooseFace("left"))
     m.handle(co.LivenessPassed())
     m.handle(co.FaceNoMatch("no enrolled face is close enough"))
-    assert m.ctx.message == "no_match"
+    assert m.view().message == "no_match"
 
 
 def test_enroll_cli_refuses_an_enrolled_face_and_replaces_on_request(stills):

@@ -82,14 +82,14 @@ def test_leds_follow_a_face_sale(term, embeddings, board, pipeline):
     assert lit(board) == {"consent"}
     r.dispatch(co.ChooseFace("left"))
     assert pin(board, "privacy") == 1 and cam.is_open
-    r.scan_payment(r.dispatch, on_frame=lambda f, a: privacy_while_processing.append(pin(board, "privacy")))
+    found = r.scanner.scan_payment(r.dispatch, on_frame=lambda f, a: privacy_while_processing.append(pin(board, "privacy")))
     assert len(privacy_while_processing) > 10 and set(privacy_while_processing) == {1}
-    assert r.last_liveness.live
+    assert found.liveness.live
     assert m.state == co.State.CONSENT
     assert pin(board, "privacy") == 0 and not cam.is_open
     assert board.state["consent"] == "blink"
     r.dispatch(co.PhoneDigits("1234"))
-    r.dispatch(co.Confirm(500, m.ctx.candidate.shopper_id))
+    r.dispatch(co.Confirm(500, m.view().candidate.shopper_id))
     assert m.state == co.State.APPROVED
     assert lit(board) == {"approved"}
 

@@ -17,7 +17,7 @@ from terminal.camera.replay import ReplayCamera
 from terminal.config import Config
 from terminal.face.images import load_rgb
 from terminal.hardware import DEMO_SHOPPER
-from terminal.runner import run_challenge
+from terminal.scan import run_challenge
 from terminal.testing import synth
 
 FPS = 15.0

@@ -71,7 +71,7 @@ def test_the_challenge_given_is_kept_and_checked():
         m.handle(co.ChooseFace("up"))
     assert m.state == co.State.AMOUNT_DUE
     m.handle(co.ChooseFace("right"))
-    assert m.ctx.challenge == "right" and m.snapshot()["challenge"] == "right"
+    assert m.view().challenge == "right" and m.snapshot()["challenge"] == "right"
 
 
 def test_three_failures_in_a_row_cool_down_face_pay():
@@ -81,7 +81,7 @@ def test_three_failures_in_a_row_cool_down_face_pay():
     for _ in range(3):
         m.handle(co.ChooseFace())
         effects = m.handle(co.LivenessFailed("flat"))
-        assert m.state == co.State.AMOUNT_DUE and m.ctx.message == "liveness_failed"
+        assert m.state == co.State.AMOUNT_DUE and m.view().message == "liveness_failed"
     cool = [e for e in effects if isinstance(e, co.StartCooldown)]
     assert cool and cool[0].seconds == 60
     assert [e.kind for e in effects if isinstance(e, co.Record)] == ["liveness_failed", "liveness_cooldown"]
@@ -94,4 +94,4 @@ def test_three_failures_in_a_row_cool_down_face_pay():
     for _ in range(2):
         m.handle(co.ChooseFace())
         m.handle(co.LivenessFailed("timeout"))
-    assert not m.ctx.cooldown
+    assert not m.view().cooldown

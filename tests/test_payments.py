@@ -210,15 +210,18 @@ def test_lost_answer_is_unknown_then_settled_to_the_processors_answer(cli):
 
 
 def card_sale(term, sale_id: str, minor: int, leds=None):
-    """One card sale through the state machine and the runner, as the kiosk drives them."""
+    """One card sale through the state machine and the runner, as the kiosk drives them: (machine, runner, the
+    charge's error or None)."""
     from terminal import checkout as co
     from terminal.runner import Runner
 
     machine = co.CheckoutMachine(term.policy(), face_pay=False, mode=term.mode())
     runner = Runner(term, machine, None, leds)
     runner.dispatch(co.StartSale(sale_id, minor, "EUR"))
-    runner.dispatch(co.CardTapped(*term.card(bytes.fromhex("04A1B2C3"))))
-    return machine, runner
+    [charge] = runner.dispatch(co.CardTapped(*term.card(bytes.fromhex("04A1B2C3"))), deferred={co.Charge})
+    outcome = runner.charge(charge)   # the event for the machine, and the error when it was not a clear answer
+    runner.dispatch(outcome.event)
+    return machine, runner, outcome.error
 
 
 def test_unknown_outcomes_light_the_fault_led_and_are_resolved_by_lookup(term):
@@ -230,16 +233,16 @@ def test_unknown_outcomes_light_the_fault_led_and_are_resolved_by_lookup(term):
 
     leds = LedBoard(LedConfig(backend="mock"), pin_factory=MockFactory())
     term.processor.set_fault("partition")
-    machine, runner = card_sale(term, "sale_u1", 1250, leds)
+    machine, runner, error = card_sale(term, "sale_u1", 1250, leds)
     assert machine.state == co.State.UNKNOWN
-    assert machine.ctx.message == UNKNOWN.format("sale_u1")
+    assert machine.view().message == UNKNOWN.format("sale_u1")
     assert leds.pattern == "fault" and leds.state["fault"] == "blink" and leds.state["declined"] == "off"
     assert term.journal.get("sale_u1").status == "pending"
     # asked again while the line is still down: still unknown, asked again later
-    eff = runner.dispatch(co.Timeout(runner.last_timer.token))
+    eff = runner.dispatch(co.Timeout(machine.view().timer))
     assert machine.state == co.State.UNKNOWN and eff == []
     term.processor.set_fault("none")
-    runner.dispatch(co.Timeout(runner.last_timer.token))
+    runner.dispatch(co.Timeout(machine.view().timer))
     assert machine.state == co.State.APPROVED and leds.pattern == "approved"
     assert term.journal.get("sale_u1").status == "approved"
     assert [c["kind"] for c in term.processor.charges()] == ["charge"]
@@ -256,9 +259,9 @@ def test_a_journal_that_fails_after_approval_is_unknown(term):
         return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_UPDATE and table == "sales" else sqlite3.SQLITE_OK
 
     term.journal.db.set_authorizer(no_settling)
-    machine, runner = card_sale(term, "sale_j1", 1250)
-    assert machine.state == co.State.UNKNOWN and machine.ctx.message == UNKNOWN.format("sale_j1")
-    assert isinstance(runner.charge_error, sqlite3.DatabaseError)
+    machine, runner, error = card_sale(term, "sale_j1", 1250)
+    assert machine.state == co.State.UNKNOWN and machine.view().message == UNKNOWN.format("sale_j1")
+    assert isinstance(error, sqlite3.DatabaseError)
     [charge] = term.processor.charges()
     assert charge["status"] == "approved" and term.journal.get("sale_j1").status == "pending"
     term.journal.db.set_authorizer(None)
@@ -276,11 +279,11 @@ def test_a_gateway_error_that_is_not_a_processor_error_is_unknown(term):
     other = sqlite3.connect(term.processor.path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
-        machine, runner = card_sale(term, "sale_g1", 1250)
+        machine, runner, error = card_sale(term, "sale_g1", 1250)
     finally:
         other.execute("ROLLBACK")
         other.close()
-    assert machine.state == co.State.UNKNOWN and machine.ctx.message == UNKNOWN.format("sale_g1")
+    assert machine.state == co.State.UNKNOWN and machine.view().message == UNKNOWN.format("sale_g1")
     assert term.journal.get("sale_g1").status == "pending"
     assert "processor_error" in [s for s, _ in term.journal.steps("sale_g1")]
     # nothing arrived at the processor, so recovery cancels it
@@ -316,12 +319,12 @@ def test_a_journal_that_cannot_record_the_sale_charges_nothing(term):
     term.journal.db.execute(f"PRAGMA max_page_count = {pages}")
     states = []
     for i in range(80):
-        machine, runner = card_sale(term, f"sale_f{i}", 100 + 2 * i)  # even: never a sandbox decline
+        machine, runner, error = card_sale(term, f"sale_f{i}", 100 + 2 * i)  # even: never a sandbox decline
         states.append(machine.state)
         if machine.state == co.State.CANCELLED:
             break
-    assert machine.state == co.State.CANCELLED and machine.ctx.message == "not_recorded"
-    assert isinstance(runner.charge_error, SaleNotRecorded)
+    assert machine.state == co.State.CANCELLED and machine.view().message == "not_recorded"
+    assert isinstance(error, SaleNotRecorded)
     assert set(states[:-1]) <= {co.State.APPROVED, co.State.UNKNOWN}
     journaled = {s.key for s in term.journal.sales()}
     assert {c["key"] for c in term.processor.charges()} == journaled
@@ -341,8 +344,8 @@ def test_idempotency_key_is_terminal_id_plus_sale_id(tmp_path):
     two.processor.close()
     two.processor = one.processor  # the shop's one gateway
     try:
-        m1, _ = card_sale(one, "sale_20260101120000_abcdef", 1250)
-        m2, _ = card_sale(two, "sale_20260101120000_abcdef", 990)
+        m1, *_ = card_sale(one, "sale_20260101120000_abcdef", 1250)
+        m2, *_ = card_sale(two, "sale_20260101120000_abcdef", 990)
         assert m1.state == m2.state == co.State.APPROVED
         keys = sorted(c["key"] for c in one.processor.charges())
         assert keys == ["shop-1-till-1:sale_20260101120000_abcdef", "shop-1-till-2:sale_20260101120000_abcdef"]
@@ -365,10 +368,10 @@ def test_a_reused_key_with_another_amount_is_a_clear_error_not_a_decline(term):
     with pytest.raises(IdempotencyKeyReused, match="5.00.*refused a charge of €7.00: nothing was charged"):
         term.processor.charge(key, token, 700, "EUR")
     assert term.processor.charge(key, token, 500, "EUR") == first  # the same request again: the same answer
-    machine, runner = card_sale(term, "sale_k1", 700)
-    assert machine.state == co.State.CANCELLED and machine.ctx.message == "key_reused"
-    assert isinstance(runner.charge_error, IdempotencyKeyReused)
-    assert "terminal_id" in runner.charge_error.one_line()
+    machine, runner, error = card_sale(term, "sale_k1", 700)
+    assert machine.state == co.State.CANCELLED and machine.view().message == "key_reused"
+    assert isinstance(error, IdempotencyKeyReused)
+    assert "terminal_id" in error.one_line()
     sale = term.journal.get("sale_k1")
     assert sale.status == "cancelled" and "nothing was charged" in sale.reason
     assert [(c["amount_minor"], c["status"]) for c in term.processor.charges()] == [(500, "approved")]

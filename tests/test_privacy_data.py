@@ -58,7 +58,7 @@ def face_at_consent(term, sale_id, amount_minor=100):
     runner = Runner(term, m, single_image(str(OBAMA_PROBES[0])))
     runner.dispatch(co.StartSale(sale_id, amount_minor, term.cfg.payment.currency))
     runner.dispatch(co.ChooseFace())
-    runner.scan_payment(runner.dispatch)
+    runner.scanner.scan_payment(runner.dispatch)
     assert m.state == co.State.CONSENT, m.snapshot()
     return m, runner
 
@@ -260,11 +260,11 @@ def test_wrong_phone_digits_across_sales_suspend_face_pay_until_my_data_unlock(t
     runner = Runner(term, m, None)
     runner.dispatch(co.StartMyData())
     runner.dispatch(co.CardTapped(*term.card(CARD)))
-    assert m.state == co.State.MYDATA_SHOW and m.ctx.mydata.suspended
+    assert m.state == co.State.MYDATA_SHOW and m.view().mydata.suspended
     runner.dispatch(co.UnlockFacePay("9999"))
-    assert m.ctx.guidance == "phone_mismatch" and term.face_pay_suspended(shopper.id)
+    assert m.view().guidance == "phone_mismatch" and term.face_pay_suspended(shopper.id)
     runner.dispatch(co.UnlockFacePay("1234"))
-    assert m.ctx.message == "face_pay_unlocked" and not m.ctx.mydata.suspended
+    assert m.view().message == "face_pay_unlocked" and not m.view().mydata.suspended
     assert not term.face_pay_suspended(shopper.id)
     r = run_sale(term, amount="1.00", face=probe, confirm=True, phone_last4="1234")
     assert r["status"] == "approved"

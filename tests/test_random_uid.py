@@ -94,7 +94,7 @@ def test_machine_pays_by_random_uid_without_a_shopper_link(via_face_scan):
     assert m.state == co.State.CHARGING                        # the sale goes on: the processor decides
     assert charge.method == "card" and charge.token == "tok1"
     assert charge.shopper_id is None and charge.card_hash is None
-    assert not m.ctx.camera_open
+    assert not m.view().camera_open
 
 
 # -- the terminal and the CLI ------------------------------------------------------------------

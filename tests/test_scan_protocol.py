@@ -50,10 +50,10 @@ def test_a_stop_before_the_worker_starts_never_opens_the_camera(term, board, sto
         worker.submit(busy.wait, 30)  # an earlier slow effect still running
         r.dispatch(co.StartSale("s1", 500, "EUR"))
         jobs = [worker.submit(r.perform, eff) for eff in r.dispatch(co.ChooseFace(), deferred=CAMERA_EFFECTS)]
-        assert m.ctx.camera_open and len(jobs) == 1
-        stop_event = co.Cancel() if stop == "cancel" else co.Timeout(r.last_timer.token)
+        assert m.view().camera_open and len(jobs) == 1
+        stop_event = co.Cancel() if stop == "cancel" else co.Timeout(m.view().timer)
         jobs += [worker.submit(r.perform, eff) for eff in r.dispatch(stop_event, deferred=CAMERA_EFFECTS)]
-        assert not m.ctx.camera_open and len(jobs) == 2
+        assert not m.view().camera_open and len(jobs) == 2
         busy.set()
         for j in jobs:
             j.result(timeout=30)
@@ -134,7 +134,7 @@ class Kiosk:
         elif action == "cancel":
             self.send(co.Cancel())
         elif action == "timeout":
-            self.send(co.Timeout(self.m.ctx.timer))
+            self.send(co.Timeout(self.m.view().timer))
         elif action == "done":
             self.send(co.Done())
 
@@ -167,17 +167,36 @@ def test_the_device_follows_the_machine_under_random_interleavings(enrolled, boa
                 k.queued_openings = 0
             assert k.cam.opened_count == expected  # a busy worker has opened nothing yet
             if not k.blockers:
-                assert k.cam.is_open == k.m.ctx.camera_open == privacy_lit(board), (action, k.m.state)
+                assert k.cam.is_open == k.m.view().camera_open == privacy_lit(board), (action, k.m.state)
                 assert k.cam.opened_count == expected, (steps, k.m.state)
         if k.blockers:
             # only the scan the machine still has open when the worker comes free may open the device
-            wanted = k.m.ctx.camera_open and k.queued_openings > 0
+            wanted = k.m.view().camera_open and k.queued_openings > 0
             k.settle()
             expected += 1 if wanted else 0
         assert k.cam.opened_count == expected, (steps, k.m.state)
-        assert k.cam.is_open == k.m.ctx.camera_open == privacy_lit(board)
+        assert k.cam.is_open == k.m.view().camera_open == privacy_lit(board)
         assert not k.cam.is_open  # every scan ended: matched (consent) or stopped
     finally:
         k.settle()
         k.worker.shutdown(wait=True)
         k.cam.close()
+
+
+def test_the_runner_reports_the_camera_restored_when_it_opens_after_a_fault(term, board):
+    """CameraRestored's producer: the first opening that works after a CameraFault (here an enrolment's)."""
+    cam = ReplayCamera(files=[FACES / "obama2.jpg"], loop=True, paced=False)
+    m = co.CheckoutMachine(term.policy())
+    r = Runner(term, m, cam, leds=board)
+    r.dispatch(co.CameraFault("no such device"))   # what the kiosk posts when an opening raised
+    assert not m.view().camera_ok
+    text = consent.load("en")
+    for ev in (co.StartEnrolment(), co.AgreeConsent(text.version, text.sha256), co.EnrolDetails("A B", "1111")):
+        r.dispatch(ev)
+    assert cam.is_open and m.state == co.State.ENROL_CAPTURE and m.view().camera_ok
+    r.dispatch(co.Cancel())
+    assert not cam.is_open
+    r.dispatch(co.StartSale("s1", 500, "EUR"))
+    r.dispatch(co.ChooseFace())                     # face pay is offered again
+    assert m.state == co.State.FACE_SCAN and cam.is_open
+    r.dispatch(co.Cancel())

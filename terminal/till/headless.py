@@ -112,7 +112,7 @@ class HeadlessDesk(Desk):
             threading.Timer(1.0, self._present, (sale["sale_id"],)).start()
 
     def _present(self, sale_id: str) -> None:
-        sale = self.machine.ctx.sale
+        sale = self.machine.view().sale
         if sale is None or sale.sale_id != sale_id or self.machine.state != co.State.AMOUNT_DUE:
             return
         self.hw.sim.present(self.auto_card)

@@ -1,7 +1,7 @@
 """The till link: each ZVT command from the till, run through the terminal's own checkout.
 
 An Authorisation (06 01) starts a sale exactly as the staff keypad does: the same state machine
-(terminal/checkout.py), so the same consent screen, card or face, step-up and confirmation.  The
+(terminal/checkout/), so the same consent screen, card or face, step-up and confirmation.  The
 link only watches the machine's state (a :class:`Desk` hands it every snapshot) and tells the till:
 
 - while the shopper acts: Intermediate Status 04 FF (0A "insert card" while the amount is due,

@@ -232,19 +232,21 @@ class KioskController(EventDispatcher):
         self.term = term
         self.hw = hardware
         self.demo = demo
-        self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode())
+        self.machine = co.CheckoutMachine(term.policy(), face_pay=term.cfg.face_pay, mode=term.mode(),
+                                          fleet_paused=term.fleet is not None and term.fleet_paused())
         self.runner = Runner(term, self.machine, hardware.camera, hardware.leds, on_timer=self._start_timer)
         self.runner.on_cooldown = self._start_cooldown
         self.agent = None
         if term.fleet is not None:  # fleet hook: the same agent as `facepay agent`, in a thread
             from ..fleet_agent import AgentThread
 
-            self.machine.ctx.fleet_paused = term.fleet_paused()
             self.agent = AgentThread(term.cfg, term.data_dir, health=hardware.health,
                                      is_idle=lambda: self.state in ("idle", "out_of_service")).start()
         self.worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kiosk-worker")
         self.pins = PinGate(term.cfg.staff.pin_hash, load=lambda: term.store.settings().get("staff_pin"),
                             save=lambda state: term.store.set_setting("staff_pin", state))
+        self.runner.pins = self.pins
+        self.runner.doctor = self._doctor_lines
         self.merchant = term.cfg.payment.merchant
         self.captures_needed = term.cfg.match.enrol_captures
         self.rejections: list[str] = []
@@ -387,7 +389,7 @@ class KioskController(EventDispatcher):
 
         def tick(dt):
             # a timer ends with its state too (a scan that ended leaves its token behind)
-            if self.machine.ctx.timer != token or self.countdown <= 0 or self.machine.state != started_in:
+            if self.machine.view().timer != token or self.countdown <= 0 or self.machine.state != started_in:
                 self.timer_running = self.time_low = False
                 return False
             self.countdown -= 1
@@ -412,7 +414,7 @@ class KioskController(EventDispatcher):
         """Push the running timeout back by its full length again (at most MORE_TIME_MAX times)."""
         if not self.timer_running or self._timer_ev is None or self.more_time_left <= 0:
             return False
-        token = self.machine.ctx.timer
+        token = self.machine.view().timer
         self._timer_ev.cancel()
         self.countdown = int(self.countdown + self._timer_seconds)
         self._timer_ev = Clock.schedule_once(lambda dt: self.send(co.Timeout(token)), self.countdown)
@@ -462,14 +464,14 @@ class KioskController(EventDispatcher):
     def _follow_mode(self, dt) -> None:
         """Pick up a mode set from the CLI (`facepay mode card_only` over SSH) once the terminal is idle."""
         mode = self.term.mode()
-        if mode != self.machine.ctx.mode and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
+        if mode != self.machine.view().mode and self.machine.state in (co.State.IDLE, co.State.OUT_OF_SERVICE):
             self.send(co.SetMode(mode, record=False))
         if self.term.fleet is not None:  # fail closed while out of touch with the fleet's revocations
             from ..fleet.link import PAUSED_MESSAGE
 
             paused = self.term.fleet_paused()
             self.fleet_notice = PAUSED_MESSAGE if paused else ""
-            if paused != self.machine.ctx.fleet_paused:
+            if paused != self.machine.view().fleet_paused:
                 self.send(co.FleetStatus(paused))
 
     def card_tapped(self, uid: bytes) -> None:
@@ -483,6 +485,10 @@ class KioskController(EventDispatcher):
         if snap["state"] == "enrol_duplicate" != self.state:
             self.keypad = ""   # the phone digits start empty
         self.state = snap["state"]
+        view = self.machine.view()
+        self.staff_view, self.staff_unlocked = view.staff_screen, view.staff_unlocked
+        self.staff_message = self._staff_words(view.staff_note)
+        self.report_text = "\n".join(view.staff_report)
         self.mode = snap["mode"]
         self.face_pay = snap["face_pay"]
         self.reader_ok = snap["reader_ok"]
@@ -535,7 +541,7 @@ class KioskController(EventDispatcher):
         if self.state == "enrol_failed" and msg:
             self.failure_text, self.failure_hint, self.can_retry = enrol_failure(msg)
         if self.state == "enrol_duplicate" and dup:
-            new_card = self.machine.ctx.enrol_card.masked_card if self.machine.ctx.enrol_card else ""
+            new_card = self.machine.view().enrol_card_masked
             self.can_replace = not snap["duplicate_same_card"] and dup["has_phone"]
             since = i18n.date(dup["enrolled_at"], self.lang) if dup["enrolled_at"] else ""
             if snap["duplicate_same_card"]:
@@ -551,8 +557,8 @@ class KioskController(EventDispatcher):
                        if self.can_replace else
                        _("To move face pay to the new card, delete the earlier enrolment at My data with its card, "
                          "then enrol again.")))
-        if snap["receipt_id"] and self.runner.last_receipt is not None:
-            r = self.runner.last_receipt
+        r = self.term.store.receipt(snap["receipt_id"]) if snap["receipt_id"] else None
+        if r is not None:
             self.receipt_text = _("Deletion receipt {id}\n{at}\nDeleted: {what}", id=r.id, at=r.at,
                                   what="; ".join(r.deleted))
         self._receipt(snap)
@@ -726,7 +732,8 @@ class KioskController(EventDispatcher):
         return self.send(co.Done())
 
     def confirm(self):
-        sale, cand = self.machine.ctx.sale, self.machine.ctx.candidate
+        view = self.machine.view()
+        sale, cand = view.sale, view.candidate
         if sale is None or cand is None:
             return False
         return self.send(co.Confirm(sale.amount_minor, cand.shopper_id))
@@ -782,21 +789,17 @@ class KioskController(EventDispatcher):
         """"Use the new card": the earlier enrolment's phone digits prove it is the shopper's own."""
         return self.send(co.PhoneDigits(digits))
 
-    # -- staff ---------------------------------------------------------------------------------
+    # -- staff: the machine's staff flow (checkout/staff.py); the keypad and the idle clock are the kiosk's --
     def open_staff(self):
         self._staff_touched = time.monotonic()
         self.keypad = ""
-        self.staff_message = ""
-        self.staff_view = "staff_menu" if self.staff_unlocked else "staff_pin"
-        self._refresh()
+        return self.send(co.OpenStaff())
 
     def close_staff(self):
-        self.staff_view = ""
-        self._refresh()
+        return self.send(co.CloseStaff())
 
     def lock_staff(self):
-        self.staff_unlocked = False
-        self.close_staff()
+        return self.send(co.LockStaff())
 
     def _staff_autolock(self):
         if self.staff_unlocked and time.monotonic() - self._staff_touched > STAFF_IDLE_LOCK_S:
@@ -814,52 +817,33 @@ class KioskController(EventDispatcher):
             self.keypad += k
 
     def submit_pin(self):
-        wait = self.pins.wait_seconds()
-        if wait > 0:
-            self.staff_message = _("Locked: try again in {seconds} s", seconds=int(wait) + 1)
-            self.keypad = ""
-            return False
-        ok = self.pins.check(self.keypad)
-        self.keypad = ""
-        if ok:
-            self.staff_unlocked = True
-            self.staff_message = ""
-            self.staff_view = "staff_menu"
-            self._refresh()
-            return True
-        wait = self.pins.wait_seconds()
-        self.staff_message = _("Wrong PIN: locked for {seconds} s", seconds=int(wait) + 1) if wait else _("Wrong PIN")
-        return False
+        digits, self.keypad = self.keypad, ""
+        self.send(co.StaffPin(digits))
+        return self.staff_unlocked
 
     def staff_new_sale(self):
         self.keypad = ""
-        self.staff_message = ""
-        self.staff_view = "staff_amount"
-        self._refresh()
+        return self.send(co.StaffNewSale())
 
     def submit_amount(self):
-        cur = self.term.cfg.payment.currency
-        try:
-            minor = parse_amount(self.keypad, cur)
-        except ValueError as exc:
-            self.staff_message = str(exc)
+        if not self.send(co.StaffAmount(self.keypad, self.term.cfg.payment.currency, new_sale_id())):
+            self.keypad = ""
+            self.send(co.CloseStaff())   # refused (out of service, enrolment mode): the reason is shown at rest
             return False
-        self.staff_view = ""
+        if self.machine.view().staff_note[:1] == ("amount",):
+            return False   # not an amount: the panel says why, the keypad keeps what was typed
         self.keypad = ""
-        return self.start_sale(minor)
+        return True
 
     def start_sale(self, amount_minor: int):
-        self.staff_view = ""
+        self.send(co.CloseStaff())
         return self.send(co.StartSale(new_sale_id(), amount_minor, self.term.cfg.payment.currency))
 
     def set_mode(self, mode: str):
-        if not self.send(co.SetMode(mode)):
+        if not self.send(co.StaffSetMode(mode)):
             self.staff_message = self.rejections[-1].split(": ", 1)[-1]
             return False
         self.term.set_mode(mode, record=False)  # the machine's Record effect wrote the ledger entry
-        self.staff_message = _("Mode: {mode}", mode=_(MODE_NAMES[mode]))
-        self.staff_view = "staff_menu"
-        self._refresh()
         return True
 
     def void_last(self):
@@ -869,39 +853,44 @@ class KioskController(EventDispatcher):
         return self._reverse("refund")
 
     def _reverse(self, kind: str):
-        from ..errors import FacepayError
-
-        last = self.term.journal.last_sale()
-        if last is None:
-            self.staff_message = _("No sales yet")
-            return False
-        try:
-            r = self.term.reverse(kind, last.id)
-        except FacepayError as exc:
-            self.staff_message = exc.what
-            return False
-        amount = i18n.amount(last.amount_minor, last.currency, self.lang)
-        what = _("Void of {amount}: {status}", amount=amount, status=r["status"]) if kind == "void" else \
-            _("Refund of {amount}: {status}", amount=amount, status=r["status"])
-        self.staff_message = what + (" " + _("(already done)") if r["repeated"] else "")
-        return r["status"] == "approved"
+        self.send(co.StaffReverse(kind))
+        note = self.machine.view().staff_note
+        return note[:1] == ("reversed",) and note[4] == "approved"
 
     def show_report(self):
-        from ..service import report_lines
-
-        self.report_text = "\n".join(report_lines(self.term.report_day()))
-        self.staff_view = "staff_report"
-        self._refresh()
+        return self.send(co.ShowReport())
 
     def show_doctor(self):
+        return self.send(co.ShowDoctor())
+
+    def _doctor_lines(self, skip_camera: bool) -> list[str]:
         from ..doctor import collect
 
-        results = collect(self.term, self.hw, skip={"camera"} if self.camera_on else set(),  # never during a scan
-                          demo=self.demo)
-        self.report_text = "\n".join(f"[{'FAIL' if not c.ok else 'WARN' if c.warn else 'OK'}] {c.name}: {c.detail}"
-                                     for c in results)
-        self.staff_view = "staff_report"
-        self._refresh()
+        results = collect(self.term, self.hw, skip={"camera"} if skip_camera else set(), demo=self.demo)
+        return [f"[{'FAIL' if not c.ok else 'WARN' if c.warn else 'OK'}] {c.name}: {c.detail}" for c in results]
+
+    def _staff_words(self, note: tuple) -> str:
+        """What the staff panel says, in the kiosk's language."""
+        code = note[0] if note else ""
+        if code == "pin_locked":
+            return _("Locked: try again in {seconds} s", seconds=int(note[1]) + 1)
+        if code == "pin_wrong":
+            return _("Wrong PIN: locked for {seconds} s", seconds=int(note[1]) + 1) if note[1] else _("Wrong PIN")
+        if code == "amount":
+            return note[1]
+        if code == "mode":
+            return _("Mode: {mode}", mode=_(MODE_NAMES[note[1]]))
+        if code == "no_sales":
+            return _("No sales yet")
+        if code == "error":
+            return note[1]
+        if code == "reversed":
+            kind, minor, currency, status, repeated = note[1:]
+            amount = i18n.amount(minor, currency, self.lang)
+            what = _("Void of {amount}: {status}", amount=amount, status=status) if kind == "void" else \
+                _("Refund of {amount}: {status}", amount=amount, status=status)
+            return what + (" " + _("(already done)") if repeated else "")
+        return ""
 
     # -- demo helpers: simulated hardware only ------------------------------------------------
     def demo_tap(self, which: str = "shopper"):

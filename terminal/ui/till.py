@@ -58,7 +58,7 @@ class KioskDesk(Desk):
                 ctl.done()   # the next customer's amount: the last result screen goes
             if not ctl.start_sale(amount_minor):
                 raise co.Rejected(ctl.rejections[-1] if ctl.rejections else "the kiosk is busy")
-            return ctl.machine.ctx.sale.sale_id
+            return ctl.machine.view().sale.sale_id
         return self._on_main(go)
 
     def till_abort(self) -> bool:
