@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from ..face.decisions import false_match_in_gallery
+from ..modes import MODES, Mode
+
+__all__ = ["FACE_OFF_MODES", "MODES", "Mode", "Policy"]  # the mode names are terminal.modes', once
 
 
-class Mode(enum.StrEnum):
-    """The terminal's mode (``[terminal] mode``, ``facepay mode``, the staff screen, the fleet)."""
-
-    NORMAL = "normal"
-    CARD_ONLY = "card_only"
-    ENROLMENT = "enrolment"
-    TRAINING = "training"
-    OUT_OF_SERVICE = "out_of_service"
-
-
-MODES: tuple[str, ...] = tuple(m.value for m in Mode)
 FACE_OFF_MODES = frozenset({Mode.CARD_ONLY, Mode.OUT_OF_SERVICE})   # no face step in these
 
 
