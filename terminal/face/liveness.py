@@ -227,7 +227,8 @@ class Chords:
 
 def chords(start: np.ndarray) -> Chords | None:
     """Mesh points on four lines through the nose tip (horizontal, vertical, both diagonals), on both sides
-    of it, as the start frame shows them; None when a side of a chord has too few points."""
+    of it, as the start frame shows them, leaving out the nose and the face's outline (see
+    :data:`_CHORD_POINTS`); None when a side of a chord has too few points."""
     xy = np.asarray(start[:, :2], np.float64)
     eye = max(eye_distance(start), 1e-6)
     tip = xy[list(TIP)].mean(axis=0)
@@ -270,9 +271,10 @@ def relief(start: np.ndarray, frame: np.ndarray, yaw_change_deg: float, ch: Chor
            sign: float = 1.0) -> float:
     """How far the nose tip stands out of the surface around it, in eye distances, from the parallax of one turn.
 
-    For each of four chords through the nose tip (mesh points on a line through it, on both sides, as
-    :func:`chords` picks them in the start frame), a parabola along the chord is fitted to the
-    horizontal positions of its points, in the start frame and in ``frame``; the nose tip's offset from
+    For each of four chords through the nose tip (:data:`TIP`: mesh points on a line through it, on both
+    sides, off the nose and the face's outline, as :func:`chords` picks them in the start frame), a
+    parabola along the chord is fitted to the horizontal positions of its points, in the start frame
+    and in ``frame``; the nose tip's offset from
     it changes as the head turns by its depth in front of that smooth curve times the sine of the turn.
     A sheet of paper, flat, bent on a cylinder about any axis near one of the chords, or folded, is
     straight along its rulings: along the chord nearest them the nose lies on the sheet's own line and
@@ -362,19 +364,24 @@ class _Tracks:
         return cv2.GaussianBlur(out, (0, 0), TRACK_BLUR)
 
     def follow(self, frame: _Frame) -> float:
-        """Move the points to ``frame``; the continuity error, in eye distances: the larger of the median
-        distance between the tracked points and the mesh's and the 90th percentile of their distance back
-        from a backward track (a cut or a blend between pictures leaves one or the other large)."""
+        """Move the points to ``frame``; the continuity error, in eye distances: the largest of the median
+        distance between the tracked points and the mesh's, the 90th percentile of their distance back
+        from a backward track (a cut or a blend between pictures leaves one or the other large), and the
+        nose tip's own distance back (the relief rests on those few points: a tip that lost its track, as
+        a small window can on a screen's pixel grid, is no evidence of depth)."""
         cv2 = self._cv2
         gray = self._picture(frame.gray)
         nxt, back = self.pos.copy(), self.pos.copy()
+        found = np.ones(len(self.ids), bool)
         for sel, lk in ((~self.tip, LK), (self.tip, TIP_LK)):
-            nxt[sel] = cv2.calcOpticalFlowPyrLK(self.gray, gray, self.pos[sel], None, **lk)[0]
-            back[sel] = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt[sel], None, **lk)[0]
+            nxt[sel], st, _ = cv2.calcOpticalFlowPyrLK(self.gray, gray, self.pos[sel], None, **lk)
+            back[sel], st_back, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt[sel], None, **lk)
+            found[sel] = (st.ravel() > 0) & (st_back.ravel() > 0)
         fb = np.linalg.norm((back - self.pos).reshape(-1, 2), axis=1)
+        fb[~found] = np.inf
         off = np.linalg.norm(nxt.reshape(-1, 2) - self._to_track(frame.landmarks[self.ids, :2]), axis=1)
         self.pos, self.gray = nxt, gray
-        return float(max(np.median(off), np.percentile(fb, 90)) / TRACK_EYE_PX)
+        return float(max(np.median(off), np.percentile(fb, 90), fb[self.tip].max()) / TRACK_EYE_PX)
 
     def landmarks(self) -> np.ndarray:
         out = self.start.landmarks.copy()
