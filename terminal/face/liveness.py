@@ -207,12 +207,13 @@ CHORD_MIN = 3              # points needed on each side of the nose for a chord
 # window there sees the background beyond the face, so its points slid by up to 0.19 eye distances.
 # On a sheet the outline is print like the rest: leaving it out takes nothing a print could use.
 _CHORD_POINTS = np.setdiff1d(np.arange(468), NOSE + FACE_OVAL)
-# The nose's most prominent points on its ridge: the top of the tip (4) and the ridge just above it (5).
-# Not the mesh's point 1, at the tip's lower edge: its tracking window takes in the nostrils and the
-# shadow under the nose, deeper than the tip, and it lagged 0.07-0.08 eye distances behind the rendered
-# truth at a 22 degree turn on the unseen split's Grace Hopper (0.014-0.02 on the tuning photo), where
-# 4 lagged 0.006-0.012 (0.004-0.011).
-TIP = (4, 5)
+# The nose's most prominent point: the top of its tip (mesh point 4).  Not the mesh's point 1, at the
+# tip's lower edge: its tracking window takes in the nostrils and the shadow under the nose, deeper than
+# the tip, and it lagged 0.07-0.08 eye distances behind the rendered truth at a 22 degree turn on the
+# unseen split's Grace Hopper (0.014-0.02 on the tuning photo), where 4 lagged 0.006-0.012 (0.004-0.011).
+# Nor point 5 on the ridge above: the ridge is an edge with little texture along it, and with the tip's
+# small window its backward track missed by 0.125 eye distances on a quick genuine turn.
+TIP = (4,)
 
 
 @dataclass(frozen=True)
