@@ -97,7 +97,7 @@ class LivenessParams:
     min_yaw_deg: float = 15.0
     planarity_min: float = 0.055     # reported, no longer decides (see the module's docstring)
     timeout_s: float = 4.0
-    relief_min: float = 0.07         # the nose tip out of the surface around it, eye distances
+    relief_min: float = 0.097        # the nose tip out of the surface around it, eye distances
     flow_max: float = 0.08           # tracked points off the mesh or their own backward track, eye distances
     max_yaw_rate_dps: float = 300.0  # head yaw speed between two frames, degrees per second
     min_turn_frames: int = 2         # frames seen between 10% and 90% of the turn
