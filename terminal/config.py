@@ -235,7 +235,9 @@ class LivenessConfig:
     planarity_min: Annotated[Number, Field(ge=0.005, le=0.5)] = 0.055
     timeout_s: Annotated[Number, Field(ge=1, le=30)] = 4.0          # from the first face seen to the turn
     # the nose tip out of the surface around it, from the texture's motion over the turn, in eye distances
-    relief_min: Annotated[Number, Field(ge=0.005, le=0.5)] = 0.035
+    # 0.097: the geometric mean of the tuning split's largest attack relief (0.058) and smallest genuine
+    # one (0.163) (benchmarks/liveness_pad.py --split tuning, docs/privacy.md)
+    relief_min: Annotated[Number, Field(ge=0.005, le=0.5)] = 0.097
     # image continuity: tracked points off the mesh or off their own backward track, in eye distances
     flow_max: Annotated[Number, Field(ge=0.01, le=1)] = 0.08
     max_yaw_rate_dps: Annotated[Number, Field(ge=60, le=2000)] = 300.0   # head yaw speed between two frames

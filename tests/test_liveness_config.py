@@ -10,7 +10,7 @@ from terminal.errors import ConfigError
 def test_defaults():
     lv = Config().liveness
     assert (lv.required, lv.min_yaw_deg, lv.planarity_min, lv.timeout_s) == (True, 15.0, 0.055, 4.0)
-    assert (lv.relief_min, lv.flow_max, lv.max_yaw_rate_dps, lv.min_turn_frames) == (0.035, 0.08, 300.0, 2)
+    assert (lv.relief_min, lv.flow_max, lv.max_yaw_rate_dps, lv.min_turn_frames) == (0.097, 0.08, 300.0, 2)
 
 
 def test_a_full_section_parses():

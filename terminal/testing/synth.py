@@ -31,12 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..face.liveness import NOSE_TIP, eye_distance
+from ..face.liveness import FACE_OVAL, NOSE_TIP, eye_distance
 
 FPS = 30.0
-# MediaPipe face-oval indices, in order around the face
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
-             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 
 
 def _cross2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
