@@ -63,7 +63,7 @@ setup(
                   # bcrypt hashes of the terminals' NATS passwords in nats.conf
                   "bcrypt>=4.1"],
         "test": ["facepay-terminal[fleet]", "playwright>=1.44",
-                 "pytest>=8", "hypothesis>=6.100", "ruff>=0.6",
+                 "pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6",
                  # type checks of the core in make lint ([tool.mypy] in pyproject.toml says which modules)
                  "mypy>=1.10",
                  # writes and checks the lock files (make lock, tests/test_packaging.py)

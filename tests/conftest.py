@@ -1,6 +1,9 @@
 import os
+import select
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,69 @@ def term(tmp_path, pipeline):
     t._pipeline = pipeline
     yield t
     t.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# One X server per pytest-xdist worker.  `make test` runs the suite in several workers; kiosk windows
+# from two workers on one X server would overlap, and a window's screenshot reads back its own pixels
+# only where no other window covers it.  So each worker starts its own Xvfb (display number chosen by
+# the server itself with -displayfd: no race between workers) and the kiosks it starts use it.
+_XVFB: subprocess.Popen | None = None
+
+
+def _start_xvfb() -> tuple[subprocess.Popen, str]:
+    r, w = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x800x24", "-nolisten", "tcp",
+                             "-noreset"], pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    os.close(w)
+    out = b""
+    deadline = time.monotonic() + 30
+    try:
+        while not out.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                raise RuntimeError("Xvfb did not report its display number within 30 s")
+            chunk = os.read(r, 16)
+            if not chunk:
+                raise RuntimeError(f"Xvfb exited at start (exit status {proc.wait()})")
+            out += chunk
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        os.close(r)
+    return proc, f":{out.decode().strip()}"
+
+
+def pytest_configure(config):
+    global _XVFB
+    if os.environ.get("PYTEST_XDIST_WORKER") and shutil.which("Xvfb"):
+        _XVFB, os.environ["DISPLAY"] = _start_xvfb()
+
+
+def pytest_unconfigure(config):
+    global _XVFB
+    if _XVFB is not None:
+        _XVFB.terminate()
+        try:
+            _XVFB.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _XVFB.kill()
+            _XVFB.wait()
+        _XVFB = None
+
+
+# Modules whose tests share one module-scoped set of servers (a fleet, a back office, a till, a built wheel)
+# and, for the till, run in order on it: under `make test` each stays on one worker, so the servers start once
+# and the order holds; the other tests are spread one by one.
+ONE_WORKER_MODULES = {"test_backoffice_web", "test_fleet_bus", "test_fleet_optout", "test_till", "test_packaging",
+                      "test_flash", "test_face_models"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))

@@ -11,7 +11,7 @@ from terminal.sale import run_sale
 from terminal.service import Terminal
 from tests.helpers.fleet import Fleet, consumer_state, provision_many, stream_count, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # 20 agents through a server crash: alone (make test)
 TIDS = [f"till-{i:02d}" for i in range(1, 21)]
 
 

@@ -50,7 +50,7 @@ def test_scenario(tmp_path, scenario, size):
                                  "--script", scenario, "--screenshots", shots),
                        capture_output=True, text=True, timeout=240, env=env(), cwd=ROOT)
     result = json.loads((shots / "result.json").read_text()) if (shots / "result.json").exists() else None
-    assert r.returncode == 0 and result and result["passed"], (result, r.stdout[-3000:], r.stderr[-3000:])
+    assert r.returncode == 0 and result and result["passed"], ((result or {}).get("failures"), r.stdout[-3000:], r.stderr[-3000:])
     assert result["window"] == [int(v) for v in size.split("x")]
     w, h = (int(v) for v in size.split("x"))
     pngs = sorted(shots.glob("*.png"))
