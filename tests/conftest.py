@@ -143,17 +143,3 @@ def pytest_unconfigure(config):
             _XVFB.kill()
             _XVFB.wait()
         _XVFB = None
-
-
-# Modules whose tests share one module-scoped set of servers (a fleet, a back office, a till, a built wheel)
-# and, for the till, run in order on it: under `make test` each stays on one worker, so the servers start once
-# and the order holds; the other tests are spread one by one.
-ONE_WORKER_MODULES = {"test_backoffice_web", "test_fleet_bus", "test_fleet_optout", "test_till", "test_packaging",
-                      "test_flash", "test_face_models"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in ONE_WORKER_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))

@@ -20,6 +20,9 @@ import pytest
 
 from tests.helpers.fleet import ROOT, Fleet, _env, chromium, wait_for
 
+# make test: on one worker, one set of servers for the module
+pytestmark = pytest.mark.xdist_group("backoffice_web")
+
 OPTOUT_RATE = 5
 
 

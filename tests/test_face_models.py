@@ -11,6 +11,9 @@ from terminal.face import models
 from terminal.face.detector import Detection
 from terminal.face.images import load_rgb
 
+# make test: on one worker, one set of servers for the module
+pytestmark = pytest.mark.xdist_group("face_models")
+
 MODELS_DIR = ROOT / "terminal" / "models"
 PHOTOS = ["obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "32bit.png"]
 # face-mesh indices: nose tip, the two corners of each eye, the face's outline at the cheeks

@@ -21,7 +21,9 @@ from conftest import ROOT
 
 from terminal.flash import FIRSTBOOT_ARGS, RELEASE_DIR_ON_PI, FlashRefused, MachineView, flash, xz_uncompressed_size
 
-pytestmark = pytest.mark.skipif(shutil.which("mformat") is None, reason="mtools is in the README's apt line")
+# make test: on one worker, builds the wheel in this checkout (setuptools' build/ is shared)
+pytestmark = [pytest.mark.skipif(shutil.which("mformat") is None, reason="mtools is in the README's apt line"),
+              pytest.mark.xdist_group("builds_in_the_checkout")]
 ENV = dict(os.environ, MTOOLS_SKIP_CHECK="1")
 EMPTY = MachineView(set(), set())
 

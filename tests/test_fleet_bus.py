@@ -16,7 +16,8 @@ from backoffice import bus as bus_mod
 from backoffice import db, servers
 from tests.helpers.fleet import deafen_pull_subscriptions
 
-pytestmark = pytest.mark.slow
+# make test: on one worker, one set of servers for the module
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet_bus")]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ from terminal.fleet.contract import code_hash
 from tests.conftest import FACES
 from tests.helpers.fleet import Fleet, deafen_pull_subscriptions, enrol_direct, shopper_count, wait_for
 
-pytestmark = pytest.mark.slow
+# make test: on one worker, one set of servers for the module
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fleet_optout")]
 
 
 @pytest.fixture(scope="module")

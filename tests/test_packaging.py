@@ -22,6 +22,9 @@ from packaging.requirements import Requirement
 
 import terminal
 
+# make test: on one worker (the wheel is built in this checkout, and setuptools' build/ is shared)
+pytestmark = pytest.mark.xdist_group("builds_in_the_checkout")
+
 LOCK = ROOT / "requirements.lock"
 TEST_LOCK = ROOT / "requirements-test.lock"
 # where each data folder of the checkout goes in the wheel: the top-level assets/ is the package terminal.assets

@@ -17,6 +17,9 @@ import pytest
 from tests.conftest import ROOT, run_cli
 from tests.helpers import ecr as E
 
+# make test: on one worker, one till server for the module, its tests in order
+pytestmark = pytest.mark.xdist_group("till")
+
 CARD = "04A1B2C3"
 
 
