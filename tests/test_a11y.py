@@ -222,7 +222,8 @@ def test_a11y_scenario(tmp_path, scenario):
                                  "--script", scenario, "--screenshots", shots),
                        capture_output=True, text=True, timeout=300, env=env(), cwd=ROOT)
     result = json.loads((shots / "result.json").read_text()) if (shots / "result.json").exists() else None
-    assert r.returncode == 0 and result and result["passed"], (result, r.stdout[-3000:], r.stderr[-3000:])
+    assert r.returncode == 0 and result and result["passed"], ((result or {}).get("failures"), r.stdout[-3000:],
+                                                             r.stderr[-3000:])
     for png in sorted(shots.glob("*.png")):
         assert_not_blank(png, (800, 480))
     if result["spoken"]:
