@@ -275,9 +275,12 @@ def run_challenge(pipeline, camera: Camera, challenge: str, cfg, threshold: floa
         kept = {i: v for i, v in kept.items() if i in (check.start_index, check.peak_index)}
         if result is not None:
             break
-        if check.start_index is not None and check.progress >= cfg.min_yaw_deg / 2 \
+        if check.start_index is not None and check.peak_index is not None \
                 and check.start_index not in descriptors:
-            # the turn is under way from this start: its descriptor now, so the deciding frame needs one only
+            # the turn has passed the threshold from this start: its descriptor now, so the deciding frame
+            # needs one only.  Not earlier: an embedding holds the interpreter for tens of milliseconds (more
+            # on a loaded machine), and mid-turn, where the head moves fastest, the frames it delays are the
+            # ones the continuity checks need; near the peak the head is slowest.
             descriptors = {check.start_index: pipeline.embedder.embed(*kept[check.start_index])}
     if stopped is not None and stopped():
         return None, None

@@ -3,9 +3,11 @@ per locale, speech rendered by espeak-ng and measured with sox, the headphone ja
 (keypad only, German, the defects) under Xvfb."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,26 @@ def test_template_lists_what_the_code_marks():
     with open(i18n.LOCALE_DIR / "facepay.pot", "rb") as f:
         pot = [m.id for m in read_po(f) if m.id]
     assert set(pot) == set(i18n.msgids())
+
+
+def test_every_failed_head_turn_has_its_own_words_on_the_enrolment_screen():
+    """Each reason the head-turn check gives (terminal/face/liveness.py REASONS) is said in its own words, in every
+    language, never as the general "could not be saved"."""
+    code = ("import json; from terminal.face.liveness import REASONS; from terminal import i18n; "
+            "from terminal.ui.controller import ENROL_FAILED_OTHER, enrol_failure\n"
+            "out = {}\n"
+            "for lang in i18n.LANGUAGES:\n"
+            "    i18n.activate(lang)\n"
+            "    other = i18n._(ENROL_FAILED_OTHER[0])\n"
+            "    out[lang] = {r: enrol_failure(f'liveness:{r}:left')[0] != other for r in REASONS if r != 'live'}\n"
+            "print(json.dumps(out))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       env={**os.environ, "KIVY_NO_ARGS": "1", "KIVY_NO_CONSOLELOG": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    words = json.loads(r.stdout.strip().splitlines()[-1])
+    assert words.keys() == set(i18n.LANGUAGES)
+    unsaid = {lang: [k for k, ok in w.items() if not ok] for lang, w in words.items() if not all(w.values())}
+    assert not unsaid and "too_slow" in words["en"] and "cut" in words["en"], unsaid
 
 
 def test_translations_are_used():

@@ -7,8 +7,9 @@ import pytest
 from conftest import FACES
 
 from terminal.camera import make_camera
-from terminal.camera.replay import ReplayCamera, single_image
+from terminal.camera.replay import IMAGE_SUFFIXES, ReplayCamera, single_image
 from terminal.config import CameraConfig
+from terminal.face.images import load_rgb
 from terminal.errors import HardwareError, InputError
 
 
@@ -25,9 +26,35 @@ def test_replay_folder_loops_and_is_paced(tmp_path):
     assert not cam.is_open
     assert all(f.image.dtype == np.uint8 and f.image.ndim == 3 and f.image.shape[2] == 3 for f in frames)
     assert max(max(f.image.shape[:2]) for f in frames) <= 640
-    assert np.array_equal(frames[7].image, frames[0].image)
+    # each frame is the photo the sensor captured at its timestamp (capture k at k / fps; a read late by
+    # more than a frame on a loaded machine gets the newest capture, as a real camera's reader does)
+    photos = [load_rgb(p) for p in sorted(p for p in FACES.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)]
+    assert len(photos) == 7
+    ticks = [round((f.timestamp - frames[0].timestamp) * 20.0) for f in frames]
+    assert ticks == sorted(set(ticks)) and ticks[-1] >= 8, ticks
+    first = next(i for i, p in enumerate(photos) if np.array_equal(p, frames[0].image))
+    assert all(np.array_equal(f.image, photos[(first + k) % 7]) for f, k in zip(frames, ticks))
     assert dt >= 8 / 20.0 * 0.9, "frames come at the configured rate"
-    assert [f.timestamp for f in frames] == sorted(f.timestamp for f in frames)
+
+
+def test_replay_paced_like_a_sensor_a_busy_reader_misses_frames():
+    """A real camera keeps capturing while the terminal is busy: the next read is the newest capture, the
+    ones in between are gone (counted), and every frame is stamped when it was captured."""
+    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(40)]
+    cam = ReplayCamera(frames=frames, fps=20.0, loop=False, paced=True)
+    with cam:
+        a = cam.read()
+        time.sleep(0.33)                  # a slow frame: about 6 captures pass
+        b = cam.read()
+        c = cam.read()                    # read at once: waits for the next capture
+        assert int(a.image[0, 0, 0]) == 0
+        skipped = int(b.image[0, 0, 0]) - 1
+        assert 4 <= skipped <= 12 and cam.dropped == skipped, (skipped, cam.dropped)
+        assert int(c.image[0, 0, 0]) == int(b.image[0, 0, 0]) + 1 and cam.dropped == skipped
+        assert abs((b.timestamp - a.timestamp) * 20.0 - (skipped + 1)) < 1e-6   # capture times
+        assert abs((c.timestamp - b.timestamp) - 1 / 20.0) < 1e-6
+        cam.show(frames[:3])              # a new scene: its first frame is the next capture
+        assert int(cam.read().image[0, 0, 0]) == 0
 
 
 def test_replay_once_ends(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import FACES
 
+from terminal.camera import Camera, Frame
 from terminal.camera.replay import ReplayCamera
 from terminal.config import Config
 from terminal.face.images import load_rgb
@@ -102,6 +103,59 @@ def test_a_cut_to_another_person_at_the_end_fails(pipeline, model):
     n = len(a) - 8
     result, _ = present(pipeline, a[:n] + b[n:], "left")
     assert not result.live and result.reason in ("different_person", "cut", "face_lost", "flat", "timeout"), result
+
+
+class LateCamera(Camera):
+    """A test double of a camera read by a terminal that fell behind: every frame in order, stamped at
+    ``times`` (a stretch with no frame read is a gap in the times, the pictures go on where they were)."""
+
+    def __init__(self, frames, times):
+        super().__init__()
+        self.frames, self.times, self.i = frames, times, 0
+
+    def _open_device(self):
+        self.i = 0
+
+    def _read(self):
+        if self.i >= len(self.frames):
+            return None
+        self.i += 1
+        return Frame(self.frames[self.i - 1], self.times[self.i - 1])
+
+    def _close_device(self):
+        pass
+
+
+def present_late(pipeline, frames, challenge, late_at, late_s, fps=FPS):
+    """The frames at ``fps``, except that the terminal analysed nothing for ``late_s`` before frame ``late_at``."""
+    times = [i / fps + (late_s - 1 / fps if i >= late_at else 0.0) for i in range(len(frames))]
+    cfg = Config()
+    with LateCamera(frames, times) as cam:
+        return run_challenge(pipeline, cam, challenge, cfg.liveness, cfg.match.threshold)
+
+
+def test_a_terminal_falling_behind_is_not_a_face_lost(pipeline, model):
+    """A slow frame on a loaded machine (an embedding taking 0.6 s) mid-turn: no frame was analysed for longer
+    than MAX_GAP_S, yet the face never left; the box and image continuity judge that stretch, and the turn
+    passes.  A stretch of frames that show no face still fails, and a photo switch hidden in a slow frame
+    is still a cut; a terminal that saw nothing for over MAX_STALL_S starts over and says it was too slow."""
+    from terminal.face.liveness import MAX_GAP_S, MAX_STALL_S
+
+    seq = synth.genuine(model, "left", 25.0, 1.0, fps=FPS, back=False, seed=5)
+    late = int(0.7 * len(seq.frames))   # the head is past frontal: a check that started over would not pass
+    result, probe = present_late(pipeline, seq.frames, "left", late, MAX_GAP_S + 0.2)
+    assert result.live and probe is not None, result
+    # over MAX_STALL_S: the check starts over and sees no frontal start again
+    result, _ = present_late(pipeline, seq.frames, "left", late, MAX_STALL_S + 0.3)
+    assert not result.live and result.reason == "too_slow", result
+    # a stretch as long as the first, but its frames were analysed and showed no face: the face was away
+    blank = np.full_like(seq.frames[0], 128)
+    away = seq.frames[:late] + [blank] * int((MAX_GAP_S + 0.2) * FPS) + seq.frames[late:]
+    result, _ = present(pipeline, away, "left")
+    assert not result.live and result.reason == "face_lost", result
+    switch = synth.photo_switch(model, "left", 20.0, 0, fps=FPS, seed=1)
+    result, probe = present_late(pipeline, switch.frames, "left", int(0.8 * FPS), MAX_GAP_S + 0.2)
+    assert not result.live and result.reason == "cut" and probe is None, result
 
 
 # --------------------------------------------------------------------------- facepay liveness

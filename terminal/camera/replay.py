@@ -1,8 +1,9 @@
 """The replay camera: images from a folder (sorted by name) or a video file, as frames.
 
-It paces frames at ``fps`` like a real camera (``paced=False`` returns them as
-fast as asked, for the CLI and benchmarks, stamped with the source's own time:
-frame n at n / fps) and loops or ends.  A video can be cut to frames
+It paces frames at ``fps`` like a real camera: the sensor keeps its own clock and a reader that was busy
+gets the newest frame, the ones it had no time for are gone (:attr:`ReplayCamera.dropped` counts them),
+each stamped with the time it was captured.  ``paced=False`` returns every frame as fast as asked, for
+the CLI and benchmarks, stamped with the source's own time: frame n at n / fps.  It loops or ends.  A video can be cut to frames
 ``first``..``last`` (0-based, inclusive).  Images are
 decoded at open time and held in memory (shown frames may be a sequence that decodes each
 frame as it is read); nothing is written.
@@ -39,10 +40,11 @@ class ReplayCamera(Camera):
         self._frames: Sequence[np.ndarray] = list(frames or [])
         self._cap = None
         self._i = 0
-        self._next_t = 0.0
         self.first, self.last = first, last
         self._n = 0          # frames handed out since open
         self._t0 = 0.0
+        self._tick = -1      # paced: the sensor's last capture handed out (capture k at t0 + k / fps)
+        self.dropped = 0     # paced: captures the reader had no time for
 
     @classmethod
     def from_path(cls, path: str | Path, **kw) -> "ReplayCamera":
@@ -65,7 +67,8 @@ class ReplayCamera(Camera):
     def _open_device(self) -> None:
         self._i = 0
         self._n = 0
-        self._next_t = self._t0 = time.monotonic()
+        self._t0 = time.monotonic()
+        self._tick, self.dropped = -1, 0
         if self.video is not None:
             import cv2
 
@@ -85,19 +88,33 @@ class ReplayCamera(Camera):
         self._frames = frames
         self.files = list(files or [])
         self._i = 0
+        if self.paced and self.is_open:   # the new scene's first frame is the sensor's next capture
+            self._tick = max(self._tick, int((time.monotonic() - self._t0) * self.fps) - 1)
 
     def _stamp(self) -> float:
         n, self._n = self._n, self._n + 1
-        return time.monotonic() if self.paced else self._t0 + n / self.fps
+        return self._t0 + self._tick / self.fps if self.paced else self._t0 + n / self.fps
+
+    def _capture(self) -> int:
+        """Paced: wait for the sensor's next capture unless a newer one than the last handed out is there;
+        returns how many captures were skipped (a reader busy for longer than a frame misses them)."""
+        now = time.monotonic()
+        tick = int((now - self._t0) * self.fps)
+        if tick <= self._tick:
+            tick = self._tick + 1
+            time.sleep(max(0.0, self._t0 + tick / self.fps - now))
+        skipped, self._tick = tick - self._tick - 1, tick
+        self.dropped += skipped
+        return skipped
 
     def _read(self) -> Frame | None:
-        if self.paced:
-            now = time.monotonic()
-            if now < self._next_t:
-                time.sleep(self._next_t - now)
-                now = self._next_t
-            self._next_t = now + 1.0 / self.fps  # the next frame is due one period after this one
+        skipped = self._capture() if self.paced else 0
         if self._cap is not None:
+            for _ in range(skipped):
+                if self.last is not None and self.first + self._n > self.last:
+                    return None
+                self._n += 1
+                self._cap.grab()
             if self.last is not None and self.first + self._n > self.last:
                 return None
             ok, bgr = self._cap.read()
@@ -107,10 +124,11 @@ class ReplayCamera(Camera):
             if not ok:
                 return None
             return Frame(scale_to(np.ascontiguousarray(bgr[:, :, ::-1])), self._stamp())
+        self._i += skipped
         if self._i >= len(self._frames):
-            if not self.loop:
+            if not self.loop or not self._frames:
                 return None
-            self._i = 0
+            self._i %= len(self._frames)
         frame = self._frames[self._i]
         self._i += 1
         return Frame(frame, self._stamp())

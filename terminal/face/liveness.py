@@ -1,8 +1,8 @@
 """Liveness: a random head-turn challenge checked on face-mesh landmarks (presentation-attack detection).
 
 The check is pure: it takes, frame by frame, the 468 face-mesh landmarks (x, y in full-image
-pixels; z ignored), the detector's face box and a timestamp, and decides.  It never sees pixels
-and keeps nothing after the decision.
+pixels; z ignored), the face box, a timestamp and the frame's pixels (in memory only, for the optical
+flow below), and decides.  It writes nothing and keeps nothing after the decision.
 
 What it asks of a sequence (all of it, in order):
 
@@ -14,17 +14,26 @@ What it asks of a sequence (all of it, in order):
    their *left* moves the nose toward the *right* edge of the unmirrored camera image (positive
    yaw here).  The preview's mirroring plays no part: only camera-image coordinates are used.
    A turn of ``min_yaw_deg`` the other way first fails (a replayed video turning the wrong way).
-3. **It is not a flat picture.**  A print or a screen that is turned moves all its points by one
-   homography.  A homography is fitted (RANSAC over the 458 points off the nose, inliers within
-   :data:`RANSAC_EYE` eye distances) between the start frame and each of the three frames around
-   the largest turn; the median of the nose's
-   residual from it, along the turn, over the inter-ocular distance, must reach ``planarity_min``
-   (see :func:`planarity`).  A real
-   head's nose stands in front of its face and runs ahead of that plane as the head turns.
-4. **No cut.**  The face box must move continuously from frame to frame (no jump of its centre
-   by more than :data:`MAX_JUMP` box widths, no size change beyond :data:`MAX_SCALE`, no gap
-   without a face over :data:`MAX_GAP_S`).  A cut starts the check over from the new face; the
-   time limit keeps running.
+3. **It is not a sheet of paper, flat or bent.**  From the start frame on, mesh points on four chords
+   through the nose tip (off the nose and the face's outline) are tracked in the image itself
+   (Lucas-Kanade optical flow; the tip in a small window, see :data:`TIP_LK`), and the tip's parallax
+   against a smooth curve through each chord's points is measured as the head turns (:func:`relief`).
+   A head's nose stands 2-3 cm in front of the midline above and below it and of the cheeks beside it;
+   a sheet, bent on a cylinder or folded, is straight along its rulings, so along the chord nearest
+   them the tip moves with the sheet.  The median relief from half the asked turn to its peak must
+   reach ``relief_min``.  The mesh model's own z is never used: it is a face prior and gives a photo a
+   face's depth too.  The homography residual of the nose (:func:`planarity`) is still computed and
+   reported; it no longer decides (a convex print runs ahead of one plane like a nose).
+4. **No cut.**  Consecutive frames must be explained by smooth motion: every tracked point must follow
+   the mesh and its own backward track within ``flow_max`` eye distances (a cut, a cross-fade or a
+   ghost loses the tracks), the head's yaw must not change faster than ``max_yaw_rate_dps``, and at
+   least ``min_turn_frames`` frames must be seen between 10% and 90% of the turn.  The face box must
+   move continuously (no jump of its centre by more than :data:`MAX_JUMP` box widths, no size change
+   beyond :data:`MAX_SCALE`, no stretch over :data:`MAX_GAP_S` in which frames showed no face).
+   A stretch in which the terminal analysed no frame at all (it fell behind the camera: a slow frame on
+   a loaded machine) is not an absence of the face: up to :data:`MAX_STALL_S` it is judged by the same
+   box and image continuity, longer it starts the check over (reason ``too_slow`` if nothing follows).
+   A cut starts the check over from the new face; the time limit keeps running.
 
 The same person at the start and at the end (descriptor distance) is checked by the caller,
 who holds the descriptors (see ``terminal.runner``).
@@ -45,6 +54,7 @@ SMOOTH = 3                 # frames in the yaw median
 MAX_JUMP = 0.35            # face-box centre moves between two frames, in box widths
 MAX_SCALE = 1.35           # face-box size ratio between two frames
 MAX_GAP_S = 0.5            # longest stretch without a face before the check starts over
+MAX_STALL_S = 1.0          # longest stretch in which the terminal analysed no frame at all (it fell behind)
 WRONG_WAY = 2 / 3          # a turn of this share of min_yaw_deg to the other side fails the challenge
 END_SIDE = 0.5             # the end pose must be this share of min_yaw_deg beyond frontal, on the asked side
 SETTLE_DEG = 3.0           # after the turn passes min_yaw: the peak is over when yaw falls back this far...
@@ -87,6 +97,7 @@ REASONS = {
     "wrong_direction": "the head turned to the other side",
     "flat": "the face moved like a picture (a print, flat or bent, or a screen)",
     "face_lost": "the face left the picture or jumped during the challenge",
+    "too_slow": "the terminal fell behind the camera and saw too little of the turn",
     "cut": "the picture changed in a way no head moves (a cut or a blend between pictures)",
     "different_person": "the face at the end of the turn is not the one at its start",
 }
@@ -413,6 +424,9 @@ class LivenessCheck:
         self.best_change = 0.0
         self.best_planarity = 0.0
         self.image_cuts = 0
+        self.stalls = 0        # stretches over MAX_GAP_S in which no frame was analysed, judged by continuity
+        self.long_stalls = 0   # ... over MAX_STALL_S: the check started over
+        self._fed_t: float | None = None   # the last frame given to add(), with or without a face
         self.continuity = 0.0  # the worst continuity error since the current start, eye distances
         self.progress = 0.0   # the turn so far from the current start, degrees toward the asked side
 
@@ -427,6 +441,7 @@ class LivenessCheck:
         self._passed_at: float | None = None
         self._last_t: float | None = None
         self._last_box = None
+        self._absent_from: float | None = None   # the face was last known there at this time (no face since)
         self._last_smooth: float | None = None
         self._tracks: _Tracks | None = None
         self._path: list[tuple[float, float]] = []   # (change, relief) of each frame since the start
@@ -453,20 +468,29 @@ class LivenessCheck:
             raise ValueError("the liveness check needs the frame's pixels (image=...)")
         index = self.frames
         self.frames += 1
+        fed, self._fed_t = self._fed_t, t
         if self.t_first is None and landmarks is not None:
             self.t_first = t
         if self.t_first is not None and t - self.t_first > self.params.timeout_s:
             return self._decide_at_end()
         if landmarks is None or box is None:
-            if self._last_t is not None and t - self._last_t > MAX_GAP_S:
+            if self._last_t is not None and self._absent_from is None:
+                # seen without a face: since the face frame before (or, when the terminal analysed nothing
+                # for a while, since now: it cannot say when the face went)
+                self._absent_from = self._last_t if fed is not None and t - fed <= MAX_GAP_S else t
+            if self._absent_from is not None and t - self._absent_from > MAX_GAP_S:
                 self.cuts += 1
                 self._restart()
             return None
         self.saw_face = True
-        if self._jumped(t, box):
-            self.cuts += 1
+        jumped = self._jumped(t, box)
+        if jumped:
+            if jumped == "stall":
+                self.long_stalls += 1
+            else:
+                self.cuts += 1
             self._restart()
-        self._last_t, self._last_box = t, box
+        self._last_t, self._last_box, self._absent_from = t, box, None
         yaw = head_yaw_deg(landmarks, *size)
         if yaw is None:
             return None
@@ -511,11 +535,19 @@ class LivenessCheck:
             return self._judge_turn()  # the head came back under the threshold: judge the peak seen
         return None
 
-    def _jumped(self, t: float, box) -> bool:
+    def _jumped(self, t: float, box) -> bool | str:
+        """Whether the face box broke off since the last face: True, "stall" (the terminal analysed no frame for
+        over MAX_STALL_S), or False.  A shorter stretch without analysed frames is no absence of the face: it
+        is the terminal falling behind (a slow frame), and the box and image continuity still judge it."""
         if self._last_box is None:
             return False
-        if t - self._last_t > MAX_GAP_S:
-            return True
+        if self._absent_from is not None:
+            if t - self._absent_from > MAX_GAP_S:
+                return True
+        elif t - self._last_t > MAX_GAP_S:
+            if t - self._last_t > MAX_STALL_S:
+                return "stall"
+            self.stalls += 1
         x0, y0, w0, h0 = self._last_box
         x1, y1, w1, h1 = box
         move = math.hypot((x1 + w1 / 2) - (x0 + w0 / 2), (y1 + h1 / 2) - (y0 + h0 / 2))
@@ -597,6 +629,8 @@ class LivenessCheck:
             reason = "cut"
         elif self.cuts and self._start is None:
             reason = "face_lost"
+        elif self.long_stalls and self._start is None:
+            reason = "too_slow"
         else:
             reason = "timeout"
         return self._decide(False, reason, self.best_change, 0.0, None)
