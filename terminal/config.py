@@ -64,7 +64,7 @@ import os
 import tomllib
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
@@ -74,7 +74,7 @@ from pydantic.dataclasses import dataclass
 from .errors import ConfigError
 from .fleet.settings import FleetConfig
 from .fleet.settings import validate as validate_fleet
-from .modes import MODES
+from .modes import Mode
 
 # Values as TOML gives them, no silent conversions: "3" is not a number and true is not 1.
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]   # an integer is accepted for a number
@@ -137,8 +137,6 @@ CameraBackend = Literal["picamera2", "opencv", "replay"]
 LedBackend = Literal["gpio", "mock"]
 Processor = Literal["sandbox"]
 DetectorModel = Literal["short", "full"]
-TerminalMode = Literal[MODES]  # type: ignore[valid-type]  # the names, once: terminal.modes
-TERMINAL_MODES = get_args(TerminalMode)
 
 # The parts that are simulators, named by the config; outside --demo they are reported as warnings.
 SIMULATED_READER_PORTS = ("sim", "loop://")
@@ -320,7 +318,7 @@ class ReceiptConfig:
 class Config:
     terminal_id: NotBlank = DEMO_TERMINAL_ID
     face_pay: Flag = True
-    mode: TerminalMode = "normal"
+    mode: Mode = Mode.NORMAL               # the names, once: terminal.modes
     data_dir: Text = ""
     camera: CameraConfig = field(default_factory=CameraConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)

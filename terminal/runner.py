@@ -21,12 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import checkout as co
+from . import consent
 from .camera import Camera
+from .errors import FacepayError
 from .leds import LedBoard
 from .payments.journal import SaleNotRecorded
 from .payments.processor import IdempotencyKeyReused
 from .scan import FaceScanner, ScanGate
-from .service import Terminal
+from .service import AlreadyEnrolled, CardAlreadyLinked, Terminal, report_lines
 
 _log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ class Runner:
                     self.on_timer(eff)
             case co.Record(kind=kind, subject=subject, details=details):
                 t.ledger.append(kind, subject, terminal_id=t.cfg.terminal_id, **details)
+            case co.PersistMode(mode=mode):
+                t.set_mode(mode, record=False)   # the machine's own Record effect writes the ledger entry
             case co.Charge():
                 return [self.charge(eff).event]
             case co.ResolveCharge(sale_id=sale_id):
@@ -132,8 +136,6 @@ class Runner:
             case co.Reverse(kind=kind):
                 return [self._reverse(kind)]
             case co.BuildReport():
-                from .service import report_lines
-
                 return [co.ReportReady(tuple(report_lines(t.report_day())))]
             case co.RunDoctor(skip_camera=skip):
                 if self.doctor is None:
@@ -196,8 +198,6 @@ class Runner:
         return co.PinChecked(ok, 0.0 if ok else self.pins.wait_seconds())
 
     def _reverse(self, kind: str):
-        from .errors import FacepayError
-
         last = self.term.journal.last_sale()
         if last is None:
             return co.ReverseFailed("", no_sales=True)
@@ -225,10 +225,6 @@ class Runner:
 
     # -- enrolment -----------------------------------------------------------
     def _store_enrolment(self, eff: co.StoreEnrolment):
-        from . import consent
-        from .errors import FacepayError
-        from .service import AlreadyEnrolled, CardAlreadyLinked
-
         text = next((c for c in (consent.load(lang) for lang in consent.LANGUAGES)
                      if c.version == eff.consent_version and c.sha256 == eff.consent_text_hash), None)
         embeddings, self.scanner.captures = self.scanner.captures, []

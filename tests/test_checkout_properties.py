@@ -25,7 +25,7 @@ NEW_SHOPPER = co.ShopperView("shp_fresh", "Ann L.", "•••• 0009", "tok_fr
 CARDS = [co.CardTapped(f"hash{i}", f"•••• 10{i}", f"tok_card{i}") for i in range(2)]
 HASH = "a" * 64
 # Effects left to the test (they need a terminal); the camera and LED effects are performed for real.
-DEFERRED = {co.StartTimer, co.Record, co.Charge, co.VerifyPhone, co.StoreEnrolment, co.LookupCard,
+DEFERRED = {co.StartTimer, co.Record, co.PersistMode, co.Charge, co.VerifyPhone, co.StoreEnrolment, co.LookupCard,
             co.RevokeShopper, co.LoadGallery, co.DropGallery, co.ResolveCharge, co.StartCooldown}
 CAMERA = ReplayCamera(files=[FACES / "obama2.jpg"], loop=True, paced=False)
 

@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from terminal import checkout as co
+from terminal import modes
 from terminal.checkout import State, availability, enrolment, machine, mydata, payment, scan, staff
 
 ANA = co.ShopperView("shp_ana", "Ana N.", "•••• 0001", "tok_ana", has_phone=True)
@@ -120,9 +121,11 @@ def test_the_view_is_frozen_and_holds_no_card_token_of_a_tapped_card():
 
 
 def test_modes_and_policy_come_from_one_place():
-    from terminal.config import TERMINAL_MODES, Config
+    from terminal.config import Config, parse_config
 
-    assert co.MODES == TERMINAL_MODES == tuple(co.Mode)
+    assert tuple(co.Mode) == co.MODES and co.Mode is modes.Mode   # the config's mode is the machine's Mode
+    assert Config().mode is co.Mode.NORMAL
+    assert parse_config('terminal_id = "t"\nmode = "card_only"', "t").mode is co.Mode.CARD_ONLY
     cfg = Config()
     p = co.Policy.from_config(cfg)
     assert (p.threshold, p.enrol_captures, p.consent_timeout_s, p.liveness_required) == (
@@ -147,9 +150,9 @@ def test_staff_actions_need_the_pin_and_a_wrong_pin_says_how_long_it_locks():
             m.handle(ev)
     m.handle(co.OpenStaff())
     m.handle(co.PinChecked(False, 30.0))
-    assert m.view().staff_note == ("pin_wrong", 30.0) and not m.view().staff_unlocked
+    assert m.view().staff_note == co.StaffNote("pin_wrong", wait_s=30.0) and not m.view().staff_unlocked
     m.handle(co.PinChecked(False, 12.0, locked=True))
-    assert m.view().staff_note == ("pin_locked", 12.0)
+    assert m.view().staff_note == co.StaffNote("pin_locked", wait_s=12.0)
     m = unlocked()
     m.handle(co.LockStaff())
     assert not m.view().staff_unlocked and m.view().staff_screen == ""
@@ -161,7 +164,7 @@ def test_staff_key_a_sale_in_or_get_a_clear_note():
     m = unlocked()
     m.handle(co.StaffNewSale())
     assert m.view().staff_screen == "staff_amount"
-    assert m.handle(co.StaffAmount("4.2.0", "EUR", "s1")) == [] and m.view().staff_note[0] == "amount"
+    assert m.handle(co.StaffAmount("4.2.0", "EUR", "s1")) == [] and m.view().staff_note.code == "amount"
     assert m.state == State.IDLE
     assert m.handle(co.StaffAmount("4.20", "EUR", "s1")) == [co.Leds("amount_due")]
     assert m.state == State.AMOUNT_DUE and m.view().sale == co.Sale("s1", 420, "EUR")
@@ -175,7 +178,7 @@ def test_staff_mode_switch_records_it_and_out_of_service_takes_no_sale():
     effects = m.handle(co.StaffSetMode("out_of_service"))
     assert co.Record("mode_changed", "", {"from": "normal", "to": "out_of_service"}) in effects
     assert co.DropGallery() in effects and m.state == State.OUT_OF_SERVICE
-    assert m.view().staff_note == ("mode", "out_of_service") and m.view().staff_screen == "staff_menu"
+    assert m.view().staff_note == co.StaffNote("mode", mode="out_of_service") and m.view().staff_screen == "staff_menu"
     with pytest.raises(co.Rejected, match="out of service"):
         m.handle(co.StaffAmount("4.20", "EUR", "s1"))
     m.handle(co.StaffSetMode("normal"))
@@ -190,9 +193,9 @@ def test_staff_void_report_and_health_check_are_effects_whose_results_come_back_
     with pytest.raises(co.Rejected, match="void or a refund"):
         m.handle(co.StaffReverse("chargeback"))
     m.handle(co.Reversed("void", 420, "EUR", "approved", False))
-    assert m.view().staff_note == ("reversed", "void", 420, "EUR", "approved", False)
+    assert m.view().staff_note == co.StaffNote("reversed", reversal=co.Reversed("void", 420, "EUR", "approved", False))
     m.handle(co.ReverseFailed("", no_sales=True))
-    assert m.view().staff_note == ("no_sales",)
+    assert m.view().staff_note == co.StaffNote("no_sales")
     assert m.handle(co.ShowReport()) == [co.BuildReport()]
     m.handle(co.ReportReady(("2 sales", "total €8.40")))
     assert m.view().staff_screen == "staff_report" and m.view().staff_report == ("2 sales", "total €8.40")
@@ -201,3 +204,69 @@ def test_staff_void_report_and_health_check_are_effects_whose_results_come_back_
     m.handle(co.StartSale("s1", 100, "EUR"))
     m.handle(co.ChooseFace("left"))
     assert m.handle(co.ShowDoctor()) == [co.RunDoctor(skip_camera=True)]   # never during a scan
+
+
+def test_a_staff_mode_change_asks_to_store_the_mode_and_record_it_once_a_cli_change_asks_neither():
+    m = unlocked()
+    effects = m.handle(co.StaffSetMode("card_only"))
+    stored = [e for e in effects if isinstance(e, co.PersistMode)]
+    records = [e for e in effects if isinstance(e, co.Record)]
+    assert stored == [co.PersistMode("card_only")]
+    assert records == [co.Record("mode_changed", "", {"from": "normal", "to": "card_only"})]
+    assert effects.index(stored[0]) < effects.index(records[0]), "stored before the ledger says it changed"
+    # the kiosk picking up `facepay mode normal` (the CLI stored and recorded it already): neither again
+    effects = m.handle(co.SetMode("normal", record=False))
+    assert not [e for e in effects if isinstance(e, (co.PersistMode, co.Record))]
+    assert m.view().mode == co.Mode.NORMAL
+    # refused (a sale is open): nothing to store, nothing recorded, nothing changed
+    m.handle(co.StartSale("s1", 100, "EUR"))
+    before = m.ctx
+    with pytest.raises(co.Rejected):
+        m.handle(co.StaffSetMode("card_only"))
+    assert m.ctx == before
+
+
+def test_a_refusal_carries_its_reason_as_a_field():
+    m = co.CheckoutMachine()
+    with pytest.raises(co.Rejected) as refused:
+        m.handle(co.StaffSetMode("card_only"))
+    assert refused.value.reason == "enter the staff PIN first" == str(refused.value)
+    m = unlocked()
+    with pytest.raises(co.Rejected) as refused:
+        m.handle(co.StaffSetMode("party"))
+    assert refused.value.reason == "unknown mode 'party'"
+    m.handle(co.StartSale("s1", 100, "EUR"))
+    with pytest.raises(co.Rejected) as refused:   # the machine's one place: no handler in this state
+        m.handle(co.StaffSetMode("card_only"))
+    reason = refused.value.reason
+    assert reason == "finish or cancel the current sale before changing mode"
+    kept = co.Refusal("StaffSetMode", reason)   # what a driver keeps of it
+    assert (kept.event, kept.reason) == ("StaffSetMode", reason) and str(kept) == f"StaffSetMode: {reason}"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        kept.reason = "x"
+
+
+def test_the_staff_note_is_read_by_name_and_every_code_is_one_of_NOTES():
+    m = unlocked()
+    assert m.view().staff_note == co.StaffNote() and m.view().staff_note.code == ""
+    notes = []
+    for event in (co.PinChecked(False, 4.0), co.PinChecked(False, 9.0, locked=True), co.StaffSetMode("training"),
+                  co.Reversed("refund", 250, "EUR", "declined", True), co.ReverseFailed("processor offline"),
+                  co.ReverseFailed("", no_sales=True)):
+        m.handle(event)
+        notes.append(m.view().staff_note)
+    m.handle(co.StaffNewSale())
+    m.handle(co.StaffAmount("abc", "EUR", "s1"))
+    notes.append(m.view().staff_note)
+    wrong, locked, mode, refund, error, none, amount = notes
+    assert (wrong.code, wrong.wait_s, locked.code, locked.wait_s) == ("pin_wrong", 4.0, "pin_locked", 9.0)
+    assert (mode.code, mode.mode) == ("mode", "training")
+    assert refund.code == "reversed" and refund.reversal == co.Reversed("refund", 250, "EUR", "declined", True)
+    assert (error.code, error.words, error.reversal) == ("error", "processor offline", None)
+    assert (none.code, none.words) == ("no_sales", "")
+    assert amount.code == "amount" and amount.words and m.view().staff_screen == "staff_amount"
+    assert {n.code for n in notes} | {""} == set(co.NOTES)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        amount.code = "mode"
+    m.handle(co.OpenStaff())   # the panel opened again starts with nothing to say
+    assert m.view().staff_note == co.StaffNote()

@@ -85,3 +85,29 @@ def test_face_pay_off_drops_the_gallery(term, embeddings):
     assert term._gallery is None and not held.any(), "templates overwritten and released"
     r.dispatch(co.SetMode("normal"))
     assert term._gallery is not None and len(term._gallery) == 1
+
+
+def test_the_runner_stores_a_staff_mode_change_and_the_ledger_has_it_once(tmp_path):
+    from terminal import checkout as co
+    from terminal.config import Config
+    from terminal.runner import Runner
+    from terminal.service import Terminal
+
+    term = Terminal(Config(), tmp_path / "term")
+    try:
+        m = co.CheckoutMachine(term.policy(), mode=term.mode())
+        r = Runner(term, m, None)
+        r.pins = PinGate("")
+        r.dispatch(co.OpenStaff())
+        r.dispatch(co.StaffPin(DEMO_PIN))
+        r.dispatch(co.StaffSetMode("card_only"))
+        assert term.mode() == "card_only" == term.store.settings()["mode"], "stored: a restart starts card only"
+        changes = term.ledger.events(kind="mode_changed")
+        assert [(e.details["from"], e.details["to"]) for e in changes] == [("normal", "card_only")]
+        term.set_mode("normal", by="cli")   # `facepay mode normal`: stored and recorded by the CLI
+        r.dispatch(co.SetMode("normal", record=False))   # the kiosk picks it up
+        assert m.view().mode == co.Mode.NORMAL and term.mode() == "normal"
+        assert [(e.details["from"], e.details["to"]) for e in term.ledger.events(kind="mode_changed")] == [
+            ("normal", "card_only"), ("card_only", "normal")]
+    finally:
+        term.close()

@@ -58,11 +58,13 @@ from .messages import (
     MoreTime,
     OpenCamera,
     OpenStaff,
+    PersistMode,
     PhoneChecked,
     PhoneDigits,
     PinChecked,
     ReaderStatus,
     Record,
+    Refusal,
     Rejected,
     ReportReady,
     ResolveCharge,
@@ -98,11 +100,11 @@ from .messages import (
 from .payment import MAX_PHONE_TRIES
 from .policy import FACE_OFF_MODES, MODES, Mode, Policy
 from .scan import CHALLENGE_MORE_MAX, LIVENESS_STRIKES
-from .staff import REVERSALS, SCREENS
+from .staff import NOTES, REVERSALS, SCREENS, StaffNote
 from .states import CAMERA_STATES, PAYING_STATES, RESULT_STATES, State
 
 __all__ = [
-    "REVERSALS", "SCREENS",
+    "NOTES", "REVERSALS", "SCREENS", "StaffNote", "PersistMode", "Refusal",
     "OpenStaff", "CloseStaff", "LockStaff", "StaffPin", "PinChecked", "StaffNewSale", "StaffAmount",
     "StaffSetMode", "StaffReverse", "Reversed", "ReverseFailed", "ShowReport", "ShowDoctor", "ReportReady",
     "CheckPin", "Reverse", "BuildReport", "RunDoctor",

@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .context import Context, Handler, Step, Table, close_camera, gallery_effects, go, idle_pattern, result, to_idle
-from .messages import CameraFault, CameraRestored, FleetStatus, Leds, ReaderStatus, Record, Rejected, SetMode
+from .messages import (
+    CameraFault,
+    CameraRestored,
+    FleetStatus,
+    Leds,
+    PersistMode,
+    ReaderStatus,
+    Record,
+    Rejected,
+    SetMode,
+)
 from .policy import FACE_OFF_MODES, MODES, Mode
 from .states import State
 
@@ -34,11 +44,12 @@ class Availability:
 
 
 def set_mode(c: Context, e: SetMode) -> Step:
+    """A new mode; one changed here (not already by another process: ``record``) is stored, then recorded."""
     if e.mode not in MODES:
         raise Rejected(f"unknown mode {e.mode!r}")
     was_on, old = c.avail.face_pay_on, c.avail.mode
     c = replace(c, avail=replace(c.avail, mode=Mode(e.mode)))
-    eff = [Record("mode_changed", "", {"from": str(old), "to": e.mode})] if e.record else []
+    eff = [PersistMode(e.mode), Record("mode_changed", "", {"from": str(old), "to": e.mode})] if e.record else []
     eff += gallery_effects(was_on, c)
     c, more = to_idle(c)
     return c, eff + more

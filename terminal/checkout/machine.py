@@ -54,7 +54,7 @@ from .mydata import MyDataCtx
 from .payment import PaymentCtx
 from .policy import MODES, Mode, Policy
 from .scan import ScanCtx
-from .staff import StaffCtx
+from .staff import StaffCtx, StaffNote
 from .states import CAMERA_STATES, RESULT_STATES, State
 
 
@@ -133,7 +133,7 @@ class View:
     revoked: frozenset[str]
     staff_screen: str              # the staff panel shown over the idle screen ("": none)
     staff_unlocked: bool
-    staff_note: tuple              # what the panel says: (code, values...), staff.py
+    staff_note: StaffNote          # what the panel says (staff.py)
     staff_report: tuple[str, ...]
 
 

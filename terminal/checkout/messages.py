@@ -22,7 +22,22 @@ UNKNOWN_MESSAGE = "Payment not confirmed - do not pay again; staff will check sa
 
 
 class Rejected(Exception):
-    """An event that is not valid in the current state; nothing changed."""
+    """An event that is not valid in the current state; nothing changed.  ``reason`` is the words."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused event, as a driver keeps it: the event's type name and the machine's reason."""
+
+    event: str    # the type name of the event the driver sent ("StaffSetMode")
+    reason: str   # Rejected.reason ("finish or cancel the current sale before changing mode")
+
+    def __str__(self) -> str:
+        return f"{self.event}: {self.reason}"
 
 
 # --------------------------------------------------------------------------- data
@@ -235,7 +250,7 @@ class Revoked:
 @dataclass(frozen=True)
 class SetMode:
     mode: str
-    record: bool = True   # False when another process (the CLI) already recorded the change
+    record: bool = True   # False when another process (the CLI) already stored and recorded the change
 
 
 @dataclass(frozen=True)
@@ -390,6 +405,14 @@ class Record:
 
 
 @dataclass(frozen=True)
+class PersistMode:
+    """Store the terminal's mode (the setting ``facepay mode`` and a restart read); the ledger entry is a
+    :class:`Record` of its own."""
+
+    mode: str
+
+
+@dataclass(frozen=True)
 class VerifyPhone:
     shopper_id: str
     digits: str
@@ -474,9 +497,9 @@ Event = (
     ReverseFailed | ShowReport | ShowDoctor | ReportReady
 )
 Effect = (
-    OpenCamera | StartCooldown | CloseCamera | StartTimer | Charge | ResolveCharge | Record | VerifyPhone |
-    VerifyUnlock | StoreEnrolment | DropCaptures | LookupCard | RevokeShopper | LoadGallery | DropGallery | Leds |
-    CheckPin | Reverse | BuildReport | RunDoctor
+    OpenCamera | StartCooldown | CloseCamera | StartTimer | Charge | ResolveCharge | Record | PersistMode |
+    VerifyPhone | VerifyUnlock | StoreEnrolment | DropCaptures | LookupCard | RevokeShopper | LoadGallery |
+    DropGallery | Leds | CheckPin | Reverse | BuildReport | RunDoctor
 )
 EVENTS: tuple[type, ...] = tuple(Event.__args__)
 EFFECTS: tuple[type, ...] = tuple(Effect.__args__)

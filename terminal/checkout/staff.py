@@ -1,8 +1,9 @@
 """The staff flow: the PIN, the panel over the idle screen, a sale keyed in, the mode, void or refund of the
 last sale, the day's report and the health check.
 
-The panel shows only at rest (the kiosk puts it over the idle or out-of-service screen); its notes are
-codes with their values (``("mode", "card_only")``) that the kiosk words in the shopper's language.
+The panel shows only at rest (the kiosk puts it over the idle or out-of-service screen); its note is a
+:class:`StaffNote`, a code with its values (``StaffNote("mode", mode="card_only")``) that the kiosk words in
+the shopper's language.
 The PIN is checked, and its lock-out timed, by the driver (``CheckPin`` -> ``PinChecked``).
 """
 
@@ -40,13 +41,25 @@ from .states import State
 
 SCREENS = ("", "staff_pin", "staff_menu", "staff_amount", "staff_report")
 REVERSALS = ("void", "refund")
+NOTES = ("", "pin_locked", "pin_wrong", "amount", "mode", "reversed", "no_sales", "error")   # StaffNote.code
+
+
+@dataclass(frozen=True)
+class StaffNote:
+    """What the staff panel says: ``code`` and the fields that code uses ("": nothing to say)."""
+
+    code: str = ""                     # one of NOTES
+    wait_s: float = 0.0                # pin_locked, pin_wrong: the PIN lock-out now running (0: none)
+    words: str = ""                    # amount, error: why the amount is not one, what went wrong
+    mode: str = ""                     # mode: the mode just set
+    reversal: Reversed | None = None   # reversed: the void or refund done
 
 
 @dataclass(frozen=True)
 class StaffCtx:
     screen: str = ""               # one of SCREENS ("": the panel is closed)
     unlocked: bool = False
-    note: tuple = ()               # what the panel says: (code, values...)
+    note: StaffNote = StaffNote()  # what the panel says
     report: tuple[str, ...] = ()   # the report or health-check lines the report screen shows
 
 
@@ -60,7 +73,7 @@ def _need_unlocked(c: Context) -> None:
 
 
 def open_panel(c: Context, e: OpenStaff) -> Step:
-    return _staff(c, screen="staff_menu" if c.staff.unlocked else "staff_pin", note=()), []
+    return _staff(c, screen="staff_menu" if c.staff.unlocked else "staff_pin", note=StaffNote()), []
 
 
 def close_panel(c: Context, e: CloseStaff) -> Step:
@@ -77,15 +90,15 @@ def pin(c: Context, e: StaffPin) -> Step:
 
 def pin_checked(c: Context, e: PinChecked) -> Step:
     if e.locked:
-        return _staff(c, note=("pin_locked", e.wait_s)), []
+        return _staff(c, note=StaffNote("pin_locked", wait_s=e.wait_s)), []
     if e.ok:
-        return _staff(c, unlocked=True, note=(), screen="staff_menu"), []
-    return _staff(c, note=("pin_wrong", e.wait_s)), []
+        return _staff(c, unlocked=True, note=StaffNote(), screen="staff_menu"), []
+    return _staff(c, note=StaffNote("pin_wrong", wait_s=e.wait_s)), []
 
 
 def new_sale(c: Context, e: StaffNewSale) -> Step:
     _need_unlocked(c)
-    return _staff(c, screen="staff_amount", note=()), []
+    return _staff(c, screen="staff_amount", note=StaffNote()), []
 
 
 def amount(c: Context, e: StaffAmount) -> Step:
@@ -94,14 +107,14 @@ def amount(c: Context, e: StaffAmount) -> Step:
     try:
         minor = parse_amount(e.text, e.currency)
     except ValueError as exc:
-        return _staff(c, note=("amount", str(exc))), []
+        return _staff(c, note=StaffNote("amount", words=str(exc))), []
     return payment.start_sale(_staff(c, screen=""), StartSale(e.sale_id, minor, e.currency))
 
 
 def set_mode(c: Context, e: StaffSetMode) -> Step:
     _need_unlocked(c)
     c, eff = availability.set_mode(c, SetMode(e.mode))
-    return _staff(c, note=("mode", e.mode), screen="staff_menu"), eff
+    return _staff(c, note=StaffNote("mode", mode=e.mode), screen="staff_menu"), eff
 
 
 def reverse(c: Context, e: StaffReverse) -> Step:
@@ -112,11 +125,11 @@ def reverse(c: Context, e: StaffReverse) -> Step:
 
 
 def reversed_(c: Context, e: Reversed) -> Step:
-    return _staff(c, note=("reversed", e.kind, e.amount_minor, e.currency, e.status, e.repeated)), []
+    return _staff(c, note=StaffNote("reversed", reversal=e)), []
 
 
 def reverse_failed(c: Context, e: ReverseFailed) -> Step:
-    return _staff(c, note=("no_sales",) if e.no_sales else ("error", e.what)), []
+    return _staff(c, note=StaffNote("no_sales") if e.no_sales else StaffNote("error", words=e.what)), []
 
 
 def report(c: Context, e: ShowReport) -> Step:

@@ -33,7 +33,7 @@ class HeadlessDesk(Desk):
                                                               (co.CooldownOver(eff.token),)).start()
         self.events: queue.Queue = queue.Queue()
         self.subscribers: list = []
-        self.rejections: list[str] = []
+        self.refusals: list[co.Refusal] = []   # every event the machine refused, with its reason
         self.stopping = threading.Event()
         self.worker = threading.Thread(target=self._scan_worker, name="till-scan", daemon=True)
         self.scans: queue.Queue = queue.Queue()
@@ -79,7 +79,7 @@ class HeadlessDesk(Desk):
                     self.scans.put(eff)
             except co.Rejected as exc:
                 err = exc
-                self.rejections.append(f"{type(event).__name__}: {exc}")
+                self.refusals.append(co.Refusal(type(event).__name__, exc.reason))
             except Exception as exc:  # a part failed: the machine keeps running
                 _log.exception("event %s failed", type(event).__name__)
                 err = co.Rejected(str(exc))

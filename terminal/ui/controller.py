@@ -253,7 +253,7 @@ class KioskController(EventDispatcher):
         self.runner.doctor = self._doctor_lines
         self.merchant = term.cfg.payment.merchant
         self.captures_needed = term.cfg.match.enrol_captures
-        self.rejections: list[str] = []
+        self.refusals: list[co.Refusal] = []   # every event the machine refused, with its reason
         self.observers: list = []           # called with every snapshot (the till link, terminal/ui/till.py)
         self._receipt_for: str | None = None
         self._countdown_ev = None
@@ -300,10 +300,10 @@ class KioskController(EventDispatcher):
         try:
             slow = self.runner.dispatch(event, deferred=SLOW)
         except co.Rejected as exc:
-            self.rejections.append(f"{type(event).__name__}: {exc}")
-            _log.info("rejected %s: %s", type(event).__name__, exc)
+            self.refusals.append(co.Refusal(type(event).__name__, exc.reason))
+            _log.info("rejected %s: %s", type(event).__name__, exc.reason)
             if isinstance(event, (co.EnrolDetails, co.PhoneDigits, co.UnlockFacePay)):
-                reason = str(exc)
+                reason = exc.reason
                 self.form_error = _(FORM_ERRORS.get(reason, reason))
                 self.say(self.form_error, cue="failure")
             self._refresh()
@@ -834,7 +834,7 @@ class KioskController(EventDispatcher):
             self.keypad = ""
             self.send(co.CloseStaff())   # refused (out of service, enrolment mode): the reason is shown at rest
             return False
-        if self.machine.view().staff_note[:1] == ("amount",):
+        if self.machine.view().staff_note.code == "amount":
             return False   # not an amount: the panel says why, the keypad keeps what was typed
         self.keypad = ""
         return True
@@ -844,10 +844,10 @@ class KioskController(EventDispatcher):
         return self.send(co.StartSale(new_sale_id(), amount_minor, self.term.cfg.payment.currency))
 
     def set_mode(self, mode: str):
+        """The staff menu's mode: the machine's PersistMode and Record effects store it and write the ledger."""
         if not self.send(co.StaffSetMode(mode)):
-            self.staff_message = self.rejections[-1].split(": ", 1)[-1]
+            self.staff_message = self.refusals[-1].reason
             return False
-        self.term.set_mode(mode, record=False)  # the machine's Record effect wrote the ledger entry
         return True
 
     def void_last(self):
@@ -858,8 +858,8 @@ class KioskController(EventDispatcher):
 
     def _reverse(self, kind: str):
         self.send(co.StaffReverse(kind))
-        note = self.machine.view().staff_note
-        return note[:1] == ("reversed",) and note[4] == "approved"
+        done = self.machine.view().staff_note.reversal
+        return done is not None and done.status == "approved"
 
     def show_report(self):
         return self.send(co.ShowReport())
@@ -873,27 +873,25 @@ class KioskController(EventDispatcher):
         results = collect(self.term, self.hw, skip={"camera"} if skip_camera else set(), demo=self.demo)
         return [f"[{'FAIL' if not c.ok else 'WARN' if c.warn else 'OK'}] {c.name}: {c.detail}" for c in results]
 
-    def _staff_words(self, note: tuple) -> str:
+    def _staff_words(self, note: co.StaffNote) -> str:
         """What the staff panel says, in the kiosk's language."""
-        code = note[0] if note else ""
+        code = note.code
         if code == "pin_locked":
-            return _("Locked: try again in {seconds} s", seconds=int(note[1]) + 1)
+            return _("Locked: try again in {seconds} s", seconds=int(note.wait_s) + 1)
         if code == "pin_wrong":
-            return _("Wrong PIN: locked for {seconds} s", seconds=int(note[1]) + 1) if note[1] else _("Wrong PIN")
-        if code == "amount":
-            return note[1]
+            return _("Wrong PIN: locked for {seconds} s", seconds=int(note.wait_s) + 1) if note.wait_s else _("Wrong PIN")
+        if code in ("amount", "error"):
+            return note.words
         if code == "mode":
-            return _("Mode: {mode}", mode=_(MODE_NAMES[note[1]]))
+            return _("Mode: {mode}", mode=_(MODE_NAMES[note.mode]))
         if code == "no_sales":
             return _("No sales yet")
-        if code == "error":
-            return note[1]
         if code == "reversed":
-            kind, minor, currency, status, repeated = note[1:]
-            amount = i18n.amount(minor, currency, self.lang)
-            what = _("Void of {amount}: {status}", amount=amount, status=status) if kind == "void" else \
-                _("Refund of {amount}: {status}", amount=amount, status=status)
-            return what + (" " + _("(already done)") if repeated else "")
+            r = note.reversal
+            amount = i18n.amount(r.amount_minor, r.currency, self.lang)
+            what = _("Void of {amount}: {status}", amount=amount, status=r.status) if r.kind == "void" else \
+                _("Refund of {amount}: {status}", amount=amount, status=r.status)
+            return what + (" " + _("(already done)") if r.repeated else "")
         return ""
 
     # -- demo helpers: simulated hardware only ------------------------------------------------

@@ -453,7 +453,7 @@ class ScenarioPlayer:
                       "window": list(Window.size),
                       "ui_fps_during_scan_median": fps[len(fps) // 2] if fps else None,
                       "screenshots": self.recorder.files if self.recorder else [],
-                      "rejected_events": self.ctl.rejections,
+                      "rejected_events": [str(r) for r in self.ctl.refusals],
                       "spoken": self.ctl.speaker.log_lines(), "cues": self.ctl.speaker.cues(),
                       "keys_pressed": self.keys_pressed, "buttons_pressed": self.buttons_pressed, "touches": self.touches}
             if self.recorder:

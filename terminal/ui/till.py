@@ -57,7 +57,7 @@ class KioskDesk(Desk):
             if ctl.machine.state in co.RESULT_STATES and ctl.machine.state != co.State.UNKNOWN:
                 ctl.done()   # the next customer's amount: the last result screen goes
             if not ctl.start_sale(amount_minor):
-                raise co.Rejected(ctl.rejections[-1] if ctl.rejections else "the kiosk is busy")
+                raise co.Rejected(str(ctl.refusals[-1]) if ctl.refusals else "the kiosk is busy")
             return ctl.machine.view().sale.sale_id
         return self._on_main(go)
 
