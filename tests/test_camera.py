@@ -9,8 +9,8 @@ from conftest import FACES
 from terminal.camera import make_camera
 from terminal.camera.replay import IMAGE_SUFFIXES, ReplayCamera, single_image
 from terminal.config import CameraConfig
-from terminal.face.images import load_rgb
 from terminal.errors import HardwareError, InputError
+from terminal.face.images import load_rgb
 
 
 def test_replay_folder_loops_and_is_paced(tmp_path):
