@@ -109,15 +109,15 @@ FAST_TESTS := tests/test_checkout_flows.py tests/test_checkout_tables.py tests/t
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(FAST_TESTS)
 
-# make test: first every test but the `serial` ones in TEST_WORKERS pytest-xdist workers (most tests wait on
-# kiosks, servers and ptys rather than on the CPU; each worker starts its own Xvfb, tests/conftest.py; the
-# tests of a module that share one set of servers stay together on one worker), then the `serial` ones,
-# which measure a fleet through a server crash and must not share the machine, alone.
-TEST_WORKERS ?= 2   # 3 was 40 s faster on 2 cores, but a kiosk's demo head turn then failed once as face_lost
+# make test: first the `serial` tests alone (they measure a fleet through a server crash and must not share
+# the machine), then every other test in TEST_WORKERS pytest-xdist workers (most tests wait on kiosks,
+# servers and ptys rather than on the CPU; each worker starts its own Xvfb, tests/conftest.py; the tests of
+# a module that share one set of servers stay together on one worker).  The last line is the big summary.
+TEST_WORKERS ?= 2
 test: system-deps $(STAMP) lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS)
 	@if [ -n "$$DISPLAY" ]; then $(BIN)/python -m pytest -m serial $(PYTEST_ARGS); \
 	else xvfb-run -a -s "-screen 0 1280x800x24" $(BIN)/python -m pytest -m serial $(PYTEST_ARGS); fi
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS)
 
 # dlib built from source against OpenBLAS: ~6x faster face descriptors.  Builds the wheel once
 # into wheels/ (about 7 minutes on 2 cores, much longer on a Pi) and swaps it in for dlib-bin.

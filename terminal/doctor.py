@@ -55,9 +55,12 @@ def check_data_dir(data_dir: Path) -> list[Check]:
     out.append(Check("free space", free >= MIN_FREE_MB, f"{free} MB free",
                      "" if free >= MIN_FREE_MB else "free space on the SD card: sales cannot be journaled on a full disk"))
     key = data_dir / "master.key"
-    if not key.exists():
-        out.append(Check("master key", False, "missing", "it is created on first run; if shoppers exist, restore it "
-                                                         "from backup or no template can be read"))
+    if not key.exists() and not (data_dir / "facepay.db").exists():
+        # a terminal that never ran (a fresh SD card): the key is made with the store on first run
+        out.append(Check("master key", True, "not created yet (made on first run)"))
+    elif not key.exists():
+        out.append(Check("master key", False, "missing", "the store exists without its key: restore master.key "
+                                                         "from backup, or no template can be read"))
     else:
         kmode = stat.S_IMODE(key.stat().st_mode)
         size = key.stat().st_size

@@ -91,3 +91,17 @@ def test_doctor_reports_an_open_folder_and_a_readable_file(tmp_path):
     r = run_cli("doctor", "--demo", "--skip", "camera", "--skip", "reader", "--skip", "leds", "--skip", "display",
                 data_dir=data)
     assert "[OK  ] data folder" in r.stdout and "[OK  ] data files" in r.stdout, r.stdout
+
+
+def test_doctor_on_a_fresh_data_folder_and_on_a_store_without_its_key(tmp_path):
+    """A terminal that never ran has no key yet (made on first run): not a failure.  A store whose key is
+    gone is one: no template can be read."""
+    data = tmp_path / "fresh"
+    data.mkdir(mode=0o700)
+    skip = ("--skip", "camera", "--skip", "reader", "--skip", "leds", "--skip", "display")
+    r = run_cli("doctor", "--demo", *skip, data_dir=data)
+    assert r.returncode == 0 and "[OK  ] master key" in r.stdout and "not created yet" in r.stdout, r.stdout
+    Terminal(Config(), data).close()
+    (data / "master.key").unlink()
+    r = run_cli("doctor", "--demo", *skip, data_dir=data)
+    assert r.returncode == 1 and "[FAIL] master key" in r.stdout and "restore master.key" in r.stdout, r.stdout
