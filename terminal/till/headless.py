@@ -4,7 +4,8 @@ One thread drives the checkout state machine (as the kiosk's main loop does): ev
 handled in order by the same :class:`terminal.runner.Runner`, and every change is handed to the
 link.  Timers are real (the consent and result time-outs, the unknown outcome's look-ups).  Card
 taps come from the reader; with ``--demo --auto-card UID`` the simulated PN532 presents that card
-one second after each amount becomes due.  With no screen nobody can confirm a face payment on
+one second after each amount becomes due and holds it there until the tap is taken (at most
+:data:`HOLD_CARD_S`).  With no screen nobody can confirm a face payment on
 it, so a face match here ends at the consent time-out, cancelled (no charge without confirmation
 on screen); a face scan starts only when something posts ``ChooseFace`` (the tests).
 """
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 
 from .. import checkout as co
 from ..payments.journal import new_sale_id
@@ -22,6 +24,7 @@ from ..runner import Runner
 from .link import Desk
 
 _log = logging.getLogger(__name__)
+HOLD_CARD_S = 10.0   # --auto-card: the longest the simulated card stays on the reader for one sale
 
 
 class HeadlessDesk(Desk):
@@ -116,7 +119,19 @@ class HeadlessDesk(Desk):
         if sale is None or sale.sale_id != sale_id or self.machine.state != co.State.AMOUNT_DUE:
             return
         self.hw.sim.present(self.auto_card)
-        threading.Timer(0.8, self.hw.sim.remove).start()
+        threading.Thread(target=self._hold_card, args=(sale_id,), name="till-auto-card", daemon=True).start()
+
+    def _hold_card(self, sale_id: str, most_s: float = HOLD_CARD_S) -> None:
+        """The card stays on the reader until the terminal has taken the tap (as a shopper holds it until
+        the beep), at most ``most_s``: a fixed short tap was missed when a loaded machine polled late."""
+        end = time.monotonic() + most_s
+        while time.monotonic() < end:
+            sale = self.machine.view().sale
+            if sale is None or sale.sale_id != sale_id or self.machine.state != co.State.AMOUNT_DUE:
+                break
+            time.sleep(0.1)
+        time.sleep(0.3)
+        self.hw.sim.remove()
 
     def _timer(self, eff: co.StartTimer) -> None:
         t = threading.Timer(eff.seconds, self.post, (co.Timeout(eff.token),))
