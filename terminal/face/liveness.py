@@ -424,8 +424,7 @@ class LivenessCheck:
         self.best_change = 0.0
         self.best_planarity = 0.0
         self.image_cuts = 0
-        self.stalls = 0        # stretches over MAX_GAP_S in which no frame was analysed, judged by continuity
-        self.long_stalls = 0   # ... over MAX_STALL_S: the check started over
+        self.long_stalls = 0   # stretches over MAX_STALL_S in which no frame was analysed: the check started over
         self._fed_t: float | None = None   # the last frame given to add(), with or without a face
         self.continuity = 0.0  # the worst continuity error since the current start, eye distances
         self.progress = 0.0   # the turn so far from the current start, degrees toward the asked side
@@ -547,7 +546,6 @@ class LivenessCheck:
         elif t - self._last_t > MAX_GAP_S:
             if t - self._last_t > MAX_STALL_S:
                 return "stall"
-            self.stalls += 1
         x0, y0, w0, h0 = self._last_box
         x1, y1, w1, h1 = box
         move = math.hypot((x1 + w1 / 2) - (x0 + w0 / 2), (y1 + h1 / 2) - (y0 + h0 / 2))

@@ -114,9 +114,13 @@ class HeadlessDesk(Desk):
             self._announced = sale["sale_id"]
             threading.Timer(1.0, self._present, (sale["sale_id"],)).start()
 
-    def _present(self, sale_id: str) -> None:
+    def _still_due(self, sale_id: str) -> bool:
+        """The sale ``sale_id`` is the one on the terminal and still waits for its card."""
         sale = self.machine.view().sale
-        if sale is None or sale.sale_id != sale_id or self.machine.state != co.State.AMOUNT_DUE:
+        return sale is not None and sale.sale_id == sale_id and self.machine.state == co.State.AMOUNT_DUE
+
+    def _present(self, sale_id: str) -> None:
+        if not self._still_due(sale_id):
             return
         self.hw.sim.present(self.auto_card)
         threading.Thread(target=self._hold_card, args=(sale_id,), name="till-auto-card", daemon=True).start()
@@ -125,10 +129,7 @@ class HeadlessDesk(Desk):
         """The card stays on the reader until the terminal has taken the tap (as a shopper holds it until
         the beep), at most ``most_s``: a fixed short tap was missed when a loaded machine polled late."""
         end = time.monotonic() + most_s
-        while time.monotonic() < end:
-            sale = self.machine.view().sale
-            if sale is None or sale.sale_id != sale_id or self.machine.state != co.State.AMOUNT_DUE:
-                break
+        while time.monotonic() < end and self._still_due(sale_id):
             time.sleep(0.1)
         time.sleep(0.3)
         self.hw.sim.remove()
