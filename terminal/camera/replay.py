@@ -67,7 +67,6 @@ class ReplayCamera(Camera):
     def _open_device(self) -> None:
         self._i = 0
         self._n = 0
-        self._t0 = time.monotonic()
         self._tick, self.dropped = -1, 0
         if self.video is not None:
             import cv2
@@ -79,6 +78,7 @@ class ReplayCamera(Camera):
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.first)
         elif not self._frames:
             self._frames = [load_rgb(f) for f in self.files]
+        self._t0 = time.monotonic()   # the sensor's clock starts once the device is open
 
     def show(self, frames: Sequence[np.ndarray], files: list[Path] | None = None) -> None:
         """Show these frames from the next read on, from the first (the scene in front of the camera changed).
