@@ -105,6 +105,14 @@ def smaps_groups(pid: str = "self") -> dict[str, int]:
     return dict(groups)
 
 
+def malloc_kb() -> dict[str, float] | None:
+    """glibc's allocator, kB: allocated, freed but kept inside the arenas, mapped on its own (terminal.memory)."""
+    from terminal.memory import malloc_stats
+
+    stats = malloc_stats()
+    return None if stats is None else {k: v / 1024 for k, v in stats.items()}
+
+
 # -- the kiosk child -------------------------------------------------------------------------------------
 
 def _textures_kb() -> float | None:
@@ -198,14 +206,15 @@ class Sampler(threading.Thread):
         while not self.stop.is_set():
             t = time.monotonic() - t0
             app, screen = self._screen()
-            s = {"t": round(t, 2), "screen": screen, **rollup()}
+            s = {"t": round(t, 2), "screen": screen, **rollup(), "hwm": hwm_kb()}
             self.samples.append(s)
             if t - last_full >= 2.0:
                 last_full = t
                 try:
                     material, ids = _scenario_material(app)
                     self.full.append({**s, "groups": smaps_groups(), "textures_kb": _textures_kb(),
-                                      "numpy_kb": _numpy_kb(ids), "scenario_material_kb": material})
+                                      "numpy_kb": _numpy_kb(ids), "scenario_material_kb": material,
+                                      "malloc_kb": malloc_kb()})
                     if self.trace:
                         self._trace(screen)
                 except Exception as exc:   # the kiosk changed under the look (imports, teardown): the next one
@@ -247,6 +256,7 @@ class Sampler(threading.Thread):
 def child(args) -> int:
     os.environ["KIVY_NO_ARGS"] = "1"
     sys.path.insert(0, str(ROOT))
+    import terminal.memory  # noqa: F401 - the sampler thread reads malloc's figures through it: imported here
     sampler = Sampler(trace=args.trace)
     sampler.start()
     from terminal.cli import main
@@ -284,7 +294,9 @@ def phases(run: dict) -> dict[str, dict]:
         one = max(fulls, key=lambda s: s["pss"]) if name == "scanning" and fulls else (fulls[-1] if fulls else None)
         out[name] = {"rss": agg(r["rss"] for r in rows), "pss": agg(r["pss"] for r in rows),
                      "anonymous": agg(r["anonymous"] for r in rows), "detail": one}
-    out["peak"] = {"rss": run["hwm_kb"]}
+    # the screen on which the high-water mark was reached (the first sample that saw it)
+    at = next((s["screen"] for s in samples if s.get("hwm", 0) >= run["hwm_kb"]), "the end")
+    out["peak"] = {"rss": run["hwm_kb"], "screen": at}
     return out
 
 
@@ -386,7 +398,8 @@ def report(runs: list[dict], traced: list[dict], pieces: dict[str, list[dict]]) 
         row = [statistics.median(v.get(k) for v in vals) if all(k in v for v in vals) else None
                for k in ("rss", "pss", "anonymous")]
         print(f"{ph:<10} {mb(row[0]):>6} {mb(row[1]):>6} {mb(row[2]):>6}"
-              + ("   (VmHWM: the highest RSS of the run)" if ph == "peak" else ""))
+              + (f"   (VmHWM: the highest RSS of the run; reached on {', '.join(v['screen'] for v in vals)})"
+                 if ph == "peak" else ""))
     print("\nPSS by mapping (MB, median over runs; the sample nearest each phase):")
     names: Counter = Counter()
     for p in per:
@@ -410,6 +423,15 @@ def report(runs: list[dict], traced: list[dict], pieces: dict[str, list[dict]]) 
         for ph in ("idle", "scanning", "after"):
             vals = [p[ph]["detail"][key] for p in per if (p.get(ph) or {}).get("detail")
                     and p[ph]["detail"].get(key) is not None]
+            cells.append(statistics.median(vals) if vals else None)
+        print(f"{label:<58} {mb(cells[0]):>6} {mb(cells[1]):>6} {mb(cells[2]):>6}")
+    for key, label in (("in_use", "malloc: allocated (mallinfo2, all arenas)"),
+                       ("free", "malloc: freed, kept inside the arenas"),
+                       ("mmapped", "malloc: chunks mapped on their own")):
+        cells = []
+        for ph in ("idle", "scanning", "after"):
+            vals = [p[ph]["detail"]["malloc_kb"][key] for p in per if (p.get(ph) or {}).get("detail")
+                    and p[ph]["detail"].get("malloc_kb")]
             cells.append(statistics.median(vals) if vals else None)
         print(f"{label:<58} {mb(cells[0]):>6} {mb(cells[1]):>6} {mb(cells[2]):>6}")
     for r in traced:

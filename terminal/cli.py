@@ -112,9 +112,9 @@ def cmd_run(ctx: Context) -> int:
         raise UsageError("no staff PIN is set", f"[staff] pin_hash in {ctx.cfg.source}",
                          "run `facepay staff-pin` and put the line it prints in the config, or use --demo")
     os.environ.setdefault("KIVY_NO_ARGS", "1")
-    from .memory import limit_malloc_arenas
+    from .memory import tune_malloc
 
-    limit_malloc_arenas()   # before the kiosk's threads start
+    tune_malloc()   # before the kiosk's threads start and its models load
     from .ui.app import run_kiosk
 
     return run_kiosk(ctx, demo=a.demo, size=size, script=a.script, screenshots=a.screenshots,

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import FACES, ROOT
 
+MALLOC_ENV = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
 
 def _python(code: str, env: dict | None = None) -> dict:
-    e = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    e = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     e.update(env or {})
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=e, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -36,15 +38,48 @@ print(json.dumps({{"faces": len(found), "before": before, "ok": ok, "after": "ma
     assert "_LazyFinder" not in out["finders"]   # only in place while mediapipe imports
 
 
-def test_malloc_arenas_are_limited_unless_the_environment_says():
+def test_the_malloc_settings_are_applied_unless_the_environment_sets_them():
     code = "import json; from terminal.memory import limit_malloc_arenas; print(json.dumps(limit_malloc_arenas()))"
     assert _python(code) is True                                   # glibc's mallopt accepted M_ARENA_MAX
     assert _python(code, {"MALLOC_ARENA_MAX": "4"}) is True        # already set at start-up: left alone
+    code = "import json; from terminal.memory import tune_malloc; print(json.dumps(tune_malloc()))"
+    assert _python(code) is True                                   # mallopt accepted the arenas and both thresholds
+    assert _python(code, {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "1"}) is True
 
 
-def test_the_kiosk_unit_sets_two_malloc_arenas():
+def test_the_kiosk_unit_sets_the_same_malloc_settings():
+    from terminal.memory import ARENA_MAX, MMAP_THRESHOLD, TRIM_THRESHOLD
+
     text = (ROOT / "systemd" / "facepay-kiosk.service").read_text()
-    assert "Environment=MALLOC_ARENA_MAX=2" in text
+    assert f"Environment=MALLOC_ARENA_MAX={ARENA_MAX}" in text
+    assert f"Environment=MALLOC_MMAP_THRESHOLD_={MMAP_THRESHOLD}" in text
+    assert f"Environment=MALLOC_TRIM_THRESHOLD_={TRIM_THRESHOLD}" in text
+
+
+MAPPED_ON_THEIR_OWN = """
+import json, sys
+from terminal.memory import fix_mmap_threshold, malloc_stats
+from terminal.face.models import read_verified
+if malloc_stats() is None:
+    print(json.dumps(None)); sys.exit()
+fixed = fix_mmap_threshold() if sys.argv[1] == "fixed" else False
+read_verified("dlib_face_recognition_resnet_model_v1.dat")   # 22 MB read and freed, as the kiosk's start does
+def mapped(n):
+    before = malloc_stats()["mmapped"]
+    block = bytearray(n)
+    return malloc_stats()["mmapped"] - before >= n
+print(json.dumps({"fixed": fixed, "2 MB": mapped(2 << 20), "frame": mapped(640 * 480 * 3)}))
+"""
+
+
+def test_with_the_threshold_fixed_a_freed_model_file_leaves_large_blocks_mapped_on_their_own():
+    default, fixed = (_python(MAPPED_ON_THEIR_OWN.replace("sys.argv[1]", repr(mode))) for mode in ("default", "fixed"))
+    if default is None:
+        pytest.skip("not glibc 2.33 or later (no mallinfo2)")
+    # glibc's dynamic threshold: after the 22 MB block went, a 2 MB block comes from the heap
+    assert default == {"fixed": False, "2 MB": False, "frame": False}
+    # fixed at 1 MiB: the 2 MB block is mapped on its own (back to the system when freed), a frame is not
+    assert fixed == {"fixed": True, "2 MB": True, "frame": False}
 
 
 # -- the simulated shopper's material (terminal/testing/): rendered in a child, held compressed ---------------
