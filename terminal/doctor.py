@@ -2,6 +2,7 @@
 
 Checks: config, data folder (0700, its files 0600, free space), master key (present,
 0600), databases (``PRAGMA integrity_check``), consent ledger chain, clock,
+numpy's matrix products (the face checks' arithmetic, against plain Python),
 camera (opens, frame size, frame rate), card reader (firmware version),
 LEDs (blink test on request), display.  The privacy LED is lit for as long as
 the camera is open, here as in a scan.  A simulated part (replay camera, PN532
@@ -89,6 +90,33 @@ def check_clock() -> Check:
     return Check("clock", ok, now.isoformat(timespec="seconds") + (" (NTP synchronised)" if synced else ""),
                  "" if ok else "the clock is behind the build date: enable NTP (timedatectl set-ntp true); "
                                "receipts and retention need a right clock")
+
+
+def check_arithmetic(matmul=None) -> Check:
+    """numpy's matrix products against plain Python, in the shapes the face checks use (landmarks through a
+    2x2 matrix, a descriptor against templates).  numpy hands them to its BLAS, which picks kernels for the
+    CPU it finds: under qemu's default arm64 CPU (with SVE) those kernels gave products off by hundreds of
+    pixels, and every head turn failed (docs/deploy.md, the arm64 check)."""
+    import random
+
+    import numpy as np
+
+    matmul = matmul or np.matmul
+    rnd = random.Random(22)
+    worst = 0.0
+    for rows, inner, cols in ((468, 2, 2), (7, 3, 3), (100, 128, 1)):
+        a = [[rnd.uniform(-100, 100) for _ in range(inner)] for _ in range(rows)]
+        b = [[rnd.uniform(-1, 1) for _ in range(cols)] for _ in range(inner)]
+        ref = np.array([[sum(x * y for x, y in zip(row, col)) for col in zip(*b)] for row in a])
+        for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):   # relative to the largest entry
+            got = np.asarray(matmul(np.array(a, dtype), np.array(b, dtype)), np.float64)
+            worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()) / tol)
+    if worst <= 1:
+        return Check("arithmetic", True, "numpy's matrix products agree with plain Python")
+    return Check("arithmetic", False, "numpy's matrix products are wrong on this CPU (its BLAS kernels); "
+                 "the face checks' geometry cannot be trusted (head turns are refused)",
+                 "set OPENBLAS_CORETYPE to a plainer core (ARMV8 on arm64) in the kiosk's environment "
+                 "(systemd: Environment= in facepay-kiosk.service), run doctor again, and report the CPU")
 
 
 def check_camera(camera, leds) -> Check:
@@ -181,6 +209,7 @@ def collect(term, hw, skip: set[str] = frozenset(), blink: bool = False, demo: b
     led = term.ledger.verify()
     out.append(Check("consent ledger", led.ok, f"{led.count} entries" + ("" if led.ok else f": {led.reason}")))
     out.append(check_clock())
+    out.append(check_arithmetic())
     if not term.face_pay_on():
         out.append(Check("camera", True, "not opened: face pay is off at this terminal"))
     elif "camera" not in skip:
@@ -223,6 +252,7 @@ def run_doctor(ctx) -> int:
             except FacepayError as exc:
                 results.append(Check("consent ledger", False, exc.one_line()))
         results.append(check_clock())
+        results.append(check_arithmetic())
         skip = set(a.skip)
         face_pay = cfg.face_pay
         if face_pay and (data_dir / "facepay.db").exists() and (data_dir / "master.key").exists():

@@ -90,8 +90,22 @@ def test_doctor_passes_in_the_demo_setup(cli):
     assert checks["master key"]["detail"].startswith("mode 0600")
     assert checks["database facepay.db"]["detail"] == "integrity_check: ok"
     assert "consent ledger" in checks and "clock" in checks and "free space" in checks
+    assert checks["arithmetic"]["ok"], checks["arithmetic"]
     code, checks = doctor(cli, "--demo", "--skip", "display", "--blink")
     assert code == 0 and checks["LEDs"]["detail"].startswith("mock: blinked privacy, consent")
+
+
+def test_doctor_fails_a_blas_that_gets_matrix_products_wrong():
+    """As numpy's OpenBLAS did under qemu's default arm64 CPU: landmark rows shifted, or a product slightly off."""
+    import numpy as np
+
+    from terminal.doctor import check_arithmetic
+
+    assert check_arithmetic().ok
+    shifted = check_arithmetic(lambda a, b: np.roll(np.matmul(a, b), 4, axis=0))
+    assert not shifted.ok and "OPENBLAS_CORETYPE" in shifted.hint
+    assert not check_arithmetic(lambda a, b: np.matmul(a, b) * (1 + 1e-4)).ok
+    assert check_arithmetic(lambda a, b: np.matmul(a, b) * (1 + 1e-14)).ok   # rounding is not an error
 
 
 def test_doctor_warns_about_simulated_parts_outside_demo(cli, tmp_path):

@@ -41,6 +41,7 @@ who holds the descriptors (see ``terminal.runner``).
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -401,6 +402,13 @@ class _Tracks:
         return out
 
 
+class _Break(enum.Enum):
+    """How the face in a frame follows the last face seen."""
+    NONE = "none"      # it carries on from it
+    CUT = "cut"        # the box jumped, or the face was away for over MAX_GAP_S
+    STALL = "stall"    # the terminal analysed no frame at all for over MAX_STALL_S
+
+
 @dataclass
 class LivenessCheck:
     """Feed frames with :meth:`add` until it returns a result; :meth:`finish` decides at the end of input."""
@@ -482,9 +490,9 @@ class LivenessCheck:
                 self._restart()
             return None
         self.saw_face = True
-        jumped = self._jumped(t, box)
-        if jumped:
-            if jumped == "stall":
+        broke = self._break(t, box)
+        if broke is not _Break.NONE:
+            if broke is _Break.STALL:
                 self.long_stalls += 1
             else:
                 self.cuts += 1
@@ -534,23 +542,23 @@ class LivenessCheck:
             return self._judge_turn()  # the head came back under the threshold: judge the peak seen
         return None
 
-    def _jumped(self, t: float, box) -> bool | str:
-        """Whether the face box broke off since the last face: True, "stall" (the terminal analysed no frame for
-        over MAX_STALL_S), or False.  A shorter stretch without analysed frames is no absence of the face: it
-        is the terminal falling behind (a slow frame), and the box and image continuity still judge it."""
+    def _break(self, t: float, box) -> _Break:
+        """Whether the face broke off since the last face.  A stretch of up to MAX_STALL_S without analysed
+        frames is no absence of the face: it is the terminal falling behind (a slow frame), and the box and
+        image continuity still judge it."""
         if self._last_box is None:
-            return False
+            return _Break.NONE
         if self._absent_from is not None:
             if t - self._absent_from > MAX_GAP_S:
-                return True
-        elif t - self._last_t > MAX_GAP_S:
-            if t - self._last_t > MAX_STALL_S:
-                return "stall"
+                return _Break.CUT
+        elif t - self._last_t > MAX_STALL_S:
+            return _Break.STALL
         x0, y0, w0, h0 = self._last_box
         x1, y1, w1, h1 = box
         move = math.hypot((x1 + w1 / 2) - (x0 + w0 / 2), (y1 + h1 / 2) - (y0 + h0 / 2))
         scale = max(w1, 1) / max(w0, 1)
-        return move > MAX_JUMP * max(w0, 1) or not (1 / MAX_SCALE <= scale <= MAX_SCALE)
+        jumped = move > MAX_JUMP * max(w0, 1) or not (1 / MAX_SCALE <= scale <= MAX_SCALE)
+        return _Break.CUT if jumped else _Break.NONE
 
     # -- deciding ---------------------------------------------------------------------
     def _judge_turn(self) -> LivenessResult:
