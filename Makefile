@@ -81,7 +81,7 @@ bookworm-check:
 # Debian 13 trixie arm64 (the Pi's architecture) in a debootstrap root under qemu user-mode emulation:
 # the lock from aarch64 wheels alone, the release wheel, then the CLI and one kiosk scenario, emulated.
 # Needs root; long (not part of `make test`).  QEMU_FROM=trixie|bookworm|bookworm-backports picks the qemu
-# package, QEMU_CPU the CPU model; .ci/arm64-check and docs/deploy.md ("The arm64 check") say more.
+# package, QEMU_CPU the CPU model (default cortex-a76, the Pi 5's core); .ci/arm64-check and docs/deploy.md ("The arm64 check") say more.
 arm64-check:
 	.ci/arm64-check
 

@@ -152,6 +152,9 @@ class CameraConfig:
     # replay backend: a folder of images or a video file; empty means the demo faces.
     replay_path: Text = ""
     loop: Flag = True
+    # replay backend: the scene's clock against the wall clock; below 1 the scene plays in slow motion
+    # (frames stamped in the scene's time), for a kiosk run under emulation (make arm64-check).
+    replay_speed: Annotated[Number, Field(ge=0.01, le=1)] = 1.0
 
 
 @section

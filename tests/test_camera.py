@@ -8,8 +8,8 @@ from conftest import FACES
 
 from terminal.camera import make_camera
 from terminal.camera.replay import IMAGE_SUFFIXES, ReplayCamera, single_image
-from terminal.config import CameraConfig
-from terminal.errors import HardwareError, InputError
+from terminal.config import CameraConfig, parse_config
+from terminal.errors import ConfigError, HardwareError, InputError
 from terminal.face.images import load_rgb
 
 
@@ -57,6 +57,29 @@ def test_replay_paced_like_a_sensor_a_busy_reader_misses_frames():
         assert abs((c.timestamp - b.timestamp) - 1 / 20.0) < 1e-6
         cam.show(frames[:3])              # a new scene: its first frame is the next capture
         assert int(cam.read().image[0, 0, 0]) == 0
+
+
+def test_replay_slow_motion_stamps_frames_in_the_scenes_time():
+    """``[camera] replay_speed`` below 1: the sensor captures fps * speed frames a second of the wall clock,
+    stamped in the scene's own time (capture k at k / fps), so a reader that took a whole wall-clock frame
+    period misses no capture of the scene."""
+    frames = [np.full((8, 8, 3), i, np.uint8) for i in range(40)]
+    cam = make_camera(CameraConfig(backend="replay", replay_path=str(FACES), fps=20.0, replay_speed=0.25))
+    assert cam.describe()["speed"] == 0.25
+    cam = ReplayCamera(frames=frames, fps=20.0, loop=False, paced=True, speed=0.25)
+    with cam:
+        t0 = time.monotonic()
+        got = [cam.read()]
+        time.sleep(0.05)                  # a full period at 20 fps, a fifth of one in slow motion
+        got += [cam.read() for _ in range(4)]
+        dt = time.monotonic() - t0
+    assert [int(f.image[0, 0, 0]) for f in got] == [0, 1, 2, 3, 4] and cam.dropped == 0
+    assert all(abs((b.timestamp - a.timestamp) - 1 / 20.0) < 1e-6 for a, b in zip(got, got[1:]))
+    assert dt >= 3 / (20.0 * 0.25), ("five captures of the scene span four periods of 0.2 s; the first is there", dt)
+    with pytest.raises(ValueError, match="speed"):
+        ReplayCamera(frames=frames, speed=0)
+    with pytest.raises(ConfigError, match="replay_speed"):
+        parse_config('terminal_id = "t1"\n[camera]\nreplay_speed = 2\n', "t.toml")
 
 
 def test_replay_once_ends(tmp_path):

@@ -79,7 +79,8 @@ def make_camera(cfg: CameraConfig, replay_default: str | None = None) -> Camera:
     if cfg.backend == "replay":
         from .replay import ReplayCamera
 
-        return ReplayCamera.from_path(cfg.replay_path or replay_default or "", fps=cfg.fps, loop=cfg.loop)
+        return ReplayCamera.from_path(cfg.replay_path or replay_default or "", fps=cfg.fps, loop=cfg.loop,
+                                       speed=cfg.replay_speed)
     if cfg.backend == "opencv":
         from .opencv import OpenCVCamera
 

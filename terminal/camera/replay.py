@@ -29,9 +29,18 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".h264"}
 class ReplayCamera(Camera):
     def __init__(self, files: list[Path] | None = None, video: Path | None = None,
                  fps: float = 10.0, loop: bool = True, paced: bool = True, first: int = 0, last: int | None = None,
-                 frames: list[np.ndarray] | None = None):
-        """``frames``: RGB frames already in memory (rendered or decoded); then ``files`` only names them."""
+                 frames: list[np.ndarray] | None = None, speed: float = 1.0):
+        """``frames``: RGB frames already in memory (rendered or decoded); then ``files`` only names them.
+
+        ``speed`` (paced only): the scene's clock against the wall clock.  Below 1 the scene plays in slow
+        motion: the sensor captures ``fps * speed`` frames a second, each stamped in the scene's time (capture
+        k at k / fps), as a machine that many times faster would have seen it at full speed.  For a terminal
+        run under emulation (``make arm64-check``), where the head-turn check's limits, in the frames' own
+        time, could never be met by a reader ten times slower."""
+        if not 0 < speed <= 1:
+            raise ValueError(f"replay speed {speed!r} must be above 0 and at most 1")
         super().__init__()
+        self.speed = speed
         self.files = list(files or [])
         self.video = video
         self.fps = fps
@@ -62,7 +71,8 @@ class ReplayCamera(Camera):
 
     def describe(self) -> dict:
         src = str(self.video) if self.video else f"{len(self.files)} images"
-        return {"backend": "replay", "source": src, "fps": self.fps, "loop": self.loop}
+        d = {"backend": "replay", "source": src, "fps": self.fps, "loop": self.loop}
+        return d | ({"speed": self.speed} if self.speed != 1 else {})
 
     def _open_device(self) -> None:
         self._i = 0
@@ -89,7 +99,7 @@ class ReplayCamera(Camera):
         self.files = list(files or [])
         self._i = 0
         if self.paced and self.is_open:   # the new scene's first frame is the sensor's next capture
-            self._tick = max(self._tick, int((time.monotonic() - self._t0) * self.fps) - 1)
+            self._tick = max(self._tick, int((time.monotonic() - self._t0) * self.speed * self.fps) - 1)
 
     def _stamp(self) -> float:
         n, self._n = self._n, self._n + 1
@@ -99,10 +109,11 @@ class ReplayCamera(Camera):
         """Paced: wait for the sensor's next capture unless a newer one than the last handed out is there;
         returns how many captures were skipped (a reader busy for longer than a frame misses them)."""
         now = time.monotonic()
-        tick = int((now - self._t0) * self.fps)
+        rate = self.fps * self.speed   # captures per second of the wall clock
+        tick = int((now - self._t0) * rate)
         if tick <= self._tick:
             tick = self._tick + 1
-            time.sleep(max(0.0, self._t0 + tick / self.fps - now))
+            time.sleep(max(0.0, self._t0 + tick / rate - now))
         skipped, self._tick = tick - self._tick - 1, tick
         self.dropped += skipped
         return skipped
