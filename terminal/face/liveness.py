@@ -338,6 +338,10 @@ TRACK_EYE_PX = 80.0   # the tracking picture is scaled so that the start's eye d
 TRACK_BLUR = 1.0      # and smoothed by a Gaussian of this sigma (pixels at that scale): JPEG blocks and sensor
                       # noise weigh less, so a re-saved or rescaled copy tracks like the original
 TRACK_MARGIN = 0.6    # the tracked region: the start's mesh box and this share of its size on every side
+# A point whose forward or backward track was lost is this far off, in tracking-picture pixels: far beyond any
+# threshold, and finite, so that the percentile in _Tracks.follow interpolates (with infinity, inf - inf is NaN there, and
+# a NaN lost to max() would let a frame with many lost tracks through).
+LOST_TRACK_PX = 1e6
 
 
 class _Tracks:
@@ -391,7 +395,7 @@ class _Tracks:
             back[sel], st_back, _ = cv2.calcOpticalFlowPyrLK(gray, self.gray, nxt[sel], None, **lk)
             found[sel] = (st.ravel() > 0) & (st_back.ravel() > 0)
         fb = np.linalg.norm((back - self.pos).reshape(-1, 2), axis=1)
-        fb[~found] = np.inf
+        fb[~found] = LOST_TRACK_PX
         off = np.linalg.norm(nxt.reshape(-1, 2) - self._to_track(frame.landmarks[self.ids, :2]), axis=1)
         self.pos, self.gray = nxt, gray
         return float(max(np.median(off), np.percentile(fb, 90), fb[self.tip].max()) / TRACK_EYE_PX)
