@@ -99,7 +99,11 @@ class ReplayCamera(Camera):
         self.files = list(files or [])
         self._i = 0
         if self.paced and self.is_open:   # the new scene's first frame is the sensor's next capture
-            self._tick = max(self._tick, int((time.monotonic() - self._t0) * self.speed * self.fps) - 1)
+            self._tick = max(self._tick, self._sensor_tick(time.monotonic()) - 1)
+
+    def _sensor_tick(self, now: float) -> int:
+        """The sensor's capture at wall-clock ``now``: it captures ``fps * speed`` frames a second."""
+        return int((now - self._t0) * self.fps * self.speed)
 
     def _stamp(self) -> float:
         n, self._n = self._n, self._n + 1
@@ -109,11 +113,10 @@ class ReplayCamera(Camera):
         """Paced: wait for the sensor's next capture unless a newer one than the last handed out is there;
         returns how many captures were skipped (a reader busy for longer than a frame misses them)."""
         now = time.monotonic()
-        rate = self.fps * self.speed   # captures per second of the wall clock
-        tick = int((now - self._t0) * rate)
+        tick = self._sensor_tick(now)
         if tick <= self._tick:
             tick = self._tick + 1
-            time.sleep(max(0.0, self._t0 + tick / rate - now))
+            time.sleep(max(0.0, self._t0 + tick / (self.fps * self.speed) - now))
         skipped, self._tick = tick - self._tick - 1, tick
         self.dropped += skipped
         return skipped
